@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""The project's test command: ``python3 tests/run.py [pytest arguments]``.
+
+Creates a virtual environment with the development tools (``tests/requirements.txt``)
+the first time, or again when that file changes, then runs pytest in it. The runtime
+itself needs nothing from that environment: pandad is standard library only.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIREMENTS = REPO / "tests" / "requirements.txt"
+VENV = Path(os.environ.get("PANDAD_TEST_VENV", REPO / ".venv"))
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> None:
+    """Install the pinned tools once; the stamp keeps later runs offline and fast."""
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    stamp = VENV / ".requirements.sha256"
+    if venv_python().exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        return
+    print(f"tests/run.py: installing test tools into {VENV}", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
+    pip = [str(venv_python()), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["install", "-r", str(REQUIREMENTS)], check=True)
+    stamp.write_text(wanted + "\n")
+
+
+def main(argv: list) -> int:
+    ensure_venv()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [str(venv_python()), "-m", "pytest", *argv]
+    return subprocess.run(command, cwd=REPO, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: where the code is, how to start it, how to wait for it."""
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "job_queue_log"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+T = TypeVar("T")
+
+
+def python_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for a child ``python3 -m pandad`` / ``-m schedd_plugin`` from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("CONDOR_CONFIG", None)
+    env.update(extra or {})
+    return env
+
+
+def python_command(module: str, *args: str) -> list:
+    return [sys.executable, "-m", module, *args]
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program; missing is a failure in CI, a skip elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if IN_CI:
+        pytest.fail(f"{name} is required in CI but is not installed")
+    pytest.skip(f"{name} is not installed")
+
+
+def require_module(name: str):
+    """Import a dev-only module; missing is a failure in CI, a skip elsewhere."""
+    try:
+        return __import__(name)
+    except ImportError:
+        if IN_CI:
+            pytest.fail(f"Python module {name} is required in CI but is not installed")
+        pytest.skip(f"Python module {name} is not installed")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
+               message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
