@@ -1,0 +1,145 @@
+"""The plug-in's saved position in job_queue.log, so a restart resumes without re-sending.
+
+The position is written at transaction boundaries by ``panda_plugin`` and read once at start.
+The file is small JSON with a version field::
+
+    {"format": "panda_plugin-position", "version": 1,
+     "dev": 2049, "ino": 1234, "seq": 7, "birth": 1700000000, "offset": 4096}
+
+Saving is atomic: a temporary file is created next to the final path (O_CREAT|O_EXCL|
+O_NOFOLLOW, mode 0600), written, fsynced and renamed over the final path. rename() replaces a
+symlink at the final path rather than following it, so a symlink planted there cannot redirect
+the write. Loading never follows a symlink either; anything unusable (missing, symlink, not a
+regular file, not our format, corrupt) is ``None`` with one log line, and the caller then replays
+the whole log as the schedd's own startup would.
+"""
+
+import errno
+import json
+import logging
+import os
+import stat
+from typing import NamedTuple, Optional
+
+log = logging.getLogger("panda_plugin.state")
+
+FORMAT = "panda_plugin-position"
+VERSION = 1
+# A position file is a few dozen bytes; anything much larger is not ours.
+MAX_STATE_BYTES = 4096
+
+
+class Position(NamedTuple):
+    """Where the follower stands: which file (dev, ino, first-line sequence, birth) and where in it."""
+
+    dev: int
+    ino: int
+    seq: int
+    birth: int
+    offset: int
+
+
+def encode_position(pos: Position) -> bytes:
+    doc = {"format": FORMAT, "version": VERSION}
+    doc.update(pos._asdict())
+    return (json.dumps(doc, sort_keys=True) + "\n").encode("ascii")
+
+
+def decode_position(data: bytes) -> Position:
+    """Parse a position file's bytes; raises ValueError with a one-line reason."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError("not a panda_plugin position file")
+    if doc.get("version") != VERSION:
+        raise ValueError(f"unsupported version {doc.get('version')!r}")
+    values = []
+    for field in Position._fields:
+        value = doc.get(field)
+        # bool is an int subclass; a true/false here means the file is not ours.
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"field {field!r} is missing or not a non-negative integer")
+        values.append(value)
+    return Position(*values)
+
+
+def save_position(path: str, pos: Position) -> None:
+    """Atomically replace ``path`` with ``pos``; raises OSError on failure (the caller logs)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    data = encode_position(pos)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        # A leftover of a crashed save by an earlier process with our pid: unlink removes the
+        # name (a symlink itself, never its target), then create exclusively again.
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    # Makes the rename durable across a power cut; optional, so failure is not an error.
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_position(path: str) -> Optional[Position]:
+    """The saved position, or None (with one log line) when there is none usable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        log.info("no saved position in %s: replaying the whole job queue log", path)
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            log.warning("ignoring saved position %s: it is a symlink", path)
+        else:
+            log.warning("ignoring saved position %s: %s", path, e.strerror or e)
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("ignoring saved position %s: not a regular file", path)
+            return None
+        data = os.read(fd, MAX_STATE_BYTES + 1)
+    except OSError as e:
+        log.warning("ignoring saved position %s: %s", path, e.strerror or e)
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_STATE_BYTES:
+        log.warning("ignoring saved position %s: larger than %d bytes", path, MAX_STATE_BYTES)
+        return None
+    try:
+        return decode_position(data)
+    except ValueError as e:
+        log.warning("ignoring saved position %s: %s", path, e)
+        return None
