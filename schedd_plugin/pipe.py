@@ -1,0 +1,426 @@
+"""The pipe to pandad: fork it, write whole records without ever blocking, restart it if it dies.
+
+The plug-in must never wait on pandad (DESIGN §5), so the write end of pandad's stdin is
+non-blocking and every write is one attempt:
+
+* A record goes into the pipe whole, or not at all. When ``os.write`` takes only part of a
+  record (the pipe filled up mid-record), the unwritten tail goes to a small *spill* buffer,
+  which is written out first on the next ``write()`` or ``pump()``. While the spill buffer holds
+  anything, new records queue behind it as long as they fit under ``spill_bytes``; a record that
+  does not fit is dropped whole (``records_dropped_pipe_full``). The tail of the one torn record
+  is always kept, even when it alone is larger than ``spill_bytes``, because bytes already in the
+  pipe cannot be taken back; so the spill holds at most max(spill_bytes, one record).
+* While pandad is not running, records are dropped (``records_dropped_pandad_down``). When it
+  exits, the spill buffer goes with it (its tail would be a torn record to the next pandad).
+* Each episode of drops is one log line with its counts, written when the episode ends (the pipe
+  drains, pandad is restarted, or the pipe is closed), never one line per record.
+
+pandad's exit is noticed by polling its return code on every ``write()``/``pump()`` (no SIGCHLD
+handler). It is restarted with exponential backoff (``min_backoff`` doubling to ``max_backoff``),
+and the backoff resets once a pandad has stayed up for ``stable_after`` seconds. An exit with
+status 99 (a configuration error, HTCondor's "do not restart") waits the longest backoff, so a
+fixed configuration is picked up without flooding the log.
+
+pandad runs in its own session: its lifetime is tied to the pipe (EOF on stdin means "flush and
+exit"), not to signals a terminal sends the plug-in's process group.
+
+Counters in the ``stats`` object: ``records_written`` (whole records that reached the pipe),
+``bytes_written``, ``records_dropped_pipe_full``, ``records_dropped_pandad_down``,
+``pandad_restarts``, and the gauge ``spill_bytes``. Records offered = written + dropped + the
+records still waiting in the spill buffer (``spill_records``).
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from collections import deque
+from typing import Callable, Deque, Mapping, Optional, Sequence
+
+log = logging.getLogger("panda_plugin.pipe")
+
+# fcntl.F_SETPIPE_SZ / F_GETPIPE_SZ exist from Python 3.10; the values are Linux's.
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+PIPE_MAX_SIZE_FILE = "/proc/sys/fs/pipe-max-size"
+
+EXIT_CONFIG_ERROR = 99  # pandad's "do not restart" (pandad.knobs.EXIT_CONFIG_ERROR)
+
+
+class PandadPipe:
+    """pandad as a child process, and the non-blocking pipe on its stdin."""
+
+    def __init__(self, argv: Sequence[str], spill_bytes: int, pipe_bytes: int, stats,
+                 env: Optional[Mapping[str, str]] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 min_backoff: float = 1.0, max_backoff: float = 60.0,
+                 stable_after: float = 60.0) -> None:
+        self.argv = tuple(argv)          # replaced on SIGHUP; used at the next (re)start
+        self.spill_bytes = spill_bytes
+        self.pipe_bytes = pipe_bytes
+        self.stats = stats
+        self._env = dict(env) if env is not None else None
+        self._clock = clock
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._stable_after = stable_after
+
+        self._proc: Optional[subprocess.Popen] = None
+        self._fd: Optional[int] = None
+        self._started_at = 0.0
+        self._backoff = min_backoff
+        self._next_start = clock()       # the first start is immediate
+        self._closed = False
+        self._ever_started = False       # every start after the first is a restart
+
+        # The spill buffer: records not yet (fully) in the pipe; the first may be partly written.
+        self._spill: Deque[bytes] = deque()
+        self._spill_offset = 0           # bytes of self._spill[0] already in the pipe
+        self._spill_size = 0             # unwritten bytes in the spill buffer
+        self._spill_gauge = 0
+
+        # The current drop episode of each kind: [records, bytes, start time] or None.
+        self._full_episode: Optional[list] = None
+        self._down_episode: Optional[list] = None
+
+        self._ensure_running()
+
+    # ----------------------------------------------------------------- public interface
+
+    @property
+    def pid(self) -> Optional[int]:
+        """pandad's pid while it runs (for logs and tests)."""
+        return self._proc.pid if self._proc is not None and self._fd is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def spill_records(self) -> int:
+        return len(self._spill)
+
+    def write(self, record: bytes) -> bool:
+        """Offer one whole record; True if it is in the pipe or queued whole in the spill buffer."""
+        self._ensure_running()
+        if self._fd is None:
+            self._drop_down(1, len(record))
+            return False
+        if self._spill and not self._flush_spill():
+            if self._fd is None:                      # pandad went away while flushing
+                self._drop_down(1, len(record))
+                return False
+            if self._spill_size + len(record) > self.spill_bytes:
+                self._drop_full(1, len(record))
+                return False
+            self._spill.append(record)
+            self._spill_size += len(record)
+            self._update_gauge()
+            return True
+        return self._write_direct(record)
+
+    def pump(self) -> None:
+        """Notice an exited pandad, restart it when its backoff is over, finish the spill buffer."""
+        self._ensure_running()
+        if self._fd is not None and self._spill:
+            self._flush_spill()
+        if self._fd is not None and not self._spill:
+            self._end_full_episode()
+
+    def close(self, timeout: float = 35.0, flush_timeout: float = 1.0) -> Optional[int]:
+        """Finish the spill buffer (for at most ``flush_timeout`` s), send EOF, reap pandad.
+
+        pandad flushes what it holds and exits on EOF; it gets ``timeout`` seconds for that
+        (its shutdown grace plus a margin), then SIGTERM, then SIGKILL. Returns its exit status.
+        """
+        if self._closed:
+            return self._proc.returncode if self._proc is not None else None
+        self._closed = True
+        self._reap()
+        if self._fd is not None:
+            deadline = time.monotonic() + flush_timeout
+            while self._spill and self._fd is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    select.select([], [self._fd], [], remaining)
+                except (OSError, ValueError):
+                    break
+                self._flush_spill()
+            if self._spill:
+                records, nbytes = len(self._spill), self._spill_size
+                self._discard_spill()
+                self._drop_full(records, nbytes)
+            self._end_full_episode()
+            self._close_fd()
+        self._end_down_episode(restarted=False)
+        proc = self._proc
+        if proc is None:
+            return None
+        status = self._wait(proc, timeout)
+        if status is None:
+            log.warning("pandad (pid %d) did not exit %.0f s after EOF; sending SIGTERM",
+                        proc.pid, timeout)
+            self._signal(proc, signal.SIGTERM)
+            self._signal(proc, signal.SIGCONT)      # a stopped pandad cannot act on SIGTERM
+            status = self._wait(proc, 5.0)
+        if status is None:
+            log.warning("pandad (pid %d) ignored SIGTERM; sending SIGKILL", proc.pid)
+            self._signal(proc, signal.SIGKILL)
+            status = self._wait(proc, 5.0)
+        if status is not None:
+            log.info("pandad (pid %d) %s", proc.pid, describe_status(status))
+        return status
+
+    # ----------------------------------------------------------------- writing
+
+    def _write_direct(self, record: bytes) -> bool:
+        try:
+            n = os.write(self._fd, record)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            self._pipe_broken(e)
+            self._drop_down(1, len(record))
+            return False
+        if n == len(record):
+            self._count_written(1, n)
+            self._end_full_episode()
+            return True
+        if n == 0:
+            # Nothing went in, so nothing is torn: queue the record whole if it fits.
+            if len(record) > self.spill_bytes:
+                self._drop_full(1, len(record))
+                return False
+            self._spill.append(record)
+            self._spill_size += len(record)
+        else:
+            # Torn: the head is in the pipe, the tail must follow before anything else.
+            self.stats.add("bytes_written", n)
+            self._spill.append(record)
+            self._spill_offset = n
+            self._spill_size += len(record) - n
+        self._update_gauge()
+        return True
+
+    def _flush_spill(self) -> bool:
+        """Write as much of the spill buffer as the pipe takes; True when it is empty."""
+        written_records = 0
+        written_bytes = 0
+        try:
+            while self._spill:
+                head = self._spill[0]
+                n = os.write(self._fd, memoryview(head)[self._spill_offset:])
+                written_bytes += n
+                self._spill_size -= n
+                if self._spill_offset + n < len(head):
+                    self._spill_offset += n
+                    break
+                self._spill.popleft()
+                self._spill_offset = 0
+                written_records += 1
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            self._count_written(written_records, written_bytes)
+            self._pipe_broken(e)
+            return False
+        self._count_written(written_records, written_bytes)
+        self._update_gauge()
+        return not self._spill
+
+    def _count_written(self, records: int, nbytes: int) -> None:
+        if records:
+            self.stats.add("records_written", records)
+        if nbytes:
+            self.stats.add("bytes_written", nbytes)
+
+    def _update_gauge(self) -> None:
+        if self._spill_size != self._spill_gauge:
+            self._spill_gauge = self._spill_size
+            self.stats.set("spill_bytes", self._spill_size)
+
+    def _discard_spill(self) -> None:
+        self._spill.clear()
+        self._spill_offset = 0
+        self._spill_size = 0
+        self._update_gauge()
+
+    # ----------------------------------------------------------------- drop episodes
+
+    def _drop_full(self, records: int, nbytes: int) -> None:
+        self.stats.add("records_dropped_pipe_full", records)
+        if self._full_episode is None:
+            self._full_episode = [0, 0, self._clock()]
+        self._full_episode[0] += records
+        self._full_episode[1] += nbytes
+
+    def _end_full_episode(self) -> None:
+        if self._full_episode is not None:
+            records, nbytes, since = self._full_episode
+            self._full_episode = None
+            log.warning("pipe to pandad was full for %.1f s: dropped %d records (%d bytes)",
+                        self._clock() - since, records, nbytes)
+
+    def _drop_down(self, records: int, nbytes: int) -> None:
+        self.stats.add("records_dropped_pandad_down", records)
+        if self._down_episode is None:
+            self._down_episode = [0, 0, self._clock()]
+        self._down_episode[0] += records
+        self._down_episode[1] += nbytes
+
+    def _end_down_episode(self, restarted: bool) -> None:
+        if self._down_episode is not None:
+            records, nbytes, since = self._down_episode
+            self._down_episode = None
+            log.warning("pandad was not running for %.1f s%s: dropped %d records (%d bytes)",
+                        self._clock() - since, "" if restarted else " at shutdown",
+                        records, nbytes)
+
+    # ----------------------------------------------------------------- the child process
+
+    def _ensure_running(self) -> None:
+        if self._closed:
+            return
+        self._reap()
+        if self._proc is None and self._clock() >= self._next_start:
+            self._start()
+
+    def _reap(self) -> None:
+        """Notice that pandad exited: drop what was meant for it, schedule the restart."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        self._proc = None
+        if self._closed:
+            return
+        status = proc.returncode
+        now = self._clock()
+        if self._fd is not None:
+            self._lost_pandad()
+        if now - self._started_at >= self._stable_after:
+            self._backoff = self._min_backoff
+        delay = self._max_backoff if status == EXIT_CONFIG_ERROR else self._backoff
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+        self._next_start = now + delay
+        log.error("pandad (pid %d) %s after %.1f s; restarting it in %.0f s",
+                  proc.pid, describe_status(status), now - self._started_at, delay)
+
+    def _pipe_broken(self, error: OSError) -> None:
+        """The read end is gone (EPIPE): this pandad can take nothing more, so end it."""
+        if error.errno not in (errno.EPIPE, errno.EBADF):
+            log.error("writing to pandad failed: %s", error)
+        self._lost_pandad()
+        if self._proc is not None and self._proc.poll() is None:
+            log.error("pandad (pid %d) closed its input; terminating it", self._proc.pid)
+            self._signal(self._proc, signal.SIGTERM)
+        self._reap()
+
+    def _lost_pandad(self) -> None:
+        if self._spill:
+            records, nbytes = len(self._spill), self._spill_size
+            self._discard_spill()
+            self._drop_down(records, nbytes)
+        self._end_full_episode()
+        self._close_fd()
+
+    def _start(self) -> None:
+        argv = list(self.argv)
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as e:
+            self._start_failed(f"cannot create a pipe: {e}")
+            return
+        try:
+            self._proc = subprocess.Popen(argv, stdin=read_fd, env=self._env,
+                                          close_fds=True, start_new_session=True)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            os.close(write_fd)
+            self._start_failed(f"cannot start pandad {argv!r}: {e}")
+            return
+        finally:
+            os.close(read_fd)
+        os.set_blocking(write_fd, False)
+        self._enlarge(write_fd)
+        self._fd = write_fd
+        self._started_at = self._clock()
+        restarting = self._ever_started
+        self._ever_started = True
+        if restarting:
+            self.stats.add("pandad_restarts")
+        log.info("%s pandad (pid %d): %s", "restarted" if restarting else "started",
+                 self._proc.pid, " ".join(argv))
+        self._end_down_episode(restarted=True)
+
+    def _start_failed(self, message: str) -> None:
+        now = self._clock()
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+        self._next_start = now + delay
+        log.error("%s; retrying in %.0f s", message, delay)
+
+    def _enlarge(self, fd: int) -> None:
+        if self.pipe_bytes <= 0:
+            return
+        for size in (self.pipe_bytes, _pipe_max_size()):
+            if size is None or size <= 0 or size > self.pipe_bytes:
+                continue
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+                break
+            except OSError as e:
+                # EPERM: above fs.pipe-max-size for an unprivileged user; EBUSY: the user's
+                # pipe quota. Either way the default size works, just with less slack.
+                log.debug("cannot set pipe size to %d bytes: %s", size, e.strerror or e)
+        try:
+            log.debug("pipe to pandad holds %d bytes", fcntl.fcntl(fd, F_GETPIPE_SZ))
+        except OSError:
+            pass
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, sig: int) -> None:
+        try:
+            proc.send_signal(sig)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen, timeout: float) -> Optional[int]:
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _pipe_max_size() -> Optional[int]:
+    try:
+        with open(PIPE_MAX_SIZE_FILE, "rb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def describe_status(status: int) -> str:
+    """A Popen return code as words: 'exited with status 3', 'was killed by SIGKILL'."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    if status == EXIT_CONFIG_ERROR:
+        return f"exited with status {status} (configuration error)"
+    return f"exited with status {status}"
