@@ -1,0 +1,137 @@
+"""One batch of record lines → three ordered command sets, merged per job (pure).
+
+The flusher sends at most one POST (adds), one PUT (updates) and one DELETE (removes) per
+cycle, so every record of a job in the batch folds into one command:
+
+- UPDATEs of a job ADDed in the same batch merge into the ADD (one POST carries it all);
+- repeated UPDATEs merge, the last value wins;
+- a REMOVE goes to the removes (repeated REMOVEs merge their pairs); an UPDATE arriving after
+  the job's REMOVE merges into the REMOVE, since the job is gone;
+- an ADD after a REMOVE of the same job supersedes the REMOVE (the job exists again), and an
+  ADD after UPDATEs takes them in, so the send order POST → PUT → DELETE leaves the monitor
+  in the state the records describe.
+
+Attribute names are compared case-insensitively, as ClassAds do; the spelling of the last
+record is kept. ``JobCommand.records`` counts the input records merged into a command, so when
+the command is accepted, rejected or lost, exactly those records are counted.
+
+``coalesce(lines, into=batch)`` merges new lines into a batch carried over from a failed cycle
+(retries), with the same rules.
+"""
+
+from collections import Counter
+from typing import Dict, Iterable, Optional, Tuple
+
+from pandad.wire import BadRecord, decode
+
+
+class JobCommand:
+    """One job's merged command within a batch."""
+
+    __slots__ = ("job_id", "condor_id", "attrs", "records", "attempts")
+
+    def __init__(self, job_id: str, condor_id: Optional[str] = None) -> None:
+        self.job_id = job_id
+        self.condor_id = condor_id
+        # lower-case name → (name as sent, new-ClassAd value text)
+        self.attrs: Dict[str, Tuple[str, str]] = {}
+        self.records = 0
+        # failed send attempts so far (the flusher's retry bookkeeping)
+        self.attempts = 0
+
+    def merge(self, attrs: Iterable[Tuple[str, str]], records: int = 1) -> None:
+        mine = self.attrs
+        for name, value in attrs:
+            mine[name.lower()] = (name, value)
+        self.records += records
+
+    def absorb(self, other: "JobCommand") -> None:
+        """Take in an earlier command of the same job (its values lose to ours)."""
+        merged = dict(other.attrs)
+        merged.update(self.attrs)
+        self.attrs = merged
+        self.records += other.records
+        self.attempts = max(self.attempts, other.attempts)
+
+    def attributes(self) -> Dict[str, str]:
+        """{name as sent: value text}, the shape ``convert.job_object`` takes."""
+        return dict(self.attrs.values())
+
+    def __repr__(self) -> str:
+        return (f"JobCommand({self.job_id!r}, condor_id={self.condor_id!r}, "
+                f"attrs={len(self.attrs)}, records={self.records})")
+
+
+class Batch:
+    """The commands of one cycle: adds (POST), updates (PUT), removes (DELETE), by GlobalJobId."""
+
+    __slots__ = ("adds", "updates", "removes", "bad", "bad_reasons")
+
+    def __init__(self) -> None:
+        self.adds: Dict[str, JobCommand] = {}
+        self.updates: Dict[str, JobCommand] = {}
+        self.removes: Dict[str, JobCommand] = {}
+        self.bad = 0
+        self.bad_reasons: Counter = Counter()
+
+    @property
+    def records(self) -> int:
+        """Input records held by the commands (bad records not included)."""
+        return sum(c.records for group in (self.adds, self.updates, self.removes)
+                   for c in group.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.updates or self.removes)
+
+    def __repr__(self) -> str:
+        return (f"Batch(adds={len(self.adds)}, updates={len(self.updates)}, "
+                f"removes={len(self.removes)}, bad={self.bad})")
+
+
+def bad_reason(error: BadRecord) -> str:
+    """A short, bounded key for counting: the reason up to its first colon."""
+    return str(error).split(":", 1)[0][:80]
+
+
+def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
+    """Decode and merge ``lines`` (record lines without newline) into ``into`` or a new Batch.
+
+    Bad records are counted in ``bad`` and ``bad_reasons``, never raised.
+    """
+    batch = Batch() if into is None else into
+    adds = batch.adds
+    updates = batch.updates
+    removes = batch.removes
+    for line in lines:
+        try:
+            verb, job_id, condor_id, attrs = decode(line)
+        except BadRecord as error:
+            batch.bad += 1
+            batch.bad_reasons[bad_reason(error)] += 1
+            continue
+        if verb == "UPDATE":
+            # A job in removes was removed after any ADD of it (an ADD after a REMOVE
+            # supersedes it), so the REMOVE is its latest state.
+            command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+            if command is None:
+                command = updates[job_id] = JobCommand(job_id)
+            command.merge(attrs)
+        elif verb == "ADD":
+            command = adds.get(job_id)
+            if command is None:
+                command = adds[job_id] = JobCommand(job_id, condor_id)
+                earlier = updates.pop(job_id, None)
+                if earlier is not None:
+                    command.absorb(earlier)
+                earlier = removes.pop(job_id, None)
+                if earlier is not None:
+                    command.absorb(earlier)
+            elif condor_id:
+                command.condor_id = condor_id
+            command.merge(attrs)
+        else:  # REMOVE: decode admits only the three verbs
+            command = removes.get(job_id)
+            if command is None:
+                command = removes[job_id] = JobCommand(job_id)
+            command.merge(attrs)
+    return batch
