@@ -1,0 +1,367 @@
+"""``panda_plugin``: follow the schedd's job_queue.log and feed a forked pandad (DESIGN §5).
+
+    panda_plugin [--log FILE] [--state-file FILE] [--once] [--dry-run [--resume]]
+
+The process is a thin loop (the Gunicorn arbiter's shape): every ``poll_interval`` seconds it
+polls the follower, which replays committed transactions as plug-in callbacks, which write
+records to the pipe; then it pumps the pipe (finishes the spill buffer, restarts a dead pandad)
+and saves the follower's position if it moved. Signals only set flags; a self-pipe
+(``signal.set_wakeup_fd``) wakes the wait at once. That is the wake-up an Event would give,
+without an Event's hazard: a Python signal handler runs in the main thread, which may be holding
+the Event's lock at that moment.
+
+* SIGHUP re-reads the configuration: poll interval, PANDA_JOB_ATTRIBUTES, the PANDAD command
+  (used at pandad's next restart), spill size and the log settings. A bad configuration is
+  logged and the running one kept. JOB_QUEUE_LOG and the state file need a restart.
+* SIGTERM / SIGINT: a final poll, save the position, close the pipe (pandad sees EOF, flushes
+  and exits), exit 0.
+* ``--once``: replay what the log holds now (from the saved position) and exit.
+* ``--dry-run``: write the records to stdout instead of forking pandad, whether or not the
+  feature is enabled. It never writes the state file and, unless ``--resume`` is given, starts
+  from the beginning of the log rather than the saved position: ``--dry-run --once`` prints
+  what the whole log means, which is the diagnosis tool.
+* Under systemd ``Type=notify`` (``NOTIFY_SOCKET`` set) it reports READY=1, RELOADING=1 around
+  SIGHUP, and STOPPING=1.
+
+Exit status: 0, or 99 (``EXIT_CONFIG_ERROR``, HTCondor's "do not restart") for a bad
+configuration at start.
+"""
+
+import argparse
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Callable, Dict, List, Mapping, Optional
+
+from pandad.config import ConfigError, HTCondorConfig
+from pandad.knobs import EXIT_CONFIG_ERROR, PluginSettings, load_plugin_settings
+from pandad.logsetup import setup_logging
+from pandad.stats import Statistics
+from schedd_plugin.state import Position, load_position, save_position
+
+log = logging.getLogger("panda_plugin")
+
+# How often the plug-in's counters are logged (when they changed).
+COUNTERS_LOG_INTERVAL = 60.0
+# pandad gets its shutdown grace plus this margin to flush and exit after EOF.
+CLOSE_MARGIN = 5.0
+# Used when pandad's own configuration cannot be read to find its shutdown grace.
+DEFAULT_PANDAD_SHUTDOWN_GRACE = 30.0
+# --once: polls until the follower stops advancing; a bound in case the log grows forever.
+ONCE_MAX_POLLS = 10000
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="panda_plugin",
+        description="Follow the schedd's job queue log and stream job changes to pandad.")
+    parser.add_argument("--log", metavar="FILE",
+                        help="the job queue log to follow (default: JOB_QUEUE_LOG)")
+    parser.add_argument("--state-file", metavar="FILE",
+                        help="where the position is saved (default: PANDA_PLUGIN_STATE_FILE)")
+    parser.add_argument("--once", action="store_true",
+                        help="replay what the log holds now, then exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write records to stdout instead of forking pandad; never saves "
+                             "the position; starts at the beginning of the log")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --dry-run: start from the saved position")
+    return parser.parse_args(argv)
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> PluginSettings:
+    """The plug-in's settings, read as the schedd reads its configuration; raises ConfigError."""
+    return load_plugin_settings(HTCondorConfig.load("SCHEDD", environ))
+
+
+def pandad_close_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """How long pandad may take to flush and exit after EOF: its shutdown grace plus a margin."""
+    try:
+        from pandad.knobs import load_pandad_settings
+
+        grace = load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).shutdown_grace
+    except (ConfigError, ImportError, AttributeError):
+        # pandad will say what is wrong with its configuration; the plug-in only needs a bound.
+        grace = DEFAULT_PANDAD_SHUTDOWN_GRACE
+    if not grace or grace <= 0:
+        grace = DEFAULT_PANDAD_SHUTDOWN_GRACE
+    return grace + CLOSE_MARGIN
+
+
+def sd_notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send ``state`` (e.g. "READY=1") to systemd's NOTIFY_SOCKET; False if unset or failed."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]          # Linux abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode("utf-8"), address)
+        return True
+    except OSError as e:
+        log.debug("cannot notify systemd (%s): %s", state, e)
+        return False
+
+
+class StdoutWriter:
+    """--dry-run's stand-in for the pipe: records go to stdout, counted like the pipe's."""
+
+    def __init__(self, stats: Statistics, out=None) -> None:
+        self.stats = stats
+        self.out = out if out is not None else sys.stdout.buffer
+        self.broken = False
+
+    def write(self, record: bytes) -> bool:
+        if self.broken:
+            self.stats.add("records_dropped_stdout_closed")
+            return False
+        try:
+            self.out.write(record)
+        except BrokenPipeError:
+            # `panda_plugin --dry-run | head`: the reader is gone; stop, don't crash.
+            self.broken = True
+            self.stats.add("records_dropped_stdout_closed")
+            return False
+        self.stats.add("records_written")
+        self.stats.add("bytes_written", len(record))
+        return True
+
+    def pump(self) -> None:
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            self.broken = True
+
+    def close(self, timeout: float = 0.0) -> Optional[int]:
+        self.pump()
+        return None
+
+
+class Wakeup:
+    """A self-pipe the signal machinery writes to, so a wait returns as soon as a signal comes."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._previous = signal.set_wakeup_fd(self._write)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            select.select([self._read], [], [], max(0.0, timeout))
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
+
+
+class PluginProcess:
+    """One run of panda_plugin: the follower, the plug-in, the pipe, and the loop around them."""
+
+    def __init__(self, args: argparse.Namespace, settings: PluginSettings,
+                 settings_loader: Callable[[], PluginSettings] = load_settings,
+                 environ: Mapping[str, str] = os.environ) -> None:
+        self.args = args
+        self.settings = settings
+        self.settings_loader = settings_loader
+        self.environ = environ
+        self.stats = Statistics()
+        self.job_queue_log = args.log or settings.job_queue_log
+        self.state_file = args.state_file or settings.state_file
+        self.saves_position = not args.dry_run
+        self.stop_requested = False
+        self.reload_requested = False
+        self.saved: Optional[Position] = None
+        self.save_failing = False
+        self.last_counters: Dict[str, float] = {}
+        self.poll_error: Optional[str] = None
+
+    # -------------------------------------------------------------- signals
+
+    def _on_stop(self, signum: int, frame) -> None:
+        self.stop_requested = True
+
+    def _on_hup(self, signum: int, frame) -> None:
+        self.reload_requested = True
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    # -------------------------------------------------------------- the run
+
+    def run(self) -> int:
+        from schedd_plugin.callbacks import PandaPlugin
+        from schedd_plugin.follower import Follower
+        from schedd_plugin.mirror import Mirror
+        from schedd_plugin.pipe import PandadPipe
+
+        position = None
+        if self.saves_position or self.args.resume:
+            position = load_position(self.state_file)
+        self.saved = position
+
+        if self.args.dry_run:
+            self.sink = StdoutWriter(self.stats)
+        else:
+            self.sink = PandadPipe(self.settings.pandad, self.settings.spill_bytes,
+                                   self.settings.pipe_bytes, self.stats)
+        mirror = Mirror()
+        self.plugin = PandaPlugin(mirror, self.sink.write, self.settings.job_attributes,
+                                  self.settings.schedd_name)
+        self.follower = Follower(self.job_queue_log, self.plugin, mirror, position)
+        log.info("following %s%s%s", self.job_queue_log,
+                 f" from offset {position.offset}" if position else " from the beginning",
+                 " (dry run: records to stdout)" if self.args.dry_run else "")
+
+        wakeup = None
+        if not self.args.once:
+            self.install_signals()
+            wakeup = Wakeup()
+        try:
+            self.plugin.initialize()
+            if self.args.once:
+                self._replay_once()
+            else:
+                sd_notify("READY=1", self.environ)
+                self._loop(wakeup)
+                sd_notify("STOPPING=1", self.environ)
+                log.info("stopping: final poll, then closing the pipe to pandad")
+                self._poll()
+            self.plugin.shutdown()
+            self._save_position()
+        finally:
+            self.sink.close(pandad_close_timeout(self.environ))
+            if wakeup is not None:
+                wakeup.close()
+            self._log_counters(force=True)
+        return 0
+
+    def _replay_once(self) -> None:
+        for _ in range(ONCE_MAX_POLLS):
+            before = self.follower.position
+            advanced = self._poll()
+            self.sink.pump()
+            if not advanced and self.follower.position == before:
+                return
+
+    def _loop(self, wakeup: "Wakeup") -> None:
+        next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
+        while not self.stop_requested:
+            self._poll()
+            self.sink.pump()
+            self._save_position()
+            if getattr(self.sink, "broken", False):
+                log.info("stdout is closed; stopping")
+                return
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+            if time.monotonic() >= next_counters:
+                next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
+                self._log_counters()
+            if not self.stop_requested:
+                wakeup.wait(self.settings.poll_interval)
+
+    def _poll(self) -> bool:
+        try:
+            advanced = bool(self.follower.poll())
+        except Exception as e:  # noqa: BLE001 - one bad poll must not stop the feed
+            # The follower handles bad input itself; this is a bug or an I/O error. Log it
+            # once per distinct error, not once per poll.
+            self.stats.add("follower_errors")
+            message = f"{type(e).__name__}: {e}"
+            if message != self.poll_error:
+                log.exception("following %s failed: %s", self.job_queue_log, message)
+                self.poll_error = message
+            return False
+        self.poll_error = None
+        return advanced
+
+    def _save_position(self) -> None:
+        position = self.follower.position
+        if not self.saves_position or position is None or position == self.saved:
+            return
+        try:
+            save_position(self.state_file, position)
+        except OSError as e:
+            self.stats.add("position_save_errors")
+            if not self.save_failing:
+                log.error("cannot save the position to %s: %s (will keep trying)",
+                          self.state_file, e)
+                self.save_failing = True
+            return
+        if self.save_failing:
+            log.info("saved the position to %s again", self.state_file)
+            self.save_failing = False
+        self.saved = position
+
+    def _reload(self) -> None:
+        sd_notify("RELOADING=1", self.environ)
+        try:
+            new = self.settings_loader()
+        except ConfigError as e:
+            log.error("SIGHUP: configuration error, keeping the running configuration: %s", e)
+            sd_notify("READY=1", self.environ)
+            return
+        old = self.settings
+        setup_logging("panda_plugin", new.log, new.max_log, new.debug)
+        self.settings = new
+        if hasattr(self.plugin, "job_attributes"):
+            self.plugin.job_attributes = new.job_attributes
+        if hasattr(self.sink, "argv"):
+            self.sink.argv = tuple(new.pandad)
+            self.sink.spill_bytes = new.spill_bytes
+            self.sink.pipe_bytes = new.pipe_bytes
+        if not self.args.log and new.job_queue_log != old.job_queue_log:
+            log.warning("SIGHUP: JOB_QUEUE_LOG changed to %s; restart panda_plugin to follow it",
+                        new.job_queue_log)
+        if not self.args.state_file and new.state_file != old.state_file:
+            log.warning("SIGHUP: PANDA_PLUGIN_STATE_FILE changed to %s; restart panda_plugin "
+                        "to use it", new.state_file)
+        if not new.enabled and not self.args.dry_run:
+            log.warning("SIGHUP: the PanDA plug-in is no longer enabled in the schedd's "
+                        "configuration; stopping")
+            self.stop_requested = True
+        log.info("SIGHUP: configuration reloaded")
+        sd_notify("READY=1", self.environ)
+
+    def _log_counters(self, force: bool = False) -> None:
+        snapshot = self.stats.snapshot()
+        if snapshot == self.last_counters and not force:
+            return
+        self.last_counters = snapshot
+        text = ", ".join(f"{name} {value:g}" for name, value in sorted(snapshot.items()))
+        log.info("counters: %s", text or "none yet")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.resume and not args.dry_run:
+        args.resume = False                      # without --dry-run, resuming is the default
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        setup_logging("panda_plugin", None, 0, "")
+        log.error("configuration error: %s", e)
+        return EXIT_CONFIG_ERROR
+    setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
+    if not settings.enabled and not args.dry_run:
+        log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
+                 "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")
+        return 0
+    return PluginProcess(args, settings).run()
