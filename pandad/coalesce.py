@@ -89,8 +89,8 @@ class Batch:
 
 
 def bad_reason(error: BadRecord) -> str:
-    """A short, bounded key for counting: the reason up to its first colon."""
-    return str(error).split(":", 1)[0][:80]
+    """A short, stable key for counting (``BadRecord.reason``, e.g. ``"second_vt"``)."""
+    return getattr(error, "reason", None) or str(error).split(":", 1)[0][:80]
 
 
 def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
