@@ -50,8 +50,11 @@ _VALUE_FORBIDDEN_RE = re.compile(r"[\t\v\r\n\x00]")
 
 
 class BadRecord(ValueError):
-    """A record that cannot be used. ``str(e)`` is a short one-line reason; ``e.reason`` is
-    a stable key (``REASON_*``) for per-reason counters."""
+    """A record that cannot be used.
+
+    ``str(e)`` is one line, "<fixed phrase>: <detail>"; ``e.reason`` is a stable identifier
+    (``REASON_*``, e.g. ``"second_vt"``) meant for per-reason counters
+    (``records_bad_<reason>``)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -137,7 +140,7 @@ def decode(line: bytes) -> Record:
     try:
         text = line[1:].decode("utf-8")
     except UnicodeDecodeError as error:
-        raise BadRecord(REASON_UTF8, f"record is not valid UTF-8 (byte {error.start + 1}): "
+        raise BadRecord(REASON_UTF8, f"invalid UTF-8: byte {error.start + 1} of "
                                      f"{_snippet(line)}") from None
     fields = text.split("\t")
     verb = fields[0]
@@ -148,35 +151,35 @@ def decode(line: bytes) -> Record:
     elif verb == "REMOVE":
         first_pair = 2
     else:
-        raise BadRecord(REASON_VERB, f"unknown verb {_snippet(verb)}")
+        raise BadRecord(REASON_VERB, f"unknown verb: {_snippet(verb)}")
     if len(fields) < 2:
-        raise BadRecord(REASON_JOB_ID, f"{verb} record without a job id")
+        raise BadRecord(REASON_JOB_ID, f"missing job id: {verb} record")
     job_id = _unquote_field(fields[1])
     if not job_id:
-        raise BadRecord(REASON_JOB_ID, f"{verb} job id is not a non-empty quoted string: "
-                                       f"{_snippet(fields[1])}")
+        raise BadRecord(REASON_JOB_ID, f"bad job id: {verb} record, not a non-empty "
+                                       f"quoted string {_snippet(fields[1])}")
     condor_id = None
     if verb == "ADD":
         if len(fields) < 3:
-            raise BadRecord(REASON_CONDOR_ID, f"ADD record for {job_id} without a condor id")
+            raise BadRecord(REASON_CONDOR_ID, f"missing condor id: ADD record for {job_id}")
         condor_id = _unquote_field(fields[2])
         if not condor_id:
-            raise BadRecord(REASON_CONDOR_ID, f"ADD condor id is not a non-empty quoted "
-                                              f"string: {_snippet(fields[2])}")
+            raise BadRecord(REASON_CONDOR_ID, f"bad condor id: ADD record for {job_id}, not a "
+                                              f"non-empty quoted string {_snippet(fields[2])}")
     pairs = fields[first_pair:]
     if len(pairs) % 2:
-        raise BadRecord(REASON_ODD_FIELDS, f"{verb} record for {job_id} has an odd number "
-                                           f"({len(pairs)}) of attribute fields")
+        raise BadRecord(REASON_ODD_FIELDS, f"odd number of attribute fields: {len(pairs)} in "
+                                           f"{verb} record for {job_id}")
     if not pairs:
         if verb == "UPDATE":
-            raise BadRecord(REASON_NO_ATTRIBUTES, f"UPDATE record for {job_id} without "
-                                                  f"attributes")
+            raise BadRecord(REASON_NO_ATTRIBUTES, f"UPDATE without attributes: record for "
+                                                  f"{job_id}")
         return Record(verb, job_id, condor_id, ())
     names = pairs[0::2]
     if _NAMES_RE.match("\t".join(names)) is None:
         bad = next((name for name in names if _NAME_RE.match(name) is None), "")
-        raise BadRecord(REASON_ATTRIBUTE_NAME, f"{verb} record for {job_id}: invalid "
-                                               f"attribute name {_snippet(bad)}")
+        raise BadRecord(REASON_ATTRIBUTE_NAME, f"invalid attribute name: {_snippet(bad)} in "
+                                               f"{verb} record for {job_id}")
     return Record(verb, job_id, condor_id, tuple(zip(names, pairs[1::2])))
 
 
