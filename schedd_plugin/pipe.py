@@ -140,7 +140,7 @@ class PandadPipe:
         if self._closed:
             return self._proc.returncode if self._proc is not None else None
         self._closed = True
-        self._reap()
+        proc = self._proc
         if self._fd is not None:
             deadline = time.monotonic() + flush_timeout
             while self._spill and self._fd is not None:
@@ -159,7 +159,6 @@ class PandadPipe:
             self._end_full_episode()
             self._close_fd()
         self._end_down_episode(restarted=False)
-        proc = self._proc
         if proc is None:
             return None
         status = self._wait(proc, timeout)
