@@ -1,0 +1,233 @@
+"""One line of the schedd's job_queue.log → a :class:`LogOp` (pure, no I/O).
+
+The grammar is HTCondor's (``reference/job_queue_log.md`` §1): the decimal op code, one
+space, the body.  Op codes are 101–107 only:
+
+==== ================ =================================== ==================================
+op   name             body                                LogOp fields
+==== ================ =================================== ==================================
+101  NewClassAd       ``key mytype [targettype]``         key, extra=(mytype, targettype)
+102  DestroyClassAd   ``key``                             key
+103  SetAttribute     ``key name value…``                 key, name, value (verbatim)
+104  DeleteAttribute  ``key name``                        key, name
+105  BeginTransaction (empty)                             key=""
+106  EndTransaction   (empty) or ``#comment``             key="", extra=(comment,) if any
+107  HistoricalSeq    ``seq CreationTimestamp epoch``     key="", extra=(seq, label, epoch)
+==== ================ =================================== ==================================
+
+``(empty)`` in a 101 means ``""``.  ``105``/``106`` are accepted with or without the
+trailing space the schedd writes.  The 103 value is everything after the single separator
+that ends the attribute name, kept verbatim (old ClassAd syntax: raw tabs, runs of spaces,
+literal backslashes); it is never empty.
+
+Text decoding: keys, names, types and the 107 fields must be valid UTF-8 (in practice
+ASCII); the 103 value is decoded as UTF-8 with ``surrogateescape``, so any byte a ClassAd
+string may hold round-trips exactly through the mirror and rotation diffs compare the true
+bytes.  Whoever turns a value into JSON-bound text (``schedd_plugin.callbacks``) replaces
+the escaped bytes by U+FFFD there.
+
+Anything else (a NUL byte, an unknown op, a missing or extra field, invalid UTF-8 outside
+the value) raises :class:`CorruptLine` with a one-line reason; nothing here ever raises
+anything else for any input bytes.
+"""
+
+from typing import List, NamedTuple, Optional, Tuple
+
+__all__ = ["LogOp", "CorruptLine", "parse_line",
+           "NEW_CLASSAD", "DESTROY_CLASSAD", "SET_ATTRIBUTE", "DELETE_ATTRIBUTE",
+           "BEGIN_TRANSACTION", "END_TRANSACTION", "HISTORICAL_SEQUENCE"]
+
+NEW_CLASSAD = 101
+DESTROY_CLASSAD = 102
+SET_ATTRIBUTE = 103
+DELETE_ATTRIBUTE = 104
+BEGIN_TRANSACTION = 105
+END_TRANSACTION = 106
+HISTORICAL_SEQUENCE = 107
+
+_EMPTY_TYPE = "(empty)"
+_OP_CODES = {str(op).encode("ascii"): op for op in range(NEW_CLASSAD, HISTORICAL_SEQUENCE + 1)}
+# A whitespace character ends a token in HTCondor's LogRecord::readword.
+_BLANKS = b" \t"
+
+
+class LogOp(NamedTuple):
+    op: int
+    key: str
+    name: Optional[str]
+    value: Optional[str]
+    extra: Tuple[str, ...]
+
+
+class CorruptLine(ValueError):
+    """A line that is not a valid job_queue.log record; ``str(e)`` is a one-line reason."""
+
+
+_BEGIN = LogOp(BEGIN_TRANSACTION, "", None, None, ())
+_END = LogOp(END_TRANSACTION, "", None, None, ())
+
+# tuple.__new__ skips the NamedTuple's Python-level __new__: this is the hot path of
+# every log line, and the field order is fixed above.
+_new_op = tuple.__new__
+
+
+def _text(token: bytes, what: str) -> str:
+    try:
+        return token.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptLine(f"invalid UTF-8 in {what}") from None
+
+
+def _value(token: bytes) -> str:
+    # Fast path: almost every value is ASCII/UTF-8.
+    try:
+        return token.decode("utf-8")
+    except UnicodeDecodeError:
+        return token.decode("utf-8", "surrogateescape")
+
+
+def _tokens(line: bytes, count: int) -> Tuple[List[bytes], bytes]:
+    """HTCondor's readword, ``count`` times: (words, rest after the one separator).
+
+    The slow path, for lines that are not separated by single spaces (tabs, runs of
+    blanks).  ``rest`` is ``b""`` when the line ended.
+    """
+    words: List[bytes] = []
+    i, n = 0, len(line)
+    for _ in range(count):
+        while i < n and line[i] in _BLANKS:
+            i += 1
+        start = i
+        while i < n and line[i] not in _BLANKS:
+            i += 1
+        if start == i:
+            break
+        words.append(line[start:i])
+        i += 1  # the single whitespace character that ended the word is consumed
+    return words, line[i:] if i < n else b""
+
+
+def _corrupt_fields(op: int, line: bytes) -> CorruptLine:
+    return CorruptLine(f"op {op}: missing or extra fields in {_preview(line)}")
+
+
+def _preview(line: bytes) -> str:
+    text = line[:60].decode("ascii", "backslashreplace")
+    return repr(text + ("..." if len(line) > 60 else ""))
+
+
+def parse_line(line: bytes) -> LogOp:
+    """Parse one record; ``line`` is without its ``b"\\n"`` (one trailing ``\\r`` is dropped)."""
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    # Integer membership tests (0 = NUL, 9 = TAB) are several times faster than
+    # ``b"\0" in line`` on CPython, and this runs for every line of the log.
+    if 0 in line:
+        raise CorruptLine("NUL byte in line")
+    parts = line.split(b" ", 3)
+    op = _OP_CODES.get(parts[0])
+    if op is None:
+        # An unknown op, or a tab-separated or otherwise odd line: tokenise like HTCondor.
+        return _parse_slow(line)
+    nparts = len(parts)
+
+    if op == SET_ATTRIBUTE:
+        if nparts == 4:
+            key, name, value = parts[1], parts[2], parts[3]
+            # A value starting with a blank (a run of separators) takes the slow path,
+            # which also rejects a blank value.
+            if (key and name and value and value[0] != 32 and value[0] != 9
+                    and 9 not in key and 9 not in name):
+                try:
+                    return _new_op(LogOp, (op, key.decode("utf-8"), name.decode("utf-8"),
+                                           _value(value), ()))
+                except UnicodeDecodeError:
+                    raise CorruptLine("invalid UTF-8 in key or attribute name") from None
+        return _parse_slow(line)
+
+    if op == BEGIN_TRANSACTION or op == END_TRANSACTION:
+        rest = line[3:]
+        if rest == b" " or not rest:
+            return _BEGIN if op == BEGIN_TRANSACTION else _END
+        body = rest.strip(_BLANKS)
+        if not body:
+            return _new_op(LogOp, (op, "", None, None, ()))
+        if op == END_TRANSACTION and body[:1] == b"#" and rest[:1] == b" ":
+            # The comment (SCHEDD_JOB_QUEUE_TIMESTAMPS) is kept for logging only.
+            return _new_op(LogOp, (op, "", None, None, (_value(body[1:].strip(_BLANKS)),)))
+        raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+
+    if op == NEW_CLASSAD and (nparts == 4 or nparts == 3):
+        key, mytype = parts[1], parts[2]
+        targettype = parts[3] if nparts == 4 else b"(empty)"
+        if key and mytype and targettype and 9 not in line and 32 not in targettype:
+            try:
+                mytype_text = "" if mytype == b"(empty)" else mytype.decode("utf-8")
+                targettype_text = "" if targettype == b"(empty)" else targettype.decode("utf-8")
+                return _new_op(LogOp, (op, key.decode("utf-8"), None, None,
+                                       (mytype_text, targettype_text)))
+            except UnicodeDecodeError:
+                raise CorruptLine("invalid UTF-8 in key or ad type") from None
+    elif op == DELETE_ATTRIBUTE and nparts == 3:
+        key, name = parts[1], parts[2]
+        if key and name and 9 not in line:
+            try:
+                return _new_op(LogOp, (op, key.decode("utf-8"), name.decode("utf-8"), None, ()))
+            except UnicodeDecodeError:
+                raise CorruptLine("invalid UTF-8 in key or attribute name") from None
+
+    return _parse_slow(line)
+
+
+def _parse_slow(line: bytes) -> LogOp:
+    """Every op, tokenised exactly like HTCondor's reader (any blank separates words)."""
+    words, body = _tokens(line, 1)
+    if not words or words[0] not in _OP_CODES:
+        if words and words[0].isdigit():
+            raise CorruptLine(f"unknown op code {words[0][:20].decode('ascii')}")
+        raise CorruptLine(f"not an op code: {_preview(line)}")
+    op = _OP_CODES[words[0]]
+
+    if op == SET_ATTRIBUTE:
+        words, value = _tokens(body, 2)
+        if len(words) != 2 or not value.strip(_BLANKS):
+            raise CorruptLine(f"op 103: missing key, name or value in {_preview(line)}")
+        return _new_op(LogOp, (op, _text(words[0], "key"), _text(words[1], "attribute name"),
+                               _value(value), ()))
+
+    if op == BEGIN_TRANSACTION or op == END_TRANSACTION:
+        stripped = body.strip(_BLANKS)
+        if not stripped:
+            return _new_op(LogOp, (op, "", None, None, ()))
+        if op == END_TRANSACTION and stripped[:1] == b"#":
+            return _new_op(LogOp, (op, "", None, None, (_value(stripped[1:].strip(_BLANKS)),)))
+        raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+
+    words, rest = _tokens(body, 4)
+    if rest.strip(_BLANKS):
+        raise _corrupt_fields(op, line)
+    n = len(words)
+    if op == NEW_CLASSAD:
+        if n not in (2, 3):
+            raise _corrupt_fields(op, line)
+        mytype = _text(words[1], "mytype")
+        targettype = _text(words[2], "targettype") if n == 3 else ""
+        return _new_op(LogOp, (op, _text(words[0], "key"), None, None,
+                               ("" if mytype == _EMPTY_TYPE else mytype,
+                                "" if targettype == _EMPTY_TYPE else targettype)))
+    if op == DESTROY_CLASSAD:
+        if n != 1:
+            raise _corrupt_fields(op, line)
+        return _new_op(LogOp, (op, _text(words[0], "key"), None, None, ()))
+    if op == DELETE_ATTRIBUTE:
+        if n != 2:
+            raise _corrupt_fields(op, line)
+        return _new_op(LogOp, (op, _text(words[0], "key"), _text(words[1], "attribute name"),
+                               None, ()))
+    if op == HISTORICAL_SEQUENCE:
+        if n != 3 or not words[0].isdigit() or not words[2].isdigit():
+            raise CorruptLine(f"op 107: expected 'seq CreationTimestamp epoch' in {_preview(line)}")
+        return _new_op(LogOp, (op, "", None, None,
+                               (words[0].decode("ascii"), _text(words[1], "label"),
+                                words[2].decode("ascii"))))
+    raise CorruptLine(f"unknown op code {op}")

@@ -1,0 +1,254 @@
+"""A copy of every ad in the schedd's job queue, as job_queue.log describes it (pure).
+
+The mirror applies log operations with the semantics of HTCondor's ``Play()``
+(``reference/job_queue_log.md`` §2.4, §7):
+
+- ``new_classad`` on an existing key keeps the old ad (the caller still calls back);
+  on a new key it seeds ``MyType`` (and ``TargetType = "Machine"`` for Job ads), which the
+  schedd sets in memory without a log record;
+- ``set_attribute`` / ``delete_attribute`` / ``destroy_classad`` on an unknown key are
+  no-ops and return False, so the caller skips the callback;
+- ``delete_attribute`` of an absent attribute on an existing ad returns True (the schedd
+  still calls back).
+
+Attribute names are case-insensitive, as in ClassAds; an ad keeps the spelling last
+written.  Values are the raw old-syntax text from the log.
+
+Keys (``reference/job_queue_log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
+``0C.-1`` cluster ad (with a leading zero), ``C.-2`` ClusterPvt, ``N.-100`` job set,
+``C.P`` (P ≥ 0) job.  A job's *effective* ad is its cluster ad overlaid by its own ad.
+"""
+
+import math
+from typing import Dict, Iterator, List, Optional, Tuple
+
+__all__ = ["Ad", "Mirror", "classify", "cluster_key", "normalise_value",
+           "HEADER", "USER", "CLUSTER", "CLUSTER_PVT", "JOBSET", "JOB", "OTHER"]
+
+HEADER = "header"            # 0.0
+USER = "user"                # 0.N, N >= 1: user or project records
+CLUSTER = "cluster"          # 0C.-1
+CLUSTER_PVT = "cluster_pvt"  # C.-2
+JOBSET = "jobset"            # N.-100
+JOB = "job"                  # C.P, C >= 1, P >= 0
+OTHER = "other"              # anything else: kept, never sent
+
+_NUMBER_START = frozenset("0123456789.-+")
+
+# lower-case name -> (name as last written, old-syntax value text)
+Attrs = Dict[str, Tuple[str, str]]
+
+
+def classify(key: str) -> Tuple[str, int, int]:
+    """``(kind, cluster, proc)`` of a key; unparseable keys are ``(OTHER, 0, 0)``."""
+    cluster_text, dot, proc_text = key.partition(".")
+    if not dot:
+        return OTHER, 0, 0
+    try:
+        cluster, proc = int(cluster_text), int(proc_text)
+    except ValueError:
+        return OTHER, 0, 0
+    if cluster < 0:
+        return OTHER, cluster, proc
+    if cluster == 0:
+        if proc == 0:
+            return HEADER, 0, 0
+        return (USER if proc > 0 else OTHER), cluster, proc
+    if proc >= 0:
+        return JOB, cluster, proc
+    if proc == -1:
+        # The schedd writes cluster keys with a leading zero (commit f363fa5a, 1999);
+        # a "C.-1" without it is not a key it writes.
+        return (CLUSTER if key[0] == "0" else OTHER), cluster, proc
+    if proc == -2:
+        return CLUSTER_PVT, cluster, proc
+    if proc == -100:
+        return JOBSET, cluster, proc
+    return OTHER, cluster, proc
+
+
+def cluster_key(cluster: int) -> str:
+    """The key of cluster ``cluster``'s ad: ``"0" + C + ".-1"``, never rebuilt without the 0."""
+    return f"0{cluster}.-1"
+
+
+class Ad:
+    """One ad: its kind, ids, types and attributes."""
+
+    __slots__ = ("key", "kind", "cluster", "proc", "mytype", "targettype", "attrs")
+
+    def __init__(self, key: str, mytype: str, targettype: str) -> None:
+        self.key = key
+        self.kind, self.cluster, self.proc = classify(key)
+        self.mytype = mytype
+        self.targettype = targettype
+        self.attrs: Attrs = {}
+
+    def get(self, name: str) -> Optional[str]:
+        item = self.attrs.get(name.lower())
+        return None if item is None else item[1]
+
+    def __repr__(self) -> str:
+        return f"Ad({self.key!r}, {self.kind}, {len(self.attrs)} attributes)"
+
+
+class Mirror:
+    """Every ad by key, with the schedd's Play semantics; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.ads: Dict[str, Ad] = {}
+        # cluster number -> {job key: its Ad}, so a cluster-ad change reaches its procs
+        self._procs: Dict[int, Dict[str, Ad]] = {}
+
+    # -- the four data operations --------------------------------------------------------
+
+    def new_classad(self, key: str, mytype: str, targettype: str) -> bool:
+        """Create the ad; False (and the old ad kept) if the key exists already."""
+        if key in self.ads:
+            return False
+        ad = Ad(key, mytype, targettype)
+        if mytype:
+            # Seeded without a record, as the schedd does in memory (§2.4): a compacted
+            # log then shows them as 103s, and a rotation diff stays quiet.
+            ad.attrs["mytype"] = ("MyType", _old_syntax_string(mytype))
+            if mytype.lower() == "job":
+                ad.attrs["targettype"] = ("TargetType", '"Machine"')
+        self.ads[key] = ad
+        if ad.kind == JOB:
+            self._procs.setdefault(ad.cluster, {})[key] = ad
+        return True
+
+    def destroy_classad(self, key: str) -> bool:
+        ad = self.ads.pop(key, None)
+        if ad is None:
+            return False
+        if ad.kind == JOB:
+            procs = self._procs.get(ad.cluster)
+            if procs is not None:
+                procs.pop(key, None)
+                if not procs:
+                    del self._procs[ad.cluster]
+        return True
+
+    def set_attribute(self, key: str, name: str, value: str) -> bool:
+        ad = self.ads.get(key)
+        if ad is None:
+            return False
+        ad.attrs[name.lower()] = (name, value)
+        return True
+
+    def delete_attribute(self, key: str, name: str) -> bool:
+        ad = self.ads.get(key)
+        if ad is None:
+            return False
+        ad.attrs.pop(name.lower(), None)
+        return True
+
+    # -- questions -----------------------------------------------------------------------
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.ads
+
+    def __len__(self) -> int:
+        return len(self.ads)
+
+    def get(self, key: str) -> Optional[Ad]:
+        return self.ads.get(key)
+
+    def kind(self, key: str) -> Optional[str]:
+        ad = self.ads.get(key)
+        return None if ad is None else ad.kind
+
+    def job_keys(self) -> List[str]:
+        """Keys of every job ad (``C.P``, P ≥ 0), in the order they were created."""
+        return [key for key, ad in self.ads.items() if ad.kind == JOB]
+
+    def procs_of(self, cluster: int) -> Iterator[Ad]:
+        """The job ads of cluster ``cluster`` (a snapshot: safe to mutate while iterating)."""
+        procs = self._procs.get(cluster)
+        return iter(list(procs.values())) if procs else iter(())
+
+    def cluster_of(self, ad: Ad) -> Optional[Ad]:
+        return self.ads.get(cluster_key(ad.cluster))
+
+    def effective_attrs(self, key: str) -> Attrs:
+        """The job's effective attributes, lower-case name -> (name, value); proc wins."""
+        ad = self.ads.get(key)
+        if ad is None:
+            return {}
+        cluster = self.ads.get(cluster_key(ad.cluster)) if ad.kind == JOB else None
+        if cluster is None or not cluster.attrs:
+            return dict(ad.attrs)
+        merged = dict(cluster.attrs)
+        merged.update(ad.attrs)
+        return merged
+
+    def effective(self, key: str) -> Dict[str, str]:
+        """The job's effective ad, name -> value: cluster ad overlaid by the proc ad."""
+        return dict(self.effective_attrs(key).values())
+
+    def lookup(self, key: str, name: str) -> Optional[Tuple[str, str]]:
+        """``(name, value)`` of one effective attribute of ``key``, or None."""
+        ad = self.ads.get(key)
+        if ad is None:
+            return None
+        lname = name.lower()
+        item = ad.attrs.get(lname)
+        if item is None and ad.kind == JOB:
+            cluster = self.ads.get(cluster_key(ad.cluster))
+            if cluster is not None:
+                item = cluster.attrs.get(lname)
+        return item
+
+    def clear(self) -> None:
+        self.ads.clear()
+        self._procs.clear()
+
+
+def _old_syntax_string(text: str) -> str:
+    # Old ClassAd syntax escapes only the delimiter (§1.4).
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def normalise_value(text: str) -> str:
+    """A comparison form of old-syntax value text, for rotation diffs.
+
+    A compaction re-unparses every value (§1.4), so equal values can differ in spacing,
+    keyword case (``UNDEFINED``/``undefined``) or number spelling (``1.50``/``1.5``,
+    ``0``/``0.0``; the monitor sees the same JSON number).  Outside string literals,
+    whitespace is dropped and letters are lower-cased (ClassAd names and keywords are
+    case-insensitive); a value that is a plain number compares as a float.
+    """
+    stripped = text.strip()
+    if stripped[:1] in _NUMBER_START:
+        try:
+            number = float(stripped)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return repr(number)
+    if '"' not in text:
+        return "".join(text.split()).lower()
+    out: List[str] = []
+    in_string = False
+    i, n = 0, len(text)
+    start = 0
+    while i < n:
+        c = text[i]
+        if in_string:
+            if c == "\\" and i + 1 < n and text[i + 1] == '"':
+                i += 2
+                continue
+            if c == '"':
+                out.append(text[start:i + 1])
+                in_string = False
+                start = i + 1
+        elif c == '"':
+            out.append("".join(text[start:i].split()).lower())
+            in_string = True
+            start = i
+        i += 1
+    tail = text[start:]
+    out.append(tail if in_string else "".join(tail.split()).lower())
+    return "".join(out)
