@@ -1,0 +1,319 @@
+"""The panda daemon process: threads, signals, exit codes (DESIGN §4).
+
+Three threads do the work, the main thread only waits for events:
+
+- the reader reads stdin in large chunks, frames records (``wire.RecordSplitter``) and puts
+  them into the ``RecordBuffer``; it never waits for the flusher;
+- the flusher (``pandad.flusher``) sends what is buffered, at most once per flush interval;
+- the stats thread appends the statistics to ``PANDA_STATISTICS_LOG`` every statistics
+  interval when something changed.
+
+Signals are handled as the Gunicorn arbiter does: the handlers do nothing but let the C-level
+handler write the signal number into a wakeup pipe (``signal.set_wakeup_fd``), and the main
+thread reads that pipe and acts in ordinary code, never inside a handler. The reader writes a
+0 byte into the same pipe at end of input.
+
+- SIGHUP: re-read the configuration; apply every knob that can change between batches. A bad
+  configuration is logged and the old one kept.
+- SIGTERM (and SIGINT), or EOF on stdin: stop reading, flush what is buffered for at most
+  ``PANDA_SHUTDOWN_GRACE`` seconds, count the rest as discarded, write final statistics,
+  exit 0.
+- SIGQUIT: exit at once.
+- A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
+
+Records the reader has not taken from the pipe when reading stops were never read, so they
+are not counted; every record read ends in exactly one counter.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Dict, List, Optional
+
+from pandad.buffer import RecordBuffer
+from pandad.config import ConfigError, HTCondorConfig
+from pandad.flusher import Flusher
+from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
+from pandad.logsetup import redact_url, setup_logging
+from pandad.stats import Statistics, StatisticsLog, render
+from pandad.transport import Transport, TransportError
+from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
+
+SUBSYSTEM = "PANDAD"
+READ_CHUNK = 1 << 20
+EXIT_INTERNAL_ERROR = 1
+# Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
+WAKE_EOF = 0
+WAKE_FATAL = 255
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Gauges that move with the clock alone; a change in them is not worth a statistics block.
+TICKING = frozenset({"oldest_entry_age_s"})
+
+log = logging.getLogger("pandad")
+
+
+def load_settings(environ: Optional[Dict[str, str]] = None) -> PandadSettings:
+    """The pandad settings from the HTCondor configuration; raises ConfigError."""
+    config = HTCondorConfig.load(SUBSYSTEM, os.environ if environ is None else environ)
+    return load_pandad_settings(config)
+
+
+class Daemon:
+    """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
+
+    def __init__(self, settings: PandadSettings, stdin_fd: int = 0) -> None:
+        self.settings = settings
+        self.stats = Statistics()
+        self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
+                                   settings.queue_max_size)
+        self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings)
+        self._stdin_fd = stdin_fd
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._reader_lock = threading.Lock()     # a chunk is counted whole, or not read
+        self._reading = True
+        self._flusher_stop = threading.Event()
+        self._shutdown_deadline = 0.0
+        self._stats_wake = threading.Event()
+        self._stats_stop = threading.Event()
+        self._stats_log: Optional[StatisticsLog] = None
+        self._stats_log_path: Optional[str] = None
+        self._stats_last: Optional[Dict[str, float]] = None
+        self._stats_error = ""
+        self._stats_lock = threading.Lock()      # one statistics writer at a time
+        self._exit_code = 0
+        self._threads: List[threading.Thread] = []
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until end of input or SIGTERM; the exit status."""
+        self._install_signals()
+        self._threads = [
+            threading.Thread(target=self._guarded(self._read_loop), name="reader",
+                             daemon=True),
+            threading.Thread(target=self._guarded(self._flush_loop), name="flusher",
+                             daemon=True),
+            threading.Thread(target=self._guarded(self._stats_loop), name="stats",
+                             daemon=True),
+        ]
+        log.info("pandad starting: sending to %s; queue %d bytes (grace %g s, ceiling %d),"
+                 " flush every %g s", redact_url(self.settings.url), self.settings.queue_size,
+                 self.settings.queue_grace, self.settings.queue_max_size,
+                 self.settings.flush_interval)
+        for thread in self._threads:
+            thread.start()
+        reason = self._wait_for_shutdown()
+        self._shutdown(reason)
+        return self._exit_code
+
+    def _install_signals(self) -> None:
+        def wake_only(signum: int, frame: object) -> None:
+            """The wakeup fd carries the signal number; the main loop acts on it."""
+
+        def quit_now(signum: int, frame: object) -> None:
+            os._exit(0)
+
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (signal.SIGHUP,) + SHUTDOWN_SIGNALS:
+            signal.signal(signum, wake_only)
+        signal.signal(signal.SIGQUIT, quit_now)
+
+    def _wake(self, code: int) -> None:
+        try:
+            os.write(self._wake_w, bytes([code]))
+        except OSError:
+            pass    # the pipe is full: the main thread has wakeups to read already
+
+    def _guarded(self, target):
+        """A thread body that turns an unexpected exception into a logged, clean exit."""
+        def body() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("internal error in the %s thread; shutting down",
+                              threading.current_thread().name)
+                self._exit_code = EXIT_INTERNAL_ERROR
+                self._wake(WAKE_FATAL)
+        return body
+
+    def _wait_for_shutdown(self) -> str:
+        """Read the wakeup pipe; handle SIGHUP; return why the daemon stops."""
+        while True:
+            for code in os.read(self._wake_r, 64):
+                if code == signal.SIGHUP:
+                    self.reload()
+                elif code in SHUTDOWN_SIGNALS:
+                    return signal.Signals(code).name
+                elif code == WAKE_EOF:
+                    return "end of input"
+                elif code == WAKE_FATAL:
+                    return "internal error"
+
+    def _shutdown(self, reason: str) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
+        # The deadline is set before the flusher can notice the stop.
+        self._shutdown_deadline = time.monotonic() + grace
+        with self._reader_lock:
+            self._reading = False
+            self.buffer.close()
+        self._flusher_stop.set()
+        flusher = self._threads[1]
+        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
+        if flusher.is_alive():
+            log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
+        discarded = self.flusher.abandon()
+        leftover = len(self.buffer.take_all())
+        if leftover:
+            self.stats.add("records_discarded_shutdown", leftover)
+        if discarded + leftover:
+            log.warning("discarded %d record(s) at shutdown (%d buffered, %d in flight or"
+                        " waiting for a retry)", discarded + leftover, leftover, discarded)
+        self._stats_stop.set()
+        self._stats_wake.set()
+        self._threads[2].join(5)
+        self.write_statistics(force=True)
+        log.info("pandad exiting")
+
+    # -- SIGHUP -------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the configuration and apply it; keep the old one if it is bad."""
+        try:
+            settings = load_settings()
+            transport = Transport(settings)
+        except (ConfigError, TransportError, OSError, ValueError) as error:
+            log.error("SIGHUP: configuration not applied, keeping the old one: %s", error)
+            return
+        old = self.settings
+        if (settings.log, settings.max_log, settings.debug) != (old.log, old.max_log, old.debug):
+            setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+        self.buffer.configure(settings.queue_size, settings.queue_grace,
+                              settings.queue_max_size)
+        self.flusher.reconfigure(settings, transport)
+        self.settings = settings
+        self._stats_wake.set()
+        log.info("SIGHUP: configuration re-read: sending to %s; queue %d bytes (grace %g s,"
+                 " ceiling %d), timeout %g s, flush every %g s, retry limit %d",
+                 redact_url(settings.url), settings.queue_size, settings.queue_grace,
+                 settings.queue_max_size, settings.update_timeout, settings.flush_interval,
+                 settings.retry_limit)
+
+    # -- reader -------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        splitter = RecordSplitter(self.settings.max_record_bytes)
+        dropped_in_episode = 0          # records dropped since the buffer last accepted all
+        stats = self.stats
+        while True:
+            try:
+                chunk = os.read(self._stdin_fd, READ_CHUNK)
+            except OSError as error:
+                log.error("reading stdin failed, treating it as end of input: %s", error)
+                chunk = b""
+            if chunk:
+                lines, bad = splitter.feed(chunk)
+                reason = REASON_TOO_LONG
+            else:
+                lines, bad = [], splitter.finish()
+                reason = REASON_UNTERMINATED
+            with self._reader_lock:
+                if not self._reading:
+                    return
+                if lines or bad:
+                    stats.add("records_read", len(lines) + bad)
+                if bad:
+                    stats.add("records_bad", bad)
+                    stats.add(f"records_bad_{reason}", bad)
+                    log.warning("skipped %d bad record(s) (%s; PANDA_MAX_RECORD_BYTES is %d)",
+                                bad, reason.replace("_", " "), splitter.max_record_bytes)
+                if lines:
+                    accepted = self.buffer.put_many(lines)
+                    if accepted:
+                        stats.add("records_queued", accepted)
+                    dropped = len(lines) - accepted
+                    if dropped:
+                        stats.add("records_dropped_queue_full", dropped)
+                        if not dropped_in_episode:
+                            log.warning("buffer full (%d bytes, PANDA_QUEUE_SIZE %d): dropping"
+                                        " records", self.buffer.nbytes,
+                                        self.settings.queue_size)
+                        dropped_in_episode += dropped
+                    elif dropped_in_episode:
+                        log.warning("buffer accepting again; %d record(s) were dropped while"
+                                    " it was full", dropped_in_episode)
+                        dropped_in_episode = 0
+            if not chunk:
+                if dropped_in_episode:
+                    log.warning("%d record(s) were dropped while the buffer was full",
+                                dropped_in_episode)
+                self._wake(WAKE_EOF)
+                return
+
+    # -- flusher ------------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        self.flusher.run(self._flusher_stop)
+        self.flusher.drain(self._shutdown_deadline)
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def _stats_loop(self) -> None:
+        while True:
+            interval = self.settings.statistics_interval
+            self._stats_wake.wait(interval if interval > 0 else None)
+            self._stats_wake.clear()
+            if self._stats_stop.is_set():
+                return
+            self.write_statistics()
+
+    def write_statistics(self, force: bool = False) -> None:
+        """Append a statistics block when something changed (always when ``force``)."""
+        with self._stats_lock:
+            stats = self.stats
+            stats.set("queue_bytes", self.buffer.nbytes)
+            stats.set("queue_peak_bytes", self.buffer.peak_bytes)
+            stats.set("oldest_entry_age_s", round(self.buffer.oldest_age(), 3))
+            snapshot = stats.snapshot()
+            compared = {k: v for k, v in snapshot.items() if k not in TICKING}
+            if not force and compared == self._stats_last:
+                return
+            path = self.settings.statistics_log
+            try:
+                if self._stats_log is None or path != self._stats_log_path:
+                    if self._stats_log is not None:
+                        self._stats_log.close()
+                        self._stats_log = None
+                    self._stats_log = StatisticsLog(path)
+                    self._stats_log_path = path
+                self._stats_log.write(render(snapshot, time.time()))
+            except OSError as error:
+                # Logged once per distinct problem, not every interval; never fatal.
+                if str(error) != self._stats_error:
+                    log.error("statistics not written: %s", error)
+                    self._stats_error = str(error)
+                return
+            if self._stats_error:
+                log.info("statistics log %s writable again", path)
+                self._stats_error = ""
+            self._stats_last = compared
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        setup_logging("pandad", None, 0, "")
+        log.error("pandad: fatal configuration error: %s", error)
+        return EXIT_CONFIG_ERROR
+    setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+    try:
+        daemon = Daemon(settings)
+    except (TransportError, OSError, ValueError) as error:
+        log.error("pandad: fatal configuration error: %s", error)
+        return EXIT_CONFIG_ERROR
+    return daemon.run()

@@ -1,0 +1,363 @@
+"""The flusher: one cycle turns what is buffered into POST, PUT and DELETE requests (DESIGN §4).
+
+A cycle takes everything buffered, coalesces it per job (``pandad.coalesce``) and sends the
+adds (POST), then the updates (PUT), then the removes (DELETE), each as JSON arrays of
+``convert.job_object`` objects, split so that no body passes ``max_request_bytes``.
+
+What happens to a request depends on its answer:
+
+- any 2xx: accepted; every record merged into its commands counts as ``records_sent``;
+- 4xx other than 429: the body is split in halves and re-sent, down to single commands, so one
+  unknown job does not sink a bulk update. A single rejected command is re-sent once with the
+  other verb when ``upsert`` is on (a rejected POST as PUT: the job exists already; a rejected
+  PUT as POST with ``condorid`` from the GlobalJobId: the job is unknown, typically because its
+  ADD was dropped). Still rejected: ``records_rejected`` and a log line naming the job;
+- connection errors, timeouts, 429 and 5xx: the monitor is away, so nothing more is sent this
+  cycle. With ``retry_limit`` 0 the cycle's unsent commands are lost (``records_lost_transport``,
+  at-most-once like the C++ daemon); otherwise they carry over into the next cycle, merged with
+  new records, after an exponential backoff, at most ``retry_limit`` times each.
+
+Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
+one of records_sent, records_rejected, records_lost_transport, records_bad (or, at shutdown,
+records_discarded_shutdown through ``abandon``). Losses are logged once per cycle with counts;
+per-record detail is DEBUG (D_FULLDEBUG).
+"""
+
+import json
+import logging
+import threading
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from pandad.buffer import RecordBuffer
+from pandad.coalesce import Batch, JobCommand, coalesce
+from pandad.convert import condor_id_from_job_id, job_object
+from pandad.transport import TransportError
+
+log = logging.getLogger("pandad.flusher")
+
+METHODS = ("POST", "PUT", "DELETE")
+OTHER_VERB = {"POST": "PUT", "PUT": "POST"}      # DELETE has no other verb
+BACKOFF_FIRST = 1.0                              # seconds before the first retry
+BACKOFF_MAX = 60.0                               # the backoff doubles up to this
+REJECTIONS_LOGGED = 10                           # named per cycle; the rest as a count
+
+# One encoded command in a request body.
+Item = Tuple[JobCommand, bytes]
+
+
+class _Cycle:
+    """What one cycle learned: the commands it could not deliver and the ones rejected."""
+
+    __slots__ = ("down", "reason", "failed", "rejected")
+
+    def __init__(self) -> None:
+        self.down = False              # a transport failure ended sending for this cycle
+        self.reason = ""               # why, for the log line
+        self.failed: List[Tuple[str, JobCommand]] = []    # (method, command) not delivered
+        self.rejected: List[Tuple[str, JobCommand, str]] = []   # (method, command, status)
+
+
+def retryable(status: Optional[int]) -> bool:
+    """A failure the monitor may get over: no answer, 429 or 5xx."""
+    return status is None or status == 429 or status >= 500
+
+
+def encode(method: str, command: JobCommand, condor_id: Optional[str] = None) -> bytes:
+    """The command's JSON object, as bytes; ``condorid`` only on POST."""
+    if method == "POST":
+        condor_id = condor_id or command.condor_id
+    else:
+        condor_id = None
+    return json.dumps(job_object(command.job_id, condor_id, command.attributes()),
+                      separators=(",", ":")).encode("utf-8")
+
+
+def body_of(items: List[Item]) -> bytes:
+    return b"[" + b",".join(encoded for _, encoded in items) + b"]"
+
+
+def split_items(items: List[Item], max_bytes: int) -> Iterator[List[Item]]:
+    """Groups of items whose JSON array body stays within ``max_bytes``.
+
+    An object larger than the limit on its own is sent alone (the monitor decides).
+    """
+    group: List[Item] = []
+    size = 2                                     # the brackets
+    for item in items:
+        extra = len(item[1]) + (1 if group else 0)   # the comma
+        if group and size + extra > max_bytes:
+            yield group
+            group = []
+            size = 2
+            extra = len(item[1])
+        group.append(item)
+        size += extra
+    if group:
+        yield group
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed cycles in a row: 1, 2, 4, ... 60."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 16))
+
+
+class Flusher:
+    """Sends the buffer's records to the monitor, one cycle at a time."""
+
+    def __init__(self, buffer: RecordBuffer, transport, stats, settings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._buffer = buffer
+        self._transport = transport
+        self._stats = stats
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()       # guards settlement, abandon and reconfiguration
+        self._unsettled = 0
+        self._abandoned = False
+        self._next: Optional[tuple] = None  # (settings, transport) to apply between cycles
+        self._pending: Optional[Batch] = None
+        self._retry_at = 0.0
+        self._failures = 0                  # failed cycles in a row
+        self._idle = threading.Event()      # for backoff waits while draining
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def reconfigure(self, settings, transport=None) -> None:
+        """New settings (and transport) from SIGHUP; applied before the next cycle."""
+        with self._lock:
+            self._next = (settings, transport or self._transport)
+
+    def _apply_next(self) -> None:
+        with self._lock:
+            change, self._next = self._next, None
+        if change is not None:
+            self._settings, self._transport = change
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle until ``stop`` is set: at most one cycle per ``flush_interval``.
+
+        Idle, it sleeps on the buffer's condition (no wakeups); whoever sets ``stop`` also
+        closes the buffer to wake it. With commands waiting for a retry it sleeps until the
+        backoff is over.
+        """
+        next_cycle = 0.0
+        while not stop.is_set():
+            if self._pending is not None:
+                delay = max(self._retry_at, next_cycle) - self._clock()
+            else:
+                if not self._buffer.wait_for_data(None):
+                    if self._buffer.closed:
+                        return
+                    continue
+                delay = next_cycle - self._clock()
+            if delay > 0 and stop.wait(delay):
+                return
+            started = self._clock()
+            self.flush_once()
+            next_cycle = started + self._settings.flush_interval
+
+    def drain(self, deadline: float) -> None:
+        """The final flush: cycle back to back until nothing is left or ``deadline`` passes.
+
+        Whatever is still unsent is left for ``abandon`` to count as discarded.
+        """
+        while self._clock() < deadline:
+            if self._pending is None and not len(self._buffer):
+                return
+            if self._pending is not None and self._retry_at > self._clock():
+                if self._retry_at >= deadline:
+                    return
+                self._idle.wait(self._retry_at - self._clock())
+            self.flush_once()
+
+    def abandon(self) -> int:
+        """Stop accounting (shutdown): count every unsettled record as discarded; return them.
+
+        After this, a cycle still running in another thread counts nothing more.
+        """
+        with self._lock:
+            self._abandoned = True
+            discarded, self._unsettled = self._unsettled, 0
+            self._pending = None
+        if discarded:
+            self._stats.add("records_discarded_shutdown", discarded)
+        self._stats.set("records_pending_retry", 0)
+        return discarded
+
+    @property
+    def pending_records(self) -> int:
+        pending = self._pending
+        return pending.records if pending is not None else 0
+
+    # -- one cycle ----------------------------------------------------------------------------
+
+    def flush_once(self) -> None:
+        """Take everything buffered, merge it with any retry carry-over, and send it."""
+        self._apply_next()
+        with self._lock:
+            if self._abandoned:
+                return
+            lines = self._buffer.take_all()
+            self._unsettled += len(lines)
+        if not lines and self._pending is None:
+            return
+        if self._pending is not None:
+            self._stats.add("retries")
+        batch = coalesce(lines, into=self._pending)
+        self._pending = None
+        self._stats.add("batches")
+        if batch.bad:
+            self._settle("records_bad", batch.bad)
+            for reason, n in batch.bad_reasons.items():
+                self._stats.add(f"records_bad_{reason}", n)
+            reasons = ", ".join(f"{n} {reason}" for reason, n in batch.bad_reasons.most_common())
+            log.warning("skipped %d bad record(s): %s", batch.bad, reasons)
+            batch.bad = 0
+            batch.bad_reasons.clear()
+        cycle = _Cycle()
+        for method, commands in zip(METHODS, (batch.adds, batch.updates, batch.removes)):
+            if commands:
+                self._send_commands(method, list(commands.values()), cycle)
+        self._finish(cycle)
+
+    def _send_commands(self, method: str, commands: List[JobCommand], cycle: _Cycle) -> None:
+        if cycle.down:
+            cycle.failed.extend((method, command) for command in commands)
+            return
+        items: List[Item] = []
+        for command in commands:
+            try:
+                items.append((command, encode(method, command)))
+            except (ValueError, TypeError) as error:
+                # A value convert cannot turn into JSON: bad input, never fatal.
+                self._settle("records_bad", command.records)
+                self._stats.add("records_bad_unconvertible", command.records)
+                log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
+        for group in split_items(items, self._settings.max_request_bytes):
+            self._send_group(method, group, cycle)
+
+    def _send_group(self, method: str, group: List[Item], cycle: _Cycle) -> None:
+        if cycle.down:
+            cycle.failed.extend((method, command) for command, _ in group)
+            return
+        status = self._request(method, body_of(group), len(group), cycle)
+        if retryable(status):
+            cycle.down = True
+            cycle.failed.extend((method, command) for command, _ in group)
+        elif 200 <= status < 300:
+            self._accept([command for command, _ in group])
+        elif 400 <= status < 500 and len(group) > 1:
+            # Isolate the rejected commands: each half on its own.
+            half = len(group) // 2
+            self._send_group(method, group[:half], cycle)
+            self._send_group(method, group[half:], cycle)
+        elif 400 <= status < 500:
+            self._upsert_or_reject(method, group[0][0], status, cycle)
+        else:
+            # 1xx/3xx: nothing to isolate or retry; the monitor did not take them.
+            for command, _ in group:
+                cycle.rejected.append((method, command, str(status)))
+
+    def _upsert_or_reject(self, method: str, command: JobCommand, status: int,
+                          cycle: _Cycle) -> None:
+        other = OTHER_VERB.get(method) if self._settings.upsert else None
+        if other is None:
+            cycle.rejected.append((method, command, str(status)))
+            return
+        condor_id = None
+        if other == "POST":
+            condor_id = command.condor_id or condor_id_from_job_id(command.job_id)
+        self._stats.add("upserts_sent")
+        second = self._request(other, body_of([(command, encode(other, command, condor_id))]),
+                               1, cycle)
+        if retryable(second):
+            # The monitor went away in between: retried (or lost) with the first verb.
+            cycle.down = True
+            cycle.failed.append((method, command))
+        elif 200 <= second < 300:
+            self._stats.add("upserts_accepted")
+            self._accept([command])
+        else:
+            cycle.rejected.append((method, command, f"{status}, then {other} {second}"))
+
+    def _request(self, method: str, body: bytes, commands: int, cycle: _Cycle) -> Optional[int]:
+        """One HTTP request, counted; the status, or None when no answer came."""
+        stats = self._stats
+        stats.add("requests_made")
+        stats.add("commands_sent", commands)
+        try:
+            status = self._transport.send(method, body)
+        except TransportError as error:
+            stats.add("transport_failures")
+            cycle.reason = f"{method} failed ({error.kind}): {error}"
+            return None
+        stats.add(f"responses_{status}")
+        if 200 <= status < 300:
+            stats.add("requests_succeeded")
+            stats.add("commands_accepted", commands)
+            stats.set("last_success_time", time.time())
+        else:
+            stats.add("bad_response_codes")
+            if retryable(status):
+                cycle.reason = f"{method} answered HTTP {status}"
+        log.debug("%s %d command(s), %d bytes: %s", method, commands, len(body), status)
+        return status
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def _settle(self, counter: str, records: int) -> None:
+        with self._lock:
+            if self._abandoned:
+                return
+            self._unsettled -= records
+            self._stats.add(counter, records)
+
+    def _accept(self, commands: List[JobCommand]) -> None:
+        self._settle("records_sent", sum(command.records for command in commands))
+
+    def _finish(self, cycle: _Cycle) -> None:
+        """Count and log what the cycle rejected and could not deliver; plan any retry."""
+        if cycle.rejected:
+            self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected))
+            for method, command, status in cycle.rejected[:REJECTIONS_LOGGED]:
+                log.warning("monitor rejected %s of job %s (HTTP %s): %d record(s) not applied",
+                            method, command.job_id, status, command.records)
+            if len(cycle.rejected) > REJECTIONS_LOGGED:
+                log.warning("monitor rejected %d more job(s) this cycle",
+                            len(cycle.rejected) - REJECTIONS_LOGGED)
+        if not cycle.failed:
+            self._failures = 0
+            self._stats.set("records_pending_retry", 0)
+            return
+        self._failures += 1
+        limit = self._settings.retry_limit
+        carried = Batch()
+        lost: List[Tuple[str, JobCommand]] = []
+        for method, command in cycle.failed:
+            command.attempts += 1
+            if command.attempts > limit:
+                lost.append((method, command))
+            else:
+                group = (carried.adds if method == "POST" else
+                         carried.updates if method == "PUT" else carried.removes)
+                group[command.job_id] = command
+        if lost:
+            records = sum(command.records for _, command in lost)
+            self._settle("records_lost_transport", records)
+            log.warning("lost %d record(s) in %d command(s): %s", records, len(lost),
+                        cycle.reason)
+            if log.isEnabledFor(logging.DEBUG):
+                for method, command in lost:
+                    log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
+                              command.records)
+        if carried:
+            retried = len(cycle.failed) - len(lost)
+            delay = backoff(self._failures)
+            self._pending = carried
+            self._retry_at = self._clock() + delay
+            log.warning("will retry %d command(s) (%d record(s)) in %.0f s: %s", retried,
+                        carried.records, delay, cycle.reason)
+        self._stats.set("records_pending_retry", self.pending_records)
