@@ -1,0 +1,237 @@
+"""The one statistics object per process, how it is rendered, and the statistics log file.
+
+``Statistics`` accepts any name, so pandad and the plug-in share it. ``STATISTICS`` lists
+pandad's own figures, with their meanings, in the order ``render`` writes them; the docs
+are generated from it. It starts with the figures HTCondor's C++ pandad reported, under
+readable names, so an admin used to the old log finds them first.
+"""
+
+import errno
+import os
+import stat
+import threading
+import time
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+__all__ = ["Statistics", "STATISTICS", "DYNAMIC_PREFIXES", "render", "StatisticsLog"]
+
+Number = float  # counters are ints, gauges may be floats
+
+
+class Statistics:
+    """Thread-safe named counters (``add``) and gauges (``set``). Unknown names read as 0."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: Dict[str, Number] = {}
+        self._generation = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name``."""
+        if not n:
+            return
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + n
+            self._generation += 1
+
+    def set(self, name: str, value: Number) -> None:
+        """Set gauge ``name`` to ``value``."""
+        with self._lock:
+            if self._values.get(name) != value:
+                self._values[name] = value
+                self._generation += 1
+
+    def get(self, name: str) -> Number:
+        with self._lock:
+            return self._values.get(name, 0)
+
+    def snapshot(self) -> Dict[str, Number]:
+        """A consistent copy of every value."""
+        with self._lock:
+            return dict(self._values)
+
+    @property
+    def generation(self) -> int:
+        """Grows with every change; lets a writer skip a block when nothing happened."""
+        with self._lock:
+            return self._generation
+
+
+def _percent(numerator: str, denominator: str) -> Callable[[Mapping[str, Number]], str]:
+    def figure(snapshot: Mapping[str, Number]) -> str:
+        total = snapshot.get(denominator, 0)
+        if not total:
+            return "n/a"
+        return "%.2f" % (100.0 * snapshot.get(numerator, 0) / total)
+    return figure
+
+
+def _alias(name: str) -> Callable[[Mapping[str, Number]], str]:
+    return lambda snapshot: _format(snapshot.get(name, 0))
+
+
+# The C++ daemon's figures, computed from ours.
+_DERIVED: Dict[str, Callable[[Mapping[str, Number]], str]] = {
+    "queue full count": _alias("records_dropped_queue_full"),
+    "enqueue calls": _alias("records_read"),
+    "queue success %": _percent("records_queued", "records_read"),
+    "bad commands": _alias("records_bad"),
+    "commands sent": _alias("commands_sent"),
+    "command success %": _percent("commands_accepted", "commands_sent"),
+    "transport failures": _alias("transport_failures"),
+    "bad response codes": _alias("bad_response_codes"),
+    "requests made": _alias("requests_made"),
+    "request success %": _percent("requests_succeeded", "requests_made"),
+}
+
+# (name, meaning), in render order.
+STATISTICS: Tuple[Tuple[str, str], ...] = (
+    ("queue full count", "records dropped because the buffer was full (= records_dropped_queue_full)"),
+    ("enqueue calls", "records read from the plug-in (= records_read)"),
+    ("queue success %", "share of records read that were buffered"),
+    ("bad commands", "records that could not be parsed (= records_bad)"),
+    ("commands sent", "job commands sent to the monitor (= commands_sent)"),
+    ("command success %", "share of job commands sent that the monitor accepted"),
+    ("transport failures", "requests that got no HTTP answer (= transport_failures)"),
+    ("bad response codes", "requests answered with a non-2xx status (= bad_response_codes)"),
+    ("requests made", "HTTP requests made to the monitor (= requests_made)"),
+    ("request success %", "share of requests answered with a 2xx status"),
+    ("records_read", "records read from the plug-in (each an enqueue call)"),
+    ("records_queued", "records accepted into the buffer"),
+    ("records_dropped_queue_full", "records dropped: buffer full after its grace period, or at its ceiling"),
+    ("records_bad", "records dropped: too long, torn, or not a valid record (by reason: records_bad_<reason>)"),
+    ("records_sent", "records whose command the monitor accepted"),
+    ("records_rejected", "records whose command the monitor rejected (4xx), after isolation and upsert"),
+    ("records_lost_transport", "records whose command was lost: no answer, or 5xx/429 after any retries"),
+    ("records_discarded_shutdown", "records still buffered or unsent when the shutdown grace ran out"),
+    ("records_pending_retry", "records held for a retry in the next cycle"),
+    ("commands_sent", "job commands (one per job per batch and verb) sent"),
+    ("commands_accepted", "job commands the monitor accepted"),
+    ("upserts_sent", "rejected commands re-sent with the other verb (POST<->PUT)"),
+    ("upserts_accepted", "upserts the monitor accepted"),
+    ("requests_made", "HTTP requests made"),
+    ("requests_succeeded", "HTTP requests answered with a 2xx status"),
+    ("transport_failures", "HTTP requests that failed without an answer (refused, timeout, reset, TLS)"),
+    ("bad_response_codes", "HTTP requests answered with a non-2xx status (by code: responses_<code>)"),
+    ("retries", "requests retried after a transport failure, 429 or 5xx"),
+    ("batches", "flush cycles that sent something"),
+    ("queue_bytes", "bytes in the buffer now"),
+    ("queue_peak_bytes", "most bytes the buffer has held"),
+    ("oldest_entry_age_s", "age in seconds of the oldest buffered record"),
+    ("last_success_time", "when the monitor last accepted a request"),
+)
+
+# Families of counters created at run time, rendered after the table, sorted.
+DYNAMIC_PREFIXES: Tuple[str, ...] = ("responses_", "records_bad_")
+
+_TIME_GAUGES = frozenset({"last_success_time"})
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return "%.3f" % value
+    return str(value)
+
+
+def _format_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def render(snapshot: Mapping[str, Number], now: float) -> str:
+    """One block of ``[YYYY-MM-DD HH:MM:SS] name: value`` lines (local time), newline-ended.
+
+    The known figures come first, in ``STATISTICS`` order (missing ones as 0), then the
+    per-code and per-reason counters, then any other name (the plug-in's own), sorted.
+    """
+    stamp = "[" + _format_time(now) + "] "
+    lines = []
+    known = set()
+    for name, _meaning in STATISTICS:
+        known.add(name)
+        derived = _DERIVED.get(name)
+        if derived is not None:
+            value = derived(snapshot)
+        elif name in _TIME_GAUGES:
+            epoch = snapshot.get(name, 0)
+            value = _format_time(epoch) if epoch else "never"
+        else:
+            value = _format(snapshot.get(name, 0))
+        lines.append(f"{stamp}{name}: {value}")
+    extra = sorted(name for name in snapshot if name not in known)
+    dynamic = [name for name in extra if name.startswith(DYNAMIC_PREFIXES)]
+    others = [name for name in extra if not name.startswith(DYNAMIC_PREFIXES)]
+    for name in dynamic + others:
+        lines.append(f"{stamp}{name}: {_format(snapshot[name])}")
+    return "\n".join(lines) + "\n"
+
+
+_OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+               | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO planted at the path must not hang us
+
+
+class StatisticsLog:
+    """Append-only statistics file: created 0600, never followed through a symlink, refused
+    unless it is a regular file owned by this user. Reopened when the path's file is replaced
+    (an admin rotated it). Errors are OSError with a message naming the path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+        self._identity: Optional[Tuple[int, int]] = None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, f"statistics log {self.path} is a symbolic link;"
+                                           " refusing to follow it") from None
+            raise OSError(error.errno, f"cannot open statistics log {self.path}: "
+                                       f"{error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, f"statistics log {self.path} is not a regular"
+                                            " file; refusing to write to it")
+            if info.st_uid != os.geteuid():
+                raise OSError(errno.EPERM, f"statistics log {self.path} is owned by uid "
+                                           f"{info.st_uid}, not by this user (uid "
+                                           f"{os.geteuid()}); refusing to write to it")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._identity = (info.st_dev, info.st_ino)
+
+    def _replaced(self) -> bool:
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return True
+        return (info.st_dev, info.st_ino) != self._identity
+
+    def write(self, text: str) -> None:
+        """Append ``text`` (one rendered block) in one write."""
+        if self._fd is None or self._replaced():
+            self.close()
+            self._open()
+        assert self._fd is not None
+        data = text.encode("utf-8")
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> "StatisticsLog":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
