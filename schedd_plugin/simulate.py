@@ -319,7 +319,8 @@ class ScheddSimulator:
     def _sync(self) -> None:
         self._log.flush()
         if self._fsync:
-            os.fdatasync(self._log.fd) if hasattr(os, "fdatasync") else os.fsync(self._log.fd)
+            sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+            sync(self._log.fd)
         self._pending_since = None
 
     def tick(self) -> None:
@@ -895,6 +896,7 @@ class _Pacer:
         self.rate = rate
         self.start = time.monotonic()
         self._stop = stop
+        # set once the simulator exists (it calls pace() while it writes its first records)
         self.changes: Callable[[], int] = lambda: 0
 
     def pace(self) -> None:
@@ -923,8 +925,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to run (default 10; 0 = until SIGTERM/SIGINT); it also "
                              "stops early once every job was submitted and has left the queue")
     parser.add_argument("--rotate-every", type=float, default=0.0,
-                        help="rotate every S seconds of paced activity, i.e. every S*rate "
-                             "changes, so rotations fall at the same place for a seed")
+                        help="rotate every S seconds (with --rate: every S*rate changes, so "
+                             "rotations fall at the same places for a seed); 0 = never")
     parser.add_argument("--truth", help="write every job's final effective attributes here (JSON)")
     parser.add_argument("--timestamps", action="store_true",
                         help="write '106 # <iso time>[ NONDURABLE]' (SCHEDD_JOB_QUEUE_TIMESTAMPS)")
@@ -961,8 +963,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("simulate: cannot create %s: %s" % (args.log, err), file=sys.stderr)
         return 1
     pacer.changes = lambda: sim.changes
-    rotate_changes = args.rotate_every * args.rate if args.rate > 0 else 0.0
-    next_rotation = rotate_changes
+    # Paced runs rotate every rotate_every*rate changes (the same places for a seed);
+    # unpaced ones every rotate_every seconds.
+    if args.rate > 0:
+        rotate_step, progress = args.rotate_every * args.rate, lambda: float(sim.changes)
+    else:
+        rotate_step, progress = args.rotate_every, time.monotonic
+    next_rotation = progress() + rotate_step
     start = time.monotonic()
     try:
         while not stopping:
@@ -975,9 +982,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 time.sleep(0.1)  # nothing left to do: idle until told to stop
                 continue
             sim.step()
-            if rotate_changes and sim.changes >= next_rotation:
+            if rotate_step and progress() >= next_rotation:
                 sim.rotate()
-                next_rotation += rotate_changes
+                next_rotation += rotate_step
             pacer.pace()
     finally:
         sim.finish()
