@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Build the RPM and the .deb from a source tarball of this checkout and check
+# what a grid site would install: file lists, lintian, the unpacked programs
+# running against a test configuration, the systemd unit, the man pages.
+#
+#   packaging/check.sh            (CI=true: a missing tool fails the check)
+#
+# Everything is built under a temporary directory, never in the checkout.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+IN_CI=false
+[ "${CI:-}" = "true" ] && IN_CI=true
+KEEP="${PANDAD_CHECK_KEEP:-}"   # set to keep the temporary directory for a look
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/pandad-packaging.XXXXXX")"
+cleanup() { if [ -z "$KEEP" ]; then rm -rf "$tmp"; else echo "kept $tmp"; fi; }
+trap cleanup EXIT
+
+fail() { echo "packaging/check.sh: FAIL: $*" >&2; exit 1; }
+note() { printf -- '--- %s\n' "$*"; }
+
+# have TOOL...: true if all are installed; otherwise fail under CI, else warn.
+have() {
+    local t missing=()
+    for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    $IN_CI && fail "missing tool(s) in CI: ${missing[*]}"
+    echo "SKIP (not installed: ${missing[*]})"
+    return 1
+}
+
+# expect_paths LISTING PATH...: each PATH is a line of the file LISTING.
+expect_paths() {
+    local listing="$1" p; shift
+    for p in "$@"; do
+        grep -qxF -- "$p" "$listing" || fail "$(basename "$listing"): missing $p"
+    done
+}
+
+# The interpreter the installed wrappers name in their shebang.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
+
+# --- version: one number in three places --------------------------------------
+version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/pandad/__init__.py")"
+[ -n "$version" ] || fail "no __version__ in pandad/__init__.py"
+spec_version="$(sed -n 's/^Version:[[:space:]]*//p' "$REPO/packaging/pandad.spec")"
+deb_version="$(sed -n '1s/^pandad (\([^-)]*\)-[^)]*).*/\1/p' "$REPO/packaging/debian/changelog")"
+[ "$spec_version" = "$version" ] || fail "pandad.spec Version $spec_version != pandad $version"
+[ "$deb_version" = "$version" ] || fail "debian/changelog version $deb_version != pandad $version"
+note "version $version"
+
+# --- source tarball: what git tracks plus new files it does not ignore ----------
+src="$tmp/src/pandad-$version"
+mkdir -p "$src"
+if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done \
+        | tar --null -T - -cf -) | tar -xf - -C "$src"
+else
+    tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=__pycache__ \
+        --exclude='*.pyc' --exclude=.pytest_cache --exclude=.hypothesis -cf - . \
+        | tar -xf - -C "$src"
+fi
+tarball="$tmp/pandad-$version.tar.gz"
+tar -C "$tmp/src" -czf "$tarball" "pandad-$version"
+# Every runtime module must end up in both packages.
+modules=()
+while IFS= read -r m; do modules+=("$m"); done < <(cd "$src" && find pandad schedd_plugin -name '*.py' | sort)
+note "source tarball: $(basename "$tarball") (${#modules[@]} modules)"
+
+# A test configuration like a real host's, pointing into an unpacked package.
+write_config() {  # write_config ROOT CONFIG_FILE
+    local root="$1" config="$2"
+    mkdir -p "$tmp/condor/log" "$tmp/condor/spool" "$tmp/condor/config.d"
+    cat > "$tmp/condor/config.d/99-test.conf" <<EOF
+PANDA_URL = http://127.0.0.1:1/api/jobs/
+PANDA_QUEUE_SIZE = 262144
+EOF
+    cat > "$config" <<EOF
+LOG = $tmp/condor/log
+SPOOL = $tmp/condor/spool
+LIBEXEC = $root/usr/libexec/condor
+LOCAL_CONFIG_DIR = $root/etc/condor/config.d, $tmp/condor/config.d
+EOF
+}
+
+# run_installed ROOT SITELIB: the unpacked wrappers, as the shebang would run
+# them, must import the unpacked packages and read the packaged 60-panda.conf.
+run_installed() {
+    local root="$1" sitelib="$2" out where
+    local env_=(env -u PYTHONHOME -u PYTHONSTARTUP PYTHONPATH="$sitelib" PYTHONNOUSERSITE=1
+                CONDOR_CONFIG="$tmp/condor_config")
+    write_config "$root" "$tmp/condor_config"
+    where="$(cd "$tmp" && "${env_[@]}" "$PY" -s -c 'import pandad, schedd_plugin; print(pandad.__file__); print(schedd_plugin.__file__)')"
+    case "$where" in
+        "$sitelib/pandad/__init__.py"$'\n'"$sitelib/schedd_plugin/__init__.py") ;;
+        *) fail "the unpacked wrappers would import: $where" ;;
+    esac
+    out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --version)"
+    [ "$out" = "pandad $version" ] || fail "pandad --version printed '$out'"
+    "$PY" -s -c 'import sys; compile(open(sys.argv[1]).read(), sys.argv[1], "exec")' \
+        "$root/usr/libexec/condor/panda_plugin" || fail "the panda_plugin wrapper does not compile"
+    if [ ! -f "$src/pandad/config.py" ]; then
+        $IN_CI && fail "pandad/config.py is missing: --config-val cannot be checked"
+        echo "SKIP --config-val: pandad/config.py is not in this tree yet"
+        return 0
+    fi
+    out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --config-val PANDA_QUEUE_SIZE)"
+    [ "$out" = "262144" ] || fail "pandad --config-val PANDA_QUEUE_SIZE printed '$out'"
+    out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --config-val PANDA_STATISTICS_LOG)"
+    [ "$out" = "$tmp/condor/log/PandaStatistics" ] \
+        || fail "60-panda.conf not read: PANDA_STATISTICS_LOG is '$out'"
+    echo "ok: pandad --version, --config-val from the unpacked package"
+}
+
+# --- RPM ------------------------------------------------------------------------
+note "RPM (rpmbuild)"
+if have rpmbuild rpm rpm2archive; then
+    top="$tmp/rpm"
+    mkdir -p "$top/SOURCES" "$top/tmp"
+    cp "$tarball" "$top/SOURCES/"
+    # --nodeps: BuildRequires name Fedora packages this Debian host has not got.
+    rpmbuild --nodeps --define "_topdir $top" --define "_tmppath $top/tmp" \
+        -bb "$REPO/packaging/pandad.spec" > "$tmp/rpmbuild.log" 2>&1 \
+        || { tail -40 "$tmp/rpmbuild.log"; fail "rpmbuild"; }
+    rpmfile="$(find "$top/RPMS" -name "pandad-$version-*.noarch.rpm" | head -1)"
+    [ -n "$rpmfile" ] || fail "no noarch RPM built"
+    rpm -qlp "$rpmfile" > "$tmp/rpm.files"
+    sitelib="$(grep -m1 '/site-packages/pandad$' "$tmp/rpm.files" | sed 's,/pandad$,,')"
+    [ -n "$sitelib" ] || fail "RPM: no pandad package under a site-packages directory"
+    rpm_modules=()
+    for m in "${modules[@]}"; do rpm_modules+=("$sitelib/$m"); done
+    expect_paths "$tmp/rpm.files" \
+        /usr/libexec/condor/pandad /usr/libexec/condor/panda_plugin \
+        /etc/condor/config.d/60-panda.conf /usr/lib/systemd/system/condor-panda.service \
+        "${rpm_modules[@]}"
+    grep -qE '^/usr/share/man/man8/pandad\.8(\.gz)?$' "$tmp/rpm.files" || fail "RPM: no pandad.8"
+    grep -qE '^/usr/share/man/man8/panda_plugin\.8(\.gz)?$' "$tmp/rpm.files" || fail "RPM: no panda_plugin.8"
+    rpm -qpc "$rpmfile" | grep -qxF /etc/condor/config.d/60-panda.conf \
+        || fail "RPM: 60-panda.conf is not %config"
+    [ "$(rpm -qp --qf '%{ARCH}' "$rpmfile")" = noarch ] || fail "RPM is not noarch"
+    rpm -qpR "$rpmfile" > "$tmp/rpm.requires"
+    grep -qx 'python3' "$tmp/rpm.requires" || fail "RPM does not require python3"
+    grep -qx 'condor' "$tmp/rpm.requires" || fail "RPM does not require condor"
+    # The config file must be noreplace: flag bit 16 (RPMFILE_NOREPLACE).
+    flags="$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS}\n]' "$rpmfile" \
+        | sed -n 's,^/etc/condor/config.d/60-panda.conf ,,p')"
+    (( ${flags:-0} & 16 )) || fail "RPM: 60-panda.conf is not %config(noreplace)"
+    echo "ok: $(basename "$rpmfile"): $(wc -l < "$tmp/rpm.files") paths"
+    sed 's/^/    /' "$tmp/rpm.files" | grep -v '\.py$' || true
+    rroot="$tmp/rpmroot"
+    mkdir -p "$rroot"
+    (cd "$tmp" && rpm2archive "$rpmfile" >/dev/null && tar -xzf "$rpmfile.tgz" -C "$rroot")
+    run_installed "$rroot" "$rroot$sitelib"
+fi
+
+# --- Debian package -----------------------------------------------------------
+note "Debian package (dpkg-buildpackage)"
+debroot=""
+if have dpkg-buildpackage dh fakeroot dpkg-deb lintian; then
+    build="$tmp/deb"
+    mkdir -p "$build"
+    tar -xzf "$tarball" -C "$build"
+    cp -r "$REPO/packaging/debian" "$build/pandad-$version/debian"
+    (cd "$build/pandad-$version" && dpkg-buildpackage -us -uc -b) > "$tmp/deb-build.log" 2>&1 \
+        || { tail -40 "$tmp/deb-build.log"; fail "dpkg-buildpackage"; }
+    deb="$build/pandad_${version}-1_all.deb"
+    [ -f "$deb" ] || fail "no .deb built"
+    note "lintian"
+    # Errors fail; warnings are shown (and listed in docs/admin-guide.md).
+    rc=0
+    lintian --fail-on error "$deb" > "$tmp/lintian.out" 2>&1 || rc=$?
+    grep -v 'running with root privileges is not recommended' "$tmp/lintian.out" || true
+    [ "$rc" -eq 0 ] || fail "lintian reports errors (exit $rc)"
+    dpkg-deb --fsys-tarfile "$deb" | tar -tf - | sed -e 's,^\./,/,' -e 's,/$,,' > "$tmp/deb.files"
+    deb_modules=()
+    for m in "${modules[@]}"; do deb_modules+=("/usr/lib/python3/dist-packages/$m"); done
+    expect_paths "$tmp/deb.files" \
+        /usr/libexec/condor/pandad /usr/libexec/condor/panda_plugin \
+        /etc/condor/config.d/60-panda.conf \
+        /usr/share/man/man8/pandad.8.gz /usr/share/man/man8/panda_plugin.8.gz \
+        "${deb_modules[@]}"
+    grep -qE '^(/usr)?/lib/systemd/system/condor-panda\.service$' "$tmp/deb.files" \
+        || fail ".deb: no condor-panda.service"
+    ! grep -q '__pycache__' "$tmp/deb.files" || fail ".deb ships __pycache__"
+    dpkg-deb -f "$deb" Depends > "$tmp/deb.depends"
+    grep -q 'python3 (>= 3.9)' "$tmp/deb.depends" || fail ".deb does not depend on python3"
+    grep -q 'condor | htcondor' "$tmp/deb.depends" || fail ".deb does not depend on condor | htcondor"
+    dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qxF /etc/condor/config.d/60-panda.conf \
+        || fail ".deb: 60-panda.conf is not a conffile"
+    echo "ok: $(basename "$deb"): $(wc -l < "$tmp/deb.files") paths; Depends: $(cat "$tmp/deb.depends")"
+    debroot="$tmp/debroot"
+    mkdir -p "$debroot"
+    dpkg-deb -x "$deb" "$debroot"
+    run_installed "$debroot" "$debroot/usr/lib/python3/dist-packages"
+fi
+
+# --- systemd unit --------------------------------------------------------------
+note "systemd-analyze verify condor-panda.service"
+if have systemd-analyze man; then
+    # verify checks that ExecStart= and ExecReload= exist and that the
+    # Documentation= man pages resolve, so it runs against a root holding the
+    # unpacked package (or the bare files), with stubs for what the host's
+    # systemd would provide. condor.service need not exist for it.
+    vroot="$tmp/verifyroot"
+    if [ -n "$debroot" ]; then
+        cp -a "$debroot" "$vroot"
+    else
+        install -D -m 755 "$REPO/packaging/libexec/panda_plugin" "$vroot/usr/libexec/condor/panda_plugin"
+        install -D -m 644 "$REPO/packaging/condor-panda.service" "$vroot/lib/systemd/system/condor-panda.service"
+        install -D -m 644 "$REPO/docs/man/pandad.8" "$vroot/usr/share/man/man8/pandad.8"
+        install -D -m 644 "$REPO/docs/man/panda_plugin.8" "$vroot/usr/share/man/man8/panda_plugin.8"
+    fi
+    unit="$(cd "$vroot" && find lib usr/lib -path '*/systemd/system/condor-panda.service' 2>/dev/null | head -1)"
+    [ -n "$unit" ] || fail "no unit in the verify root"
+    mkdir -p "$vroot/usr/lib/systemd/system" "$vroot/bin"
+    for stub in sysinit.target basic.target shutdown.target network-online.target; do
+        [ -e "$vroot/usr/lib/systemd/system/$stub" ] \
+            || printf '[Unit]\nDescription=stub for systemd-analyze verify\n' > "$vroot/usr/lib/systemd/system/$stub"
+    done
+    printf '#!/bin/sh\n# stub: systemd-analyze verify only checks that ExecReload exists\n' > "$vroot/bin/kill"
+    chmod 755 "$vroot/bin/kill"
+    # Any output (an unknown key is only a warning) is a failure.
+    out="$(MANPATH="$vroot/usr/share/man" systemd-analyze verify --root="$vroot" "/$unit" 2>&1)" \
+        || { echo "$out"; fail "systemd-analyze verify"; }
+    [ -z "$out" ] || { echo "$out"; fail "systemd-analyze verify printed warnings"; }
+    echo "ok: /$unit"
+fi
+
+# --- man pages -----------------------------------------------------------------
+note "man pages"
+if have groff man; then
+    for page in "$REPO/docs/man/pandad.8" "$REPO/docs/man/panda_plugin.8"; do
+        out="$(groff -man -ww -z "$page" 2>&1)" || fail "groff $page"
+        [ -z "$out" ] || { echo "$out"; fail "groff warnings in $page"; }
+        out="$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)" \
+            || fail "man -l $page"
+        [ -z "$out" ] || { echo "$out"; fail "man warnings in $page"; }
+        echo "ok: $(basename "$page")"
+    done
+fi
+
+echo "packaging checks passed"
