@@ -1,0 +1,151 @@
+"""A real ``python -m pandad`` process for the daemon tests: config, stdin, logs, statistics.
+
+    proc = PandadProcess(tmp_path, url=monitor.url, PANDA_FLUSH_INTERVAL="0.1")
+    proc.write(encode_add(...))
+    proc.close_stdin()
+    assert proc.wait(10) == 0
+    assert proc.statistics()["records_sent"] == 1
+"""
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from tests.support import python_command, python_env, wait_until
+
+# Every record read ends in exactly one of these (DESIGN §4, Accounting).
+END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
+                "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+
+_STAT_LINE = re.compile(r"^\[[0-9: -]+\] ([^:]+): (.*)$")
+
+FAST_KNOBS = {
+    "PANDA_FLUSH_INTERVAL": "0.1",
+    "PANDA_STATISTICS_INTERVAL": "0.2",
+    "PANDA_UPDATE_TIMEOUT": "5",
+    "PANDA_SHUTDOWN_GRACE": "5",
+}
+
+
+class PandadProcess:
+    """pandad reading a pipe we write, configured by its own file in ``directory``."""
+
+    def __init__(self, directory: Path, url: Optional[str] = None, **knobs: str) -> None:
+        self.directory = Path(directory)
+        self.config = self.directory / "condor_config"
+        self.statistics_log = self.directory / "pandaStatisticsLog"
+        self.log = self.directory / "PandadLog"
+        self.stderr_path = self.directory / "pandad.stderr"
+        self.knobs: Dict[str, str] = dict(FAST_KNOBS)
+        self.knobs.update({"PANDA_STATISTICS_LOG": str(self.statistics_log),
+                           "PANDAD_LOG": str(self.log)})
+        if url is not None:
+            self.knobs["PANDA_URL"] = url
+        self.knobs.update(knobs)
+        self.write_config()
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                python_command("pandad"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=stderr, env=python_env({"CONDOR_CONFIG": str(self.config)}))
+
+    def write_config(self, **changes: str) -> None:
+        """(Re)write the configuration file; a value of None removes the knob."""
+        self.knobs.update(changes)
+        lines = [f"{name} = {value}\n" for name, value in self.knobs.items()
+                 if value is not None]
+        self.config.write_text("".join(lines))
+
+    # -- talking to it ------------------------------------------------------------------------
+
+    def write(self, *records: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"".join(records))
+        self.proc.stdin.flush()
+
+    def write_all(self, records: Iterable[bytes], chunk: int = 1000) -> int:
+        """Write records in chunks; the number written."""
+        batch = []
+        written = 0
+        for record in records:
+            batch.append(record)
+            if len(batch) >= chunk:
+                self.write(*batch)
+                written += len(batch)
+                batch = []
+        if batch:
+            self.write(*batch)
+            written += len(batch)
+        return written
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "PandadProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what it left behind ------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        wait_until(lambda: text in self.log_text(), timeout, message=f"log line {text!r}")
+
+    def statistics(self) -> Dict[str, str]:
+        """The latest value of every figure in the statistics log ({} before the first block)."""
+        values: Dict[str, str] = {}
+        if not self.statistics_log.exists():
+            return values
+        for line in self.statistics_log.read_text().splitlines():
+            match = _STAT_LINE.match(line)
+            if match:
+                values[match.group(1)] = match.group(2)
+        return values
+
+    def counter(self, name: str) -> int:
+        return int(float(self.statistics().get(name, "0")))
+
+    def rss_kib(self) -> int:
+        """Resident memory (VmRSS) of the process, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc/PID/status")
+
+
+def assert_accounted(stats: Dict[str, str]) -> None:
+    """Every record read ended in exactly one counter; nothing is left buffered or pending."""
+    def value(name: str) -> int:
+        return int(float(stats.get(name, "0")))
+
+    ends = {name: value(name) for name in END_COUNTERS}
+    assert value("records_read") == sum(ends.values()), (value("records_read"), ends)
+    assert value("records_pending_retry") == 0
+    assert value("queue_bytes") == 0
+

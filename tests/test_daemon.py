@@ -1,0 +1,168 @@
+"""The pandad process: signals, end of input, fatal configuration errors (real processes)."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from pandad.devmonitor import DevMonitor
+from pandad.wire import encode_add, encode_update
+from tests.support import python_command, python_env, wait_until
+from tests.support.faultserver import HangServer
+from tests.support.pandad_process import PandadProcess, assert_accounted
+
+
+def job_id(i: int) -> str:
+    return f"schedd.example.org#{i}.0#1700000000"
+
+
+def adds(start: int, count: int, size: int = 0) -> list:
+    extra = [("Args", '"' + "a" * size + '"')] if size else []
+    return [encode_add(job_id(i), f"{i}.0", [("JobStatus", "1")] + extra)
+            for i in range(start, start + count)]
+
+
+def test_stdin_eof_flushes_and_exits_0(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(
+            tmp_path, url=monitor.url, PANDA_FLUSH_INTERVAL="30") as pandad:
+        pandad.write(*adds(0, 1))
+        wait_until(lambda: len(monitor.jobs()) == 1, 10, message="the first cycle")
+        # The next cycle is 30 s away: only the final flush can send these.
+        pandad.write(*adds(1, 99))
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+        assert len(monitor.jobs()) == 100
+        stats = pandad.statistics()
+    assert int(stats["records_sent"]) == 100
+    assert_accounted(stats)
+    assert "end of input" in pandad.log_text()
+
+
+def test_sigterm_flushes_within_shutdown_grace_and_exits_0(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(
+            tmp_path, url=monitor.url, PANDA_FLUSH_INTERVAL="30") as pandad:
+        pandad.write(*adds(0, 1))
+        wait_until(lambda: len(monitor.jobs()) == 1, 10, message="the first cycle")
+        pandad.write(*adds(1, 49))
+        wait_until(lambda: pandad.counter("records_queued") == 50, 10,
+                   message="records queued")
+        pandad.send_signal(signal.SIGTERM)
+        assert pandad.wait(10) == 0
+        assert len(monitor.jobs()) == 50
+        stats = pandad.statistics()
+    assert_accounted(stats)
+    assert "SIGTERM" in pandad.log_text()
+
+
+def test_sigterm_gives_up_a_hanging_monitor_after_shutdown_grace(tmp_path):
+    with HangServer() as server, PandadProcess(
+            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0",
+            PANDA_SHUTDOWN_GRACE="1") as pandad:
+        pandad.write(*adds(0, 10))
+        wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        pandad.write(*adds(10, 5))
+        wait_until(lambda: pandad.counter("records_queued") == 15, 10,
+                   message="records queued")
+        started = time.monotonic()
+        pandad.send_signal(signal.SIGTERM)
+        assert pandad.wait(10) == 0
+        assert time.monotonic() - started < 4
+        stats = pandad.statistics()
+    assert int(stats["records_discarded_shutdown"]) == 15
+    assert_accounted(stats)
+
+
+def test_sigquit_exits_at_once(tmp_path):
+    with HangServer() as server, PandadProcess(
+            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0",
+            PANDA_SHUTDOWN_GRACE="60") as pandad:
+        pandad.write(*adds(0, 10))
+        wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        started = time.monotonic()
+        pandad.send_signal(signal.SIGQUIT)
+        pandad.wait(5)
+        # A SIGTERM would have waited up to the 60 s grace for the hanging request.
+        assert time.monotonic() - started < 3
+
+
+def test_sighup_applies_new_url_queue_size_grace_and_timeout(tmp_path):
+    with DevMonitor() as first, DevMonitor() as second, PandadProcess(
+            tmp_path, url=first.url) as pandad:
+        pandad.write(*adds(0, 10))
+        wait_until(lambda: len(first.jobs()) == 10, 10, message="jobs at the first monitor")
+        pandad.write_config(PANDA_URL=second.url, PANDA_QUEUE_SIZE="2000",
+                            PANDA_QUEUE_GRACE="0", PANDA_QUEUE_MAX_SIZE="3000",
+                            PANDA_UPDATE_TIMEOUT="7", PANDA_FLUSH_INTERVAL="2")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("configuration re-read")
+        log = pandad.log_text()
+        assert second.url in log and "queue 2000 bytes (grace 0 s, ceiling 3000)" in log
+        assert "timeout 7 s" in log
+        # Later records land at the second monitor only.
+        pandad.write(*adds(100, 5))
+        wait_until(lambda: len(second.jobs()) == 5, 10, message="jobs at the second monitor")
+        assert len(first.jobs()) == 10
+        # The new queue size holds: a burst of 100 records of ~400 bytes overflows it.
+        pandad.write(*adds(200, 100, size=400))
+        wait_until(lambda: pandad.counter("records_dropped_queue_full") > 0, 10,
+                   message="drops at the new queue size")
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+        stats = pandad.statistics()
+    assert_accounted(stats)
+
+
+def test_sighup_with_a_bad_configuration_keeps_the_old_one(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.write(*adds(0, 3))
+        wait_until(lambda: len(monitor.jobs()) == 3, 10, message="first jobs")
+        pandad.write_config(PANDA_QUEUE_SIZE="lots")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("keeping the old one")
+        assert "PANDA_QUEUE_SIZE" in pandad.log_text()
+        pandad.write(*adds(3, 3), encode_update(job_id(0), [("JobStatus", "2")]))
+        wait_until(lambda: len(monitor.jobs()) == 6, 10, message="jobs after the bad SIGHUP")
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+
+
+def test_statistics_log_is_written_periodically_and_at_exit(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.write(*adds(0, 5))
+        wait_until(lambda: pandad.counter("records_sent") == 5, 10,
+                   message="a periodic statistics block")
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+    assert (pandad.statistics_log.stat().st_mode & 0o777) == 0o600
+    text = pandad.statistics_log.read_text()
+    assert "queue full count: 0" in text and "request success %: 100.00" in text
+
+
+def test_unwritable_statistics_log_is_not_fatal(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(
+            tmp_path, url=monitor.url,
+            PANDA_STATISTICS_LOG=str(tmp_path / "no" / "such" / "dir" / "stats")) as pandad:
+        pandad.write(*adds(0, 2))
+        wait_until(lambda: len(monitor.jobs()) == 2, 10, message="jobs")
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+    assert pandad.log_text().count("statistics not written") == 1
+
+
+@pytest.mark.parametrize("knobs, phrase", [
+    ({}, "PANDA_URL"),
+    ({"PANDA_URL": "http://127.0.0.1:9/api/jobs/", "PANDA_QUEUE_SIZE": "lots"},
+     "PANDA_QUEUE_SIZE"),
+    ({"PANDA_URL": "ftp://monitor.example.org/jobs/"}, "ftp"),
+])
+def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phrase):
+    config = tmp_path / "condor_config"
+    config.write_text("".join(f"{k} = {v}\n" for k, v in knobs.items()))
+    result = subprocess.run(python_command("pandad"), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=30,
+                            env=python_env({"CONDOR_CONFIG": str(config)}))
+    assert result.returncode == 99
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert phrase in lines[0]

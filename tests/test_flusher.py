@@ -1,0 +1,317 @@
+"""pandad.flusher: cycles against a real DevMonitor and real misbehaving servers on 127.0.0.1."""
+
+import dataclasses
+import json
+import threading
+import time
+from typing import Dict
+
+import pytest
+
+from pandad.buffer import RecordBuffer
+from pandad.config import HTCondorConfig
+from pandad.devmonitor import DevMonitor
+from pandad.flusher import Flusher, backoff, split_items
+from pandad.knobs import load_pandad_settings
+from pandad.stats import Statistics
+from pandad.transport import Transport
+from pandad.wire import encode_add, encode_remove, encode_update
+from tests.support import wait_until
+from tests.support.faultserver import FaultServer, StatusServer, refused_url, respond
+
+END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport", "records_bad",
+                "records_discarded_shutdown")
+
+
+def job(i: int) -> str:
+    return f"schedd.example.org#{i}.0#1700000000"
+
+
+def line(record: bytes) -> bytes:
+    return record.rstrip(b"\n")
+
+
+@pytest.fixture
+def base_settings(tmp_path):
+    config = tmp_path / "condor_config"
+    config.write_text("PANDA_URL = http://127.0.0.1:9/api/jobs/\n"
+                      f"PANDA_STATISTICS_LOG = {tmp_path}/stats\n"
+                      "PANDA_UPDATE_TIMEOUT = 5\n")
+    return load_pandad_settings(HTCondorConfig.load("PANDAD", {"CONDOR_CONFIG": str(config)}))
+
+
+class Rig:
+    """A buffer, a flusher and its statistics, sending to ``url``."""
+
+    def __init__(self, settings, url: str, **changes) -> None:
+        self.settings = dataclasses.replace(settings, url=url, **changes)
+        self.stats = Statistics()
+        self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
+        self.flusher = Flusher(self.buffer, Transport(self.settings), self.stats, self.settings)
+        self.put = 0
+
+    def feed(self, *records: bytes) -> None:
+        lines = [line(r) for r in records]
+        assert self.buffer.put_many(lines) == len(lines)
+        self.put += len(lines)
+
+    def count(self, name: str) -> int:
+        return int(self.stats.snapshot().get(name, 0))
+
+    def settled(self) -> int:
+        return sum(self.count(name) for name in END_COUNTERS)
+
+    def assert_accounted(self) -> None:
+        assert self.settled() + self.flusher.pending_records + len(self.buffer) == self.put
+
+
+def record_server(answers: Dict[str, int]) -> FaultServer:
+    def handler(server, conn, request):
+        return respond(conn, answers[request.method], b"[]", keep_alive=True)
+    return FaultServer(handler)
+
+
+def test_one_cycle_sends_post_put_delete_in_order(base_settings):
+    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
+        rig = Rig(base_settings, server.url)
+        rig.feed(encode_remove(job(3)),
+                 encode_update(job(2), [("JobStatus", "2")]),
+                 encode_add(job(1), "1.0", [("Owner", '"alice"')]),
+                 encode_update(job(1), [("JobStatus", "1")]))
+        rig.flusher.flush_once()
+        requests = server.received
+        assert [r.method for r in requests] == ["POST", "PUT", "DELETE"]
+        assert all(r.headers["content-type"] == "application/json" for r in requests)
+        post, put, delete = (json.loads(r.body) for r in requests)
+        assert post == [{"id": job(1), "condorid": "1.0", "owner": "alice", "JobStatus": 1}]
+        assert put == [{"id": job(2), "JobStatus": 2}]
+        assert delete == [{"id": job(3)}]
+        assert rig.count("records_sent") == 4
+        assert rig.count("commands_sent") == 3 == rig.count("commands_accepted")
+        assert rig.count("requests_made") == 3 == rig.count("requests_succeeded")
+        assert rig.count("responses_201") == rig.count("responses_204") == 1
+        assert rig.count("batches") == 1
+        assert rig.stats.get("last_success_time") > 0
+        rig.assert_accounted()
+
+
+def test_bodies_are_split_at_max_request_bytes(base_settings):
+    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
+        rig = Rig(base_settings, server.url, max_request_bytes=2000)
+        rig.feed(*(encode_add(job(i), f"{i}.0", [("Cmd", '"/bin/sleep"'), ("JobStatus", "1")])
+                   for i in range(300)))
+        rig.feed(encode_update(job(1000), [("Huge", '"' + "x" * 5000 + '"')]))
+        rig.flusher.flush_once()
+        posts = [r for r in server.received if r.method == "POST"]
+        assert len(posts) > 10
+        assert all(len(r.body) <= 2000 for r in posts)
+        ids = [obj["id"] for r in posts for obj in json.loads(r.body)]
+        assert sorted(ids) == sorted(job(i) for i in range(300))
+        # A single object larger than the limit goes alone.
+        (huge,) = [r for r in server.received if r.method == "PUT"]
+        assert len(huge.body) > 5000 and len(json.loads(huge.body)) == 1
+        assert rig.count("records_sent") == 301
+        rig.assert_accounted()
+
+
+def test_split_items_packs_up_to_the_limit():
+    items = [(None, b"x" * 10) for _ in range(10)]
+    groups = list(split_items(items, 2 + 10 * 3 + 2))     # three objects and two commas
+    assert [len(g) for g in groups] == [3, 3, 3, 1]
+    assert [len(g) for g in split_items(items, 1)] == [1] * 10
+
+
+def test_devmonitor_gets_the_coalesced_final_state(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url)
+        rig.feed(*(encode_add(job(i), f"{i}.0", [("JobStatus", "1"), ("Owner", '"bob"')])
+                   for i in range(50)))
+        rig.flusher.flush_once()
+        rig.feed(*(encode_update(job(i), [("JobStatus", "2")]) for i in range(50)))
+        rig.feed(*(encode_update(job(i), [("JobStatus", "4"), ("ExitCode", "0")])
+                   for i in range(25)))
+        rig.feed(*(encode_remove(job(i)) for i in range(10)))
+        rig.flusher.flush_once()
+        jobs = monitor.jobs()
+        assert len(jobs) == 50
+        for i in range(50):
+            expected = 4 if i < 25 else 2
+            assert jobs[job(i)]["JobStatus"] == expected
+            assert jobs[job(i)]["owner"] == "bob"
+            assert jobs[job(i)]["removed"] is (i < 10)
+        # 50 updates of one PUT merged 125 records
+        assert monitor.request_counts() == {"POST 201": 1, "PUT 200": 1, "DELETE 204": 1}
+        assert rig.count("records_sent") == 50 + 50 + 25 + 10
+        rig.assert_accounted()
+
+
+def test_one_unknown_id_in_a_bulk_put_is_isolated_and_upserted(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url)
+        rig.feed(*(encode_add(job(i), f"{i}.0", [("JobStatus", "1")]) for i in range(999)))
+        rig.flusher.flush_once()
+        unknown = "schedd.example.org#4242.7#1700000000"
+        rig.feed(*(encode_update(job(i), [("JobStatus", "2")]) for i in range(999)))
+        rig.feed(encode_update(unknown, [("JobStatus", "2")]))
+        rig.flusher.flush_once()
+        jobs = monitor.jobs()
+        assert all(jobs[job(i)]["JobStatus"] == 2 for i in range(999))
+        # The unknown job was created by the re-send as POST, condorid from its GlobalJobId.
+        assert jobs[unknown]["JobStatus"] == 2
+        assert jobs[unknown]["condorid"] == "4242.7"
+        assert rig.count("upserts_sent") == 1 == rig.count("upserts_accepted")
+        assert rig.count("records_sent") == 999 + 1000
+        assert rig.count("records_rejected") == 0
+        assert rig.count("responses_400") >= 10          # the halving down to one command
+        assert rig.count("bad_response_codes") == rig.count("responses_400")
+        rig.assert_accounted()
+
+
+def test_rejection_without_upsert_is_counted_and_logged(base_settings, caplog):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url, upsert=False)
+        rig.feed(*(encode_add(job(i), f"{i}.0") for i in range(8)))
+        rig.flusher.flush_once()
+        rig.feed(*(encode_update(job(i), [("JobStatus", "2")]) for i in range(8)))
+        rig.feed(encode_update(job(99), [("JobStatus", "2")]),
+                 encode_update(job(99), [("JobStatus", "5")]))
+        with caplog.at_level("WARNING", logger="pandad"):
+            rig.flusher.flush_once()
+        assert job(99) not in monitor.jobs()
+        assert all(monitor.jobs()[job(i)]["JobStatus"] == 2 for i in range(8))
+        assert rig.count("records_rejected") == 2       # both records merged into the command
+        assert rig.count("upserts_sent") == 0
+        assert any(job(99) in r.getMessage() and "400" in r.getMessage()
+                   for r in caplog.records)
+        rig.assert_accounted()
+
+
+def test_rejected_post_of_an_existing_job_is_resent_as_put(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url)
+        rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
+        rig.flusher.flush_once()
+        # The plug-in restarted and replays the ADD with newer values.
+        rig.feed(encode_add(job(1), "1.0", [("JobStatus", "2")]),
+                 encode_add(job(2), "2.0", [("JobStatus", "1")]))
+        rig.flusher.flush_once()
+        jobs = monitor.jobs()
+        assert jobs[job(1)]["JobStatus"] == 2 and jobs[job(2)]["JobStatus"] == 1
+        assert rig.count("upserts_accepted") == 1
+        assert rig.count("records_sent") == 3
+        rig.assert_accounted()
+
+
+def test_refused_connection_with_no_retry_loses_the_cycle(base_settings, caplog):
+    rig = Rig(base_settings, refused_url(), retry_limit=0)
+    rig.feed(encode_add(job(1), "1.0"), encode_update(job(2), [("A", "1")]),
+             encode_update(job(2), [("A", "2")]), encode_remove(job(3)))
+    with caplog.at_level("WARNING", logger="pandad"):
+        rig.flusher.flush_once()
+    # The monitor is away: one attempt, not one per verb.
+    assert rig.count("requests_made") == 1 == rig.count("transport_failures")
+    assert rig.count("records_lost_transport") == 4
+    lost_lines = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert len(lost_lines) == 1 and "4 record(s)" in lost_lines[0].getMessage()
+    rig.assert_accounted()
+
+
+def test_5xx_is_retried_up_to_the_limit_then_lost(base_settings):
+    with StatusServer(503) as server:
+        rig = Rig(base_settings, server.url, retry_limit=2)
+        rig.feed(encode_add(job(1), "1.0"), encode_update(job(1), [("A", "1")]))
+        rig.flusher.flush_once()
+        assert rig.flusher.pending_records == 2
+        assert rig.stats.get("records_pending_retry") == 2
+        rig.flusher.flush_once()
+        assert rig.count("records_lost_transport") == 0
+        rig.flusher.flush_once()
+        assert rig.count("records_lost_transport") == 2
+        assert rig.flusher.pending_records == 0
+        assert server.requests == 3
+        assert rig.count("responses_503") == 3 == rig.count("bad_response_codes")
+        assert rig.count("retries") == 2
+        rig.assert_accounted()
+
+
+def test_carried_over_commands_merge_with_new_records(base_settings):
+    with DevMonitor() as monitor:
+        failing = {"left": 1}
+
+        def flaky(server, conn, request):
+            if failing["left"]:
+                failing["left"] -= 1
+                return respond(conn, 500, b"{}")
+            return False
+
+        with FaultServer(flaky) as flaky_server:
+            rig = Rig(base_settings, flaky_server.url, retry_limit=3)
+            rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
+            rig.flusher.flush_once()
+            assert rig.flusher.pending_records == 1
+        # The monitor is back (at another address, as after SIGHUP).
+        rig.flusher.reconfigure(dataclasses.replace(rig.settings, url=monitor.url),
+                                Transport(dataclasses.replace(rig.settings, url=monitor.url)))
+        rig.feed(encode_update(job(1), [("JobStatus", "2")]))
+        rig.flusher.flush_once()
+        assert monitor.jobs()[job(1)]["JobStatus"] == 2
+        assert monitor.request_counts() == {"POST 201": 1}     # merged into the ADD
+        assert rig.count("records_sent") == 2
+        rig.assert_accounted()
+
+
+def test_bad_records_are_counted_by_reason(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url)
+        rig.feed(b"junk", b"\vUPDATE\t\"x\"\tA", encode_add(job(1), "1.0"))
+        rig.flusher.flush_once()
+        assert rig.count("records_bad") == 2
+        assert rig.count("records_bad_no_leading_vt") == 1
+        assert rig.count("records_bad_odd_fields") == 1
+        assert rig.count("records_sent") == 1
+        rig.assert_accounted()
+
+
+def test_abandon_counts_what_is_unsent_once(base_settings):
+    with StatusServer(503) as server:
+        rig = Rig(base_settings, server.url, retry_limit=5)
+        rig.feed(encode_add(job(1), "1.0"), encode_add(job(2), "2.0"))
+        rig.flusher.flush_once()
+        assert rig.flusher.abandon() == 2
+        assert rig.flusher.abandon() == 0
+        rig.flusher.flush_once()                          # abandoned: does nothing
+        assert server.requests == 1
+        assert rig.count("records_discarded_shutdown") == 2
+        rig.assert_accounted()
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert backoff(7) == 60 and backoff(1000) == 60
+
+
+def test_run_wakes_on_data_and_stops(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url, flush_interval=0.05)
+        stop = threading.Event()
+        thread = threading.Thread(target=rig.flusher.run, args=(stop,), daemon=True)
+        thread.start()
+        rig.feed(encode_add(job(1), "1.0"))
+        wait_until(lambda: job(1) in monitor.jobs(), 10, message="the first job")
+        rig.feed(encode_add(job(2), "2.0"))
+        wait_until(lambda: job(2) in monitor.jobs(), 10, message="the second job")
+        stop.set()
+        rig.buffer.close()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert rig.count("batches") == 2
+        rig.assert_accounted()
+
+
+def test_drain_sends_what_is_left_then_returns(base_settings):
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url)
+        rig.feed(*(encode_add(job(i), f"{i}.0") for i in range(10)))
+        rig.flusher.drain(time.monotonic() + 10)
+        assert len(monitor.jobs()) == 10
+        rig.assert_accounted()
