@@ -55,10 +55,10 @@ def test_post_creates_put_merges_delete_marks_removed(monitor: DevMonitor) -> No
     status, body = request(url, "POST", [{"id": "a", "condorid": "1.0", "JobStatus": 1},
                                          {"id": "b", "condorid": "1.1", "owner": "alice"}])
     assert status == 201
-    assert [job["id"] for job in json.loads(body)] == ["a", "b"]
-    status, _ = request(url, "PUT", [{"id": "a", "JobStatus": 2, "cmd": "/bin/x"},
+    assert json.loads(body) == {"created": 2}
+    status, body = request(url, "PUT", [{"id": "a", "JobStatus": 2, "cmd": "/bin/x"},
                                      {"id": "b", "owner": None}])
-    assert status == 200
+    assert status == 200 and json.loads(body) == {"updated": 2}
     status, body = request(url, "DELETE", [{"id": "a"}, {"id": "never-seen"}])
     assert status == 204 and body == b""
     assert monitor.jobs() == {
