@@ -168,6 +168,10 @@ class Mirror:
         procs = self._procs.get(cluster)
         return iter(list(procs.values())) if procs else iter(())
 
+    def proc_count(self, cluster: int) -> int:
+        procs = self._procs.get(cluster)
+        return len(procs) if procs else 0
+
     def cluster_of(self, ad: Ad) -> Optional[Ad]:
         return self.ads.get(cluster_key(ad.cluster))
 

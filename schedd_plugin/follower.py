@@ -1,0 +1,518 @@
+"""Follow the schedd's job_queue.log and replay it as ClassAdLogPlugin callbacks (DESIGN §5).
+
+``reference/job_queue_log.md`` §8 is the checklist this follows.  In short:
+
+- The file is read in binary, only complete ``\\n``-terminated lines are parsed; a torn tail
+  is read again from its start on the next poll.
+- Operations between ``105`` and ``106`` are buffered (across polls) and replayed only when
+  the ``106`` is read: ``begin_transaction``, the ops, ``end_transaction``.  Bare operations
+  are replayed at once, without begin/end.  Each op is applied to the mirror first and then
+  called back, except a destroy, which is called back first (the ad is still readable).
+  Set/delete/destroy of an unknown key are no-ops without a callback (the schedd's Play).
+- :attr:`Follower.position` (dev, ino, 107 sequence, 107 birth, offset) advances only at a
+  transaction boundary: after a ``106`` or a bare op.  A file without a ``107`` first line
+  has sequence and birth 0.
+- Every poll checks for a rotation: a new (dev, ino) at the path, a size below the offset,
+  or a changed (or vanished) ``107`` first line.  The new file may be larger than the old
+  offset.  On rotation the old file is read to its end (its complete transactions are
+  replayed with callbacks, an unterminated one is dropped, as the schedd drops it), the new
+  file is loaded into a fresh :class:`Mirror` and only the real differences (values
+  compared normalised, :func:`schedd_plugin.mirror.normalise_value`) are called back, in one
+  begin/end pair; reading continues after the new file's last committed record.
+- A corrupt line at the end of what is written is waited on (it may be a write in
+  progress, or NULs that become data).  A corrupt line followed by complete records is
+  counted, logged in one line, and the follower resyncs: the whole file is reloaded and
+  diffed like a rotation.  A corrupt line already seen is skipped, so this never loops.
+
+Start-up (the first :meth:`Follower.poll`):
+
+- with a ``position`` whose (dev, ino, seq, birth) match the file and whose offset is a line
+  boundary inside it, the file up to the offset is loaded into the mirror silently (no
+  callbacks: those changes were sent before the restart), then it continues live;
+- otherwise the whole file is replayed as the schedd's own start-up replay does: the
+  existing state as ``new_classad``/``set_attribute`` callbacks, then ``initialize()``.
+  Unlike the schedd, this replay is wrapped in one begin/end pair, so a plug-in can batch
+  it: :class:`schedd_plugin.callbacks.PandaPlugin` writes exactly one ``ADD`` per job in the
+  queue, with its effective attributes (pandad's upsert heals a monitor that has the job).
+
+Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
+``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``.
+"""
+
+import logging
+import os
+from typing import Iterator, List, NamedTuple, Optional, Set, Tuple
+
+from schedd_plugin.callbacks import ClassAdLogPlugin
+from schedd_plugin.logparse import (BEGIN_TRANSACTION, DELETE_ATTRIBUTE, DESTROY_CLASSAD,
+                                    END_TRANSACTION, HISTORICAL_SEQUENCE, NEW_CLASSAD,
+                                    SET_ATTRIBUTE, CorruptLine, LogOp, parse_line)
+from schedd_plugin.mirror import Mirror, normalise_value
+from schedd_plugin.state import Position
+
+__all__ = ["Follower", "load_log", "LoadResult"]
+
+log = logging.getLogger("panda_plugin.follower")
+
+CHUNK_BYTES = 1 << 20
+# The first line is a 107 of a few dozen bytes; a longer read only costs time.
+_FIRST_LINE_BYTES = 256
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_log` read."""
+
+    committed: int          # offset after the last 106 or bare op: where live reading resumes
+    seq: int                # the 107 first line's sequence (0: none)
+    birth: int              # the 107 first line's CreationTimestamp (0: none)
+    lines: int              # complete lines read
+    corrupt: Tuple[int, ...]  # offsets of the corrupt lines skipped
+
+
+def _complete_lines(fd: int, offset: int, chunk_size: int,
+                    limit: Optional[int] = None) -> Iterator[Tuple[int, List[bytes]]]:
+    """``(offset of the first line, complete lines without b"\\n")`` from ``offset`` to EOF.
+
+    A tail without ``\\n`` is not returned: the caller reads it again later from its start.
+    With ``limit``, nothing at or after that offset is read.
+    """
+    start = rpos = offset
+    pending = b""
+    while True:
+        size = chunk_size if limit is None else min(chunk_size, limit - rpos)
+        if size <= 0:
+            return
+        data = os.pread(fd, max(size, len(pending)) if limit is None else size, rpos)
+        if not data:
+            return
+        rpos += len(data)
+        buf = pending + data if pending else data
+        lines = buf.split(b"\n")
+        pending = lines.pop()
+        if lines:
+            yield start, lines
+            start = rpos - len(pending)
+
+
+def _first_line_id(fd: int) -> Optional[Tuple[int, int]]:
+    """``(seq, birth)`` of the file's 107 first line, or None if it does not start with one."""
+    head = os.pread(fd, _FIRST_LINE_BYTES, 0)
+    end = head.find(b"\n")
+    if end < 0:
+        return None
+    try:
+        op = parse_line(head[:end])
+    except CorruptLine:
+        return None
+    if op.op != HISTORICAL_SEQUENCE:
+        return None
+    return int(op.extra[0]), int(op.extra[2])
+
+
+def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
+             chunk_size: int = CHUNK_BYTES) -> LoadResult:
+    """Apply the log in ``fd`` (from offset 0, up to ``limit``) to ``mirror``, silently.
+
+    Transactions are applied at their ``106``; an unterminated one at the end is left out
+    (``committed`` stops before its ``105``); corrupt lines are skipped and reported.
+    """
+    new_classad, destroy = mirror.new_classad, mirror.destroy_classad
+    set_attribute, delete = mirror.set_attribute, mirror.delete_attribute
+    txn: Optional[List[LogOp]] = None
+    committed = seq = birth = count = 0
+    corrupt: List[int] = []
+
+    def apply(op: LogOp) -> None:
+        code = op[0]
+        if code == SET_ATTRIBUTE:
+            set_attribute(op[1], op[2], op[3])
+        elif code == NEW_CLASSAD:
+            new_classad(op[1], op[4][0], op[4][1])
+        elif code == DESTROY_CLASSAD:
+            destroy(op[1])
+        elif code == DELETE_ATTRIBUTE:
+            delete(op[1], op[2])
+
+    for start, lines in _complete_lines(fd, 0, chunk_size, limit):
+        pos = start
+        count += len(lines)
+        for line in lines:
+            end = pos + len(line) + 1
+            try:
+                op = parse_line(line)
+            except CorruptLine:
+                corrupt.append(pos)
+                pos = end
+                continue
+            code = op[0]
+            if txn is not None:
+                if code == END_TRANSACTION:
+                    for buffered in txn:
+                        apply(buffered)
+                    txn = None
+                    committed = end
+                elif code < BEGIN_TRANSACTION:
+                    txn.append(op)
+                # a nested 105 or a misplaced 107: the schedd only warns; so do we (not)
+            elif code < BEGIN_TRANSACTION:
+                apply(op)
+                committed = end
+            elif code == BEGIN_TRANSACTION:
+                txn = []
+            else:
+                if code == HISTORICAL_SEQUENCE and pos == 0:
+                    seq, birth = int(op[4][0]), int(op[4][2])
+                committed = end
+            pos = end
+    return LoadResult(committed, seq, birth, count, tuple(corrupt))
+
+
+class Follower:
+    """Follows ``path`` and calls ``plugin`` back; see the module docstring."""
+
+    def __init__(self, path: str, plugin: ClassAdLogPlugin, mirror: Mirror,
+                 position: Optional[Position] = None, stats: Optional[object] = None,
+                 chunk_size: int = CHUNK_BYTES) -> None:
+        self.path = path
+        self.plugin = plugin
+        self.mirror = mirror
+        self.stats = stats
+        self.chunk_size = chunk_size
+        self._start_position = position
+        self._started = False
+        self._fd: Optional[int] = None
+        self._dev = self._ino = 0
+        self._first: Optional[Tuple[int, int]] = None   # (seq, birth) of the 107 first line
+        self._read_offset = 0     # start of the first line not consumed yet
+        self._committed = 0       # end of the last transaction or bare op
+        self._txn: Optional[List[LogOp]] = None
+        self._known_corrupt: Set[int] = set()   # offsets in the current file, counted once
+        self._draining = False
+        self._missing_logged = False
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> Optional[Position]:
+        """The committed position (the one given, until the first poll has read the file)."""
+        if not self._started:
+            return self._start_position
+        seq, birth = self._first or (0, 0)
+        return Position(self._dev, self._ino, seq, birth, self._committed)
+
+    def poll(self) -> bool:
+        """Read what is new; True if anything was read (or the file was reloaded)."""
+        if not self._started:
+            return self._start()
+        if self._check_rotation():
+            return True
+        return self._read()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def _open(self) -> Optional[int]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            if not self._missing_logged:
+                log.warning("%s does not exist (yet); waiting for it", self.path)
+                self._missing_logged = True
+            return None
+        self._missing_logged = False
+        return fd
+
+    def _start(self) -> bool:
+        fd = self._open()
+        if fd is None:
+            return False
+        st = os.fstat(fd)
+        first = _first_line_id(fd)
+        seq, birth = first or (0, 0)
+        position = self._start_position
+        self._use_file(fd, st, first)
+        if position is not None and self._resumable(fd, st, seq, birth, position):
+            result = load_log(fd, self.mirror, limit=position.offset,
+                              chunk_size=self.chunk_size)
+            if result.committed == position.offset:
+                self._count("log_lines_read", result.lines)
+                self._note_corrupt(result.corrupt)
+                self._read_offset = self._committed = position.offset
+                self._started = True
+                log.info("resuming %s at offset %d (sequence %d): %d ads loaded silently",
+                         self.path, position.offset, seq, len(self.mirror))
+                self.plugin.initialize()
+                self._read()
+                return True
+            log.info("saved position %s is not a transaction boundary of %s; replaying "
+                     "the whole log", position, self.path)
+            self.mirror.clear()
+        elif position is not None:
+            log.info("saved position %s does not match %s (dev %d, ino %d, sequence %d); "
+                     "replaying the whole log", position, self.path, st.st_dev, st.st_ino, seq)
+        self._started = True
+        changes = self._reload()
+        log.info("replayed %s: %d ads, %d callbacks", self.path, len(self.mirror), changes)
+        self.plugin.initialize()
+        self._read()
+        return True
+
+    def _resumable(self, fd: int, st: os.stat_result, seq: int, birth: int,
+                   position: Position) -> bool:
+        if (position.dev, position.ino, position.seq, position.birth) != (
+                st.st_dev, st.st_ino, seq, birth):
+            return False
+        if position.offset > st.st_size:
+            return False
+        return position.offset == 0 or os.pread(fd, 1, position.offset - 1) == b"\n"
+
+    def _use_file(self, fd: int, st: os.stat_result, first: Optional[Tuple[int, int]]) -> None:
+        self._fd = fd
+        self._dev, self._ino = st.st_dev, st.st_ino
+        self._first = first
+        self._txn = None
+        self._known_corrupt = set()
+        self._read_offset = self._committed = 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self) -> bool:
+        """Process the complete lines after the read offset; True if there were any."""
+        fd = self._fd
+        assert fd is not None
+        got = False
+        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size):
+            got = True
+            if not self._process(start, lines):
+                break
+        return got
+
+    def _process(self, start: int, lines: List[bytes]) -> bool:
+        """Apply ``lines`` (the first at offset ``start``); False when reading must stop."""
+        parse = parse_line
+        txn = self._txn
+        pos = start
+        consumed = 0
+        ok = True
+        for line in lines:
+            end = pos + len(line) + 1
+            try:
+                op = parse(line)
+            except CorruptLine as e:
+                if pos in self._known_corrupt:
+                    consumed += 1
+                    pos = end
+                    continue
+                self._txn = txn
+                if self._draining or self._record_follows(lines, consumed + 1, end):
+                    self._known_corrupt.add(pos)
+                    self._count("log_corrupt_lines")
+                    consumed += 1
+                    if self._draining:
+                        log.warning("%s: corrupt line at offset %d skipped (%s)",
+                                    self.path, pos, e)
+                        pos = end
+                        continue
+                    log.warning("%s: corrupt line at offset %d (%s); resyncing from the "
+                                "whole file", self.path, pos, e)
+                    self._count("log_lines_read", consumed)
+                    self._resync()
+                    return False
+                # Nothing valid after it (yet): a write in progress, or NULs that may turn
+                # into data.  Read it again next poll.
+                ok = False
+                break
+            consumed += 1
+            code = op[0]
+            if txn is not None:
+                if code == END_TRANSACTION:
+                    self._replay(txn)
+                    txn = None
+                    self._committed = end
+                elif code < BEGIN_TRANSACTION:
+                    txn.append(op)
+                elif code == BEGIN_TRANSACTION:
+                    log.warning("%s: nested 105 at offset %d ignored", self.path, pos)
+            elif code < BEGIN_TRANSACTION:
+                self._apply(op)
+                self._committed = end
+            elif code == BEGIN_TRANSACTION:
+                txn = []
+            else:
+                if code == HISTORICAL_SEQUENCE and pos == 0:
+                    self._first = (int(op[4][0]), int(op[4][2]))
+                self._committed = end
+            pos = end
+        self._txn = txn
+        self._read_offset = pos
+        self._count("log_lines_read", consumed)
+        return ok
+
+    def _record_follows(self, lines: List[bytes], index: int, offset: int) -> bool:
+        """Is there a valid complete record after a corrupt line (in ``lines`` or the file)?"""
+        for line in lines[index:]:
+            if _parses(line):
+                return True
+        after = offset + sum(len(line) + 1 for line in lines[index:])
+        assert self._fd is not None
+        for _, more in _complete_lines(self._fd, after, self.chunk_size):
+            for line in more:
+                if _parses(line):
+                    return True
+        return False
+
+    def _apply(self, op: LogOp) -> None:
+        code, key = op[0], op[1]
+        mirror, plugin = self.mirror, self.plugin
+        if code == SET_ATTRIBUTE:
+            if mirror.set_attribute(key, op[2], op[3]):
+                plugin.set_attribute(key, op[2], op[3])
+        elif code == NEW_CLASSAD:
+            mirror.new_classad(key, op[4][0], op[4][1])
+            plugin.new_classad(key, op[4][0], op[4][1])
+        elif code == DELETE_ATTRIBUTE:
+            if mirror.delete_attribute(key, op[2]):
+                plugin.delete_attribute(key, op[2])
+        elif code == DESTROY_CLASSAD:
+            if key in mirror.ads:
+                plugin.destroy_classad(key)
+                mirror.destroy_classad(key)
+
+    def _replay(self, txn: List[LogOp]) -> None:
+        plugin = self.plugin
+        plugin.begin_transaction()
+        apply = self._apply
+        for op in txn:
+            apply(op)
+        plugin.end_transaction()
+
+    # -- rotation and resync ---------------------------------------------------------------
+
+    def _check_rotation(self) -> bool:
+        """Detect and handle a rotation; True if there was one."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False  # rename() replaces the file atomically; this is someone else
+        fd = self._fd
+        assert fd is not None
+        if (st.st_dev, st.st_ino) != (self._dev, self._ino):
+            reason, drain = "new file", True
+        elif st.st_size < self._read_offset:
+            reason, drain = f"size {st.st_size} below offset {self._read_offset}", False
+        elif _first_line_id(fd) != self._first and (self._first or self._read_offset):
+            # (A 107 appearing in a file that was empty is the schedd creating it.)
+            reason, drain = "first line changed", False
+        else:
+            return False
+        self._rotate(reason, drain)
+        return True
+
+    def _rotate(self, reason: str, drain: bool) -> None:
+        old_fd = self._fd
+        assert old_fd is not None
+        if drain:
+            # The schedd closed the old file before the rename: what is in it is final, and
+            # its complete transactions are replayed so a short-lived job is not missed.
+            self._draining = True
+            try:
+                self._read()
+            finally:
+                self._draining = False
+        if self._txn:
+            log.info("%s rotated with an unterminated transaction of %d ops; dropped, as "
+                     "the schedd drops it", self.path, len(self._txn))
+        self._txn = None
+        fd = self._open() if drain else old_fd
+        if fd is None:
+            return
+        if fd != old_fd:
+            os.close(old_fd)
+        st = os.fstat(fd)
+        self._use_file(fd, st, _first_line_id(fd))
+        self._count("log_rotations")
+        changes = self._reload()
+        log.info("%s rotated (%s; sequence %d): %d differences replayed",
+                 self.path, reason, (self._first or (0, 0))[0], changes)
+
+    def _resync(self) -> None:
+        self._txn = None
+        self._count("log_resyncs")
+        changes = self._reload()
+        log.info("%s resynced: %d differences replayed", self.path, changes)
+
+    def _reload(self) -> int:
+        """Load the whole current file and replay its differences to the mirror."""
+        assert self._fd is not None
+        fresh = Mirror()
+        result = load_log(self._fd, fresh, chunk_size=self.chunk_size)
+        self._count("log_lines_read", result.lines)
+        self._note_corrupt(result.corrupt)
+        if result.seq or result.birth:
+            self._first = (result.seq, result.birth)
+        self._txn = None
+        self._read_offset = self._committed = result.committed
+        return self._diff_into(fresh)
+
+    def _note_corrupt(self, offsets: Tuple[int, ...]) -> None:
+        new = [offset for offset in offsets if offset not in self._known_corrupt]
+        if new:
+            self._known_corrupt.update(new)
+            self._count("log_corrupt_lines", len(new))
+            log.warning("%s: %d corrupt lines skipped (first at offset %d)",
+                        self.path, len(new), new[0])
+
+    def _diff_into(self, fresh: Mirror) -> int:
+        """Make the mirror equal ``fresh``, calling back each real difference; returns how many.
+
+        Values that differ only in their spelling (normalise_value) are updated silently.
+        """
+        mirror, plugin = self.mirror, self.plugin
+        changes = 0
+        plugin.begin_transaction()
+        for key in [key for key in mirror.ads if key not in fresh.ads]:
+            plugin.destroy_classad(key)
+            mirror.destroy_classad(key)
+            changes += 1
+        for key, ad in fresh.ads.items():
+            current = mirror.ads.get(key)
+            if current is None:
+                mirror.new_classad(key, ad.mytype, ad.targettype)
+                plugin.new_classad(key, ad.mytype, ad.targettype)
+                current = mirror.ads[key]
+                changes += 1
+            else:
+                current.mytype, current.targettype = ad.mytype, ad.targettype
+            attrs = current.attrs
+            for lname, item in ad.attrs.items():
+                old = attrs.get(lname)
+                if old is None or (old[1] != item[1]
+                                   and normalise_value(old[1]) != normalise_value(item[1])):
+                    mirror.set_attribute(key, item[0], item[1])
+                    plugin.set_attribute(key, item[0], item[1])
+                    changes += 1
+                elif old != item:
+                    attrs[lname] = item
+            for lname in [lname for lname in attrs if lname not in ad.attrs]:
+                name = attrs[lname][0]
+                mirror.delete_attribute(key, name)
+                plugin.delete_attribute(key, name)
+                changes += 1
+        plugin.end_transaction()
+        return changes
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if self.stats is not None and n:
+            self.stats.add(name, n)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        parse_line(line)
+    except CorruptLine:
+        return False
+    return True
