@@ -87,6 +87,8 @@ def test_torn_and_corrupted_streams(jobs, cuts, data):
     the untouched records come through, the damaged ones are counted, nothing raises."""
     stream = bytearray(b"".join(encode_update(job_id, pairs) for job_id, pairs in jobs))
     for _ in range(data.draw(st.integers(0, 4))):
+        if not stream:
+            break
         position = data.draw(st.integers(0, len(stream) - 1))
         damage = data.draw(st.sampled_from([b"", b"\x00", b"\xff", b"\xc3", b"\v", b"\n"]))
         stream[position:position + data.draw(st.integers(0, 30))] = damage
