@@ -1,0 +1,112 @@
+"""schedd_plugin.mirror: keys, Play semantics, effective ads, normalised values."""
+
+import pytest
+
+from schedd_plugin.mirror import (CLUSTER, CLUSTER_PVT, HEADER, JOB, JOBSET, OTHER, USER, Mirror,
+                                  classify, cluster_key, normalise_value)
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("0.0", (HEADER, 0, 0)),
+    ("0.2", (USER, 0, 2)),
+    ("0.17", (USER, 0, 17)),
+    ("042.-1", (CLUSTER, 42, -1)),
+    ("01.-1", (CLUSTER, 1, -1)),
+    ("42.-1", (OTHER, 42, -1)),       # never written without the leading zero
+    ("42.-2", (CLUSTER_PVT, 42, -2)),
+    ("42.-100", (JOBSET, 42, -100)),
+    ("42.0", (JOB, 42, 0)),
+    ("42.17", (JOB, 42, 17)),
+    ("42.-99", (OTHER, 42, -99)),
+    ("x", (OTHER, 0, 0)),
+    ("a.b", (OTHER, 0, 0)),
+    ("0.-1", (OTHER, 0, -1)),
+])
+def test_classify(key, expected):
+    assert classify(key) == expected
+
+
+def test_cluster_key_keeps_the_leading_zero():
+    assert cluster_key(42) == "042.-1"
+
+
+def test_new_classad_seeds_mytype_and_targettype():
+    m = Mirror()
+    assert m.new_classad("42.0", "Job", "Machine")
+    assert m.effective("42.0") == {"MyType": '"Job"', "TargetType": '"Machine"'}
+    assert m.new_classad("42.-2", "ClusterPvt", "")
+    assert m.get("42.-2").attrs == {"mytype": ("MyType", '"ClusterPvt"')}
+    assert m.new_classad("0.5", "", "")
+    assert m.get("0.5").attrs == {}
+
+
+def test_play_semantics_on_unknown_and_existing_keys():
+    m = Mirror()
+    assert not m.set_attribute("1.0", "A", "1")
+    assert not m.delete_attribute("1.0", "A")
+    assert not m.destroy_classad("1.0")
+    assert "1.0" not in m
+    m.new_classad("1.0", "Job", "Machine")
+    m.set_attribute("1.0", "A", "1")
+    assert not m.new_classad("1.0", "Job", "Machine")   # the old ad is kept
+    assert m.get("1.0").get("A") == "1"
+    assert m.delete_attribute("1.0", "Absent")            # still "played"
+    assert m.destroy_classad("1.0")
+    assert m.job_keys() == []
+
+
+def test_names_are_case_insensitive_and_keep_the_last_spelling():
+    m = Mirror()
+    m.new_classad("1.0", "Job", "Machine")
+    m.set_attribute("1.0", "JobStatus", "1")
+    m.set_attribute("1.0", "jobstatus", "2")
+    assert m.effective("1.0")["jobstatus"] == "2"
+    assert "JobStatus" not in m.effective("1.0")
+    m.delete_attribute("1.0", "JOBSTATUS")
+    assert m.lookup("1.0", "JobStatus") is None
+
+
+def test_effective_is_cluster_overlaid_by_proc_in_any_order():
+    m = Mirror()
+    # A compacted log can hold the proc before its cluster ad.
+    m.new_classad("42.1", "Job", "Machine")
+    m.set_attribute("42.1", "Out", '"job.1.out"')
+    m.new_classad("042.-1", "Job", "Machine")
+    m.set_attribute("042.-1", "Out", '"job.0.out"')
+    m.set_attribute("042.-1", "Cmd", '"run.sh"')
+    m.new_classad("42.0", "Job", "Machine")
+    m.new_classad("43.0", "Job", "Machine")
+    assert m.effective("42.1")["Out"] == '"job.1.out"'
+    assert m.effective("42.0")["Out"] == '"job.0.out"'
+    assert m.effective("42.0")["Cmd"] == '"run.sh"'
+    assert "Cmd" not in m.effective("43.0")
+    assert m.lookup("42.0", "cmd") == ("Cmd", '"run.sh"')
+    assert [ad.key for ad in m.procs_of(42)] == ["42.1", "42.0"]
+    assert m.proc_count(42) == 2
+    m.destroy_classad("42.1")
+    assert m.proc_count(42) == 1
+    assert m.job_keys() == ["42.0", "43.0"]
+    assert m.kind("042.-1") == CLUSTER
+
+
+@pytest.mark.parametrize("a, b", [
+    ("[ UserRequest = 1 ]", "[UserRequest = 1]"),
+    ("UNDEFINED", "undefined"),
+    ("0.0", "0"),
+    ("1.50", "1.5"),
+    ("(TARGET.Arch == \"X86_64\")", "( target.arch==\"X86_64\" )"),
+    ('"a\\" b"', '"a\\" b"'),
+])
+def test_normalise_value_equal(a, b):
+    assert normalise_value(a) == normalise_value(b)
+
+
+@pytest.mark.parametrize("a, b", [
+    ('"a b"', '"a  b"'),         # inside strings, spacing is data
+    ('"ABC"', '"abc"'),
+    ("1", "2"),
+    ('"x"', "x"),
+    ('{ "a b" }', '{ "ab" }'),
+])
+def test_normalise_value_different(a, b):
+    assert normalise_value(a) != normalise_value(b)
