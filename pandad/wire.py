@@ -161,25 +161,25 @@ def decode(line: bytes) -> Record:
     condor_id = None
     if verb == "ADD":
         if len(fields) < 3:
-            raise BadRecord(REASON_CONDOR_ID, f"missing condor id: ADD record for {job_id}")
+            raise BadRecord(REASON_CONDOR_ID, f"missing condor id: ADD record for {_snippet(job_id)}")
         condor_id = _unquote_field(fields[2])
         if not condor_id:
-            raise BadRecord(REASON_CONDOR_ID, f"bad condor id: ADD record for {job_id}, not a "
+            raise BadRecord(REASON_CONDOR_ID, f"bad condor id: ADD record for {_snippet(job_id)}, not a "
                                               f"non-empty quoted string {_snippet(fields[2])}")
     pairs = fields[first_pair:]
     if len(pairs) % 2:
         raise BadRecord(REASON_ODD_FIELDS, f"odd number of attribute fields: {len(pairs)} in "
-                                           f"{verb} record for {job_id}")
+                                           f"{verb} record for {_snippet(job_id)}")
     if not pairs:
         if verb == "UPDATE":
             raise BadRecord(REASON_NO_ATTRIBUTES, f"UPDATE without attributes: record for "
-                                                  f"{job_id}")
+                                                  f"{_snippet(job_id)}")
         return Record(verb, job_id, condor_id, ())
     names = pairs[0::2]
     if _NAMES_RE.match("\t".join(names)) is None:
         bad = next((name for name in names if _NAME_RE.match(name) is None), "")
         raise BadRecord(REASON_ATTRIBUTE_NAME, f"invalid attribute name: {_snippet(bad)} in "
-                                               f"{verb} record for {job_id}")
+                                               f"{verb} record for {_snippet(job_id)}")
     return Record(verb, job_id, condor_id, tuple(zip(names, pairs[1::2])))
 
 

@@ -178,3 +178,11 @@ def test_torn_tail_at_eof_is_counted_at_finish():
 def test_splitter_refuses_a_nonsense_limit():
     with pytest.raises(ValueError):
         RecordSplitter(0)
+
+
+def test_bad_record_message_with_a_hostile_job_id_is_one_short_line():
+    line = encode_update("evil\njob" * 1000, [("A", "1")])[:-1] + b"\tB"
+    with pytest.raises(BadRecord) as caught:
+        decode(line)
+    assert caught.value.reason == wire.REASON_ODD_FIELDS
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
