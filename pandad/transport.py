@@ -1,0 +1,459 @@
+"""One HTTP(S) request to PANDA_URL, bounded as a whole by PANDA_UPDATE_TIMEOUT (DESIGN §4).
+
+``Transport(settings).send(method, body)`` returns the HTTP status of any answer (2xx to 5xx:
+the flusher decides what it means) and raises ``TransportError`` when no complete answer came:
+``kind`` is "refused", "timeout", "reset", "tls" or "other", and ``str(error)`` is one line
+that never holds a credential.
+
+The deadline covers everything: name resolution, connect, the TLS handshake, sending, and
+every read of the answer. Socket timeouts alone cannot do that (they bound each read, so a
+server trickling a byte a second holds the caller for ever), so each request also arms a
+watchdog timer that shuts the socket down at the deadline; whatever the request was blocked
+in then fails at once and is reported as "timeout".
+
+Requests go through ``urllib.request`` with one handler of our own (the deadline-aware
+connection); the opener has no redirect or error processors, so 3xx, 4xx and 5xx come back as
+statuses, never as exceptions or followed redirects.
+
+TLS verifies the server by default (the system CAs, or ``PANDA_CA_FILE``/``PANDA_CA_DIR``).
+The client certificate (``PANDA_CERT_FILE`` + ``PANDA_KEY_FILE``, or an X.509 proxy file
+holding certificate, key and chain) and the bearer-token file are checked before every
+request and re-read when they change on disk (device, inode, size, mtime), so a renewed proxy
+or token is used without a restart. A missing or unreadable credential fails that request
+("other", naming the file), it never crashes the daemon.
+"""
+
+import base64
+import http.client
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from typing import Any, Callable, List, Optional, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pandad.logsetup import redact_url
+
+log = logging.getLogger("pandad.transport")
+
+KINDS = ("refused", "timeout", "reset", "tls", "other")
+_ERROR_BODY_LOG_BYTES = 200
+
+
+class TransportError(Exception):
+    """No complete HTTP answer. ``kind``: one of KINDS; str(e): one line, no credentials."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# -- the deadline and its watchdog -----------------------------------------------------------
+
+class _Deadline:
+    """The whole request's deadline; at it, the watched socket is shut down.
+
+    Shutting a socket down (not closing it) wakes a thread blocked in connect, send, recv or
+    a TLS handshake on it, and cannot touch a file descriptor number reused by someone else:
+    once the socket object is closed the call fails with EBADF instead.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.at: Optional[float] = time.monotonic() + timeout if timeout > 0 else None
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: List[socket.socket] = []
+        self._timer: Optional[threading.Timer] = None
+        if self.at is not None:
+            self._timer = threading.Timer(timeout, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def remaining(self) -> Optional[float]:
+        """Seconds left (None: no deadline); raises socket.timeout once it has passed."""
+        if self.at is None:
+            return None
+        left = self.at - time.monotonic()
+        if left <= 0 or self.expired:
+            raise socket.timeout("deadline passed")
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        """The request is over: disarm before its socket is closed."""
+        with self._lock:
+            self._socks = []
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        # The base-class method on purpose: SSLSocket.shutdown() would also drop its TLS
+        # state under the feet of the thread reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _resolve(host: str, port: int, deadline: _Deadline) -> List[Tuple[Any, ...]]:
+    """getaddrinfo bounded by the deadline (it has no timeout of its own)."""
+    try:
+        ipaddress.ip_address(host)
+        literal = True
+    except ValueError:
+        literal = False
+    if literal or deadline.at is None:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    result: List[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            result.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as error:
+            result.append(error)
+        done.set()
+
+    # A resolver stuck past the deadline leaves this daemon thread behind until it returns.
+    threading.Thread(target=lookup, daemon=True, name="pandad-resolve").start()
+    if not done.wait(deadline.remaining()):
+        raise socket.timeout(f"resolving {host} took too long")
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
+
+
+# -- the connection, the response, the urllib handler ----------------------------------------
+
+class _EOFWatchingReader:
+    """The response's socket reader, noting whether a header line ended at EOF."""
+
+    def __init__(self, fp: Any) -> None:
+        self.fp = fp
+        self.eof_in_line = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.fp.readline(limit)
+        if not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            self.eof_in_line = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client takes a connection closed inside the headers for their end, which would
+    turn "201 Created\\r\\nContent-Le<EOF>" into a success; this makes it an error."""
+
+    def begin(self) -> None:
+        reader = self.fp = _EOFWatchingReader(self.fp)
+        try:
+            super().begin()
+        finally:
+            if self.fp is reader:
+                self.fp = reader.fp
+        if reader.eof_in_line:
+            raise http.client.RemoteDisconnected("connection closed inside the response headers")
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP(S) connection whose every step is bounded by one ``_Deadline``."""
+
+    response_class = _Response
+
+    def __init__(self, host: str, port: int, deadline: _Deadline,
+                 context: Optional[ssl.SSLContext]) -> None:
+        super().__init__(host, port)
+        self._deadline = deadline
+        self._context = context
+
+    def connect(self) -> None:
+        deadline = self._deadline
+        errors: List[OSError] = []
+        for family, kind, proto, _, address in _resolve(self.host, self.port, deadline):
+            sock = socket.socket(family, kind, proto)
+            deadline.watch(sock)
+            try:
+                sock.settimeout(deadline.remaining())
+                sock.connect(address)
+            except OSError as error:
+                sock.close()
+                if deadline.expired or isinstance(error, socket.timeout):
+                    raise
+                errors.append(error)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=self.host)
+                deadline.watch(sock)
+            sock.settimeout(deadline.remaining())
+            self.sock = sock
+            return
+        refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
+        raise (refused or errors or [OSError(f"no address for {self.host}")])[0]
+
+
+class _Handler(urllib.request.AbstractHTTPHandler):
+    """urllib's HTTP/HTTPS handler, opening a ``_DeadlineConnection`` to PANDA_URL."""
+
+    def __init__(self, host: str, port: int, deadline: _Deadline,
+                 context: Optional[ssl.SSLContext]) -> None:
+        super().__init__()
+        self._connect_to = (host, port, deadline, context)
+
+    def _connection(self, host: str, **ignored: Any) -> _DeadlineConnection:
+        return _DeadlineConnection(*self._connect_to)
+
+    def http_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, request)
+
+    https_open = http_open
+    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+# -- credential files ------------------------------------------------------------------------
+
+def _signature(path: str, what: str) -> Tuple[int, int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as error:
+        raise TransportError("other", f"cannot read {what} {path}: {error.strerror}") from None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _CredentialFiles:
+    """Files re-read only when they change; ``load`` builds what they hold."""
+
+    def __init__(self, paths: List[Tuple[str, str]], load: Callable[[], Any]) -> None:
+        self._paths = paths            # (path, what) e.g. ("/tmp/x509up_u1", "X.509 proxy")
+        self._load = load
+        self._signature: Optional[tuple] = None
+        self.value: Any = None
+
+    def current(self) -> Any:
+        signature = tuple(_signature(path, what) for path, what in self._paths)
+        if signature != self._signature:
+            # Stat before loading: a change during the load is seen again next time.
+            self.value = self._load()
+            reloaded = self._signature is not None
+            self._signature = signature
+            if reloaded:
+                log.info("re-read %s", " and ".join(f"{what} {path}"
+                                                    for path, what in self._paths))
+        return self.value
+
+
+# -- the transport ---------------------------------------------------------------------------
+
+class Transport:
+    """Sends one request at a time to ``settings.url``; see the module docstring."""
+
+    def __init__(self, settings: Any) -> None:
+        self._timeout = float(settings.update_timeout or 0)
+        self._url_for_log = redact_url(settings.url)
+        parts = urlsplit(settings.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError("other", f"PANDA_URL {self._url_for_log} is not an http:// or"
+                                 f" https:// URL")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        try:
+            self._port = parts.port or (443 if self._https else 80)
+        except ValueError:
+            raise TransportError("other", f"PANDA_URL {self._url_for_log} has a bad port") \
+                from None
+        netloc = parts.netloc.rpartition("@")[2]
+        self._url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        self._basic_auth: Optional[str] = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._basic_auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        self._lock = threading.Lock()
+        self._settings = settings
+        self._ssl: Optional[_CredentialFiles] = None
+        self._static_context: Optional[ssl.SSLContext] = None
+        if self._https:
+            self._static_context = self._make_context()     # CA problems show at start-up
+            if not settings.verify_server:
+                log.warning("PANDA_VERIFY_SERVER is false: the identity of %s is NOT checked",
+                            self._url_for_log)
+            client = self._client_cert_files()
+            if client:
+                self._ssl = _CredentialFiles(client, self._make_client_context)
+        elif settings.x509_proxy or settings.cert_file:
+            log.warning("a client certificate is configured but PANDA_URL %s is not https:"
+                        " it is not used", self._url_for_log)
+        self._token: Optional[_CredentialFiles] = None
+        if settings.token_file:
+            self._token = _CredentialFiles([(settings.token_file, "token file")],
+                                           self._read_token)
+            if not self._https:
+                log.warning("the bearer token is sent to %s without TLS", self._url_for_log)
+
+    # -- TLS ----------------------------------------------------------------------------------
+
+    def _client_cert_files(self) -> List[Tuple[str, str]]:
+        settings = self._settings
+        if settings.x509_proxy:
+            return [(settings.x509_proxy, "X.509 proxy")]
+        if settings.cert_file:
+            key = settings.key_file or settings.cert_file
+            return [(settings.cert_file, "certificate file"), (key, "key file")]
+        if settings.key_file:
+            raise TransportError("other", "PANDA_KEY_FILE is set without PANDA_CERT_FILE")
+        return []
+
+    def _make_context(self) -> ssl.SSLContext:
+        settings = self._settings
+        try:
+            context = ssl.create_default_context(cafile=settings.ca_file or None,
+                                                 capath=settings.ca_dir or None)
+        except (OSError, ssl.SSLError) as error:
+            where = " and ".join(filter(None, [settings.ca_file, settings.ca_dir]))
+            raise TransportError("other", f"cannot load CA certificates from {where}:"
+                                 f" {_reason(error)}") from None
+        if not settings.verify_server:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _make_client_context(self) -> ssl.SSLContext:
+        """A fresh context with the client certificate: a context cannot unload a chain."""
+        settings = self._settings
+        context = self._make_context()
+        if settings.x509_proxy:
+            cert, key, what = settings.x509_proxy, settings.x509_proxy, "X.509 proxy"
+        else:
+            cert = settings.cert_file
+            key = settings.key_file or settings.cert_file
+            what = "client certificate/key"
+        try:
+            # The password callback stops OpenSSL prompting on a terminal for an encrypted key.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except (OSError, ssl.SSLError) as error:
+            files = cert if cert == key else f"{cert} + {key}"
+            raise TransportError("other", f"cannot load {what} {files}: {_reason(error)}") \
+                from None
+        return context
+
+    def _context(self) -> Optional[ssl.SSLContext]:
+        if not self._https:
+            return None
+        if self._ssl is None:
+            return self._static_context
+        return self._ssl.current()
+
+    # -- token --------------------------------------------------------------------------------
+
+    def _read_token(self) -> str:
+        path = self._settings.token_file
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(1 << 20)
+        except OSError as error:
+            raise TransportError("other", f"cannot read token file {path}:"
+                                 f" {error.strerror}") from None
+        try:
+            token = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise TransportError("other", f"token file {path} holds non-ASCII bytes") from None
+        if not token:
+            raise TransportError("other", f"token file {path} is empty")
+        if any(ord(c) < 32 or ord(c) == 127 for c in token):
+            raise TransportError("other", f"token file {path} holds more than one line"
+                                 f" or a control character")
+        return token
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, method: str, body: bytes) -> int:
+        """Send ``body`` (JSON) with ``method``; the HTTP status, or raises TransportError."""
+        with self._lock:
+            context = self._context()
+            token = self._token.current() if self._token else None
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif self._basic_auth:
+            headers["Authorization"] = self._basic_auth
+        request = urllib.request.Request(self._url, data=body, headers=headers, method=method)
+        deadline = _Deadline(self._timeout)
+        opener = urllib.request.OpenerDirector()
+        opener.add_handler(_Handler(self._host, self._port, deadline, context))
+        response = None
+        try:
+            response = opener.open(request)
+            status = response.status
+            answer = response.read()
+        except urllib.request.URLError as error:
+            reason = error.reason
+            raise self._error(method, reason if isinstance(reason, BaseException) else error,
+                              deadline) from None
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            raise self._error(method, error, deadline) from None
+        finally:
+            deadline.finish()
+            if response is not None:
+                response.close()
+        if status >= 300 and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s answered %d: %r", method, self._url_for_log, status,
+                      answer[:_ERROR_BODY_LOG_BYTES])
+        return status
+
+    def _error(self, method: str, error: BaseException, deadline: _Deadline) -> TransportError:
+        kind, what = _classify(error)
+        if deadline.expired or kind == "timeout":
+            kind, what = "timeout", f"no complete answer within {deadline.timeout:g} s"
+        return TransportError(kind, f"{method} {self._url_for_log}: {what}")
+
+
+def _classify(error: BaseException) -> Tuple[str, str]:
+    """(kind, one-line reason) for an exception raised while sending."""
+    if isinstance(error, socket.timeout):
+        return "timeout", "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "refused", "connection refused"
+    if isinstance(error, (ssl.SSLError, ssl.CertificateError)):
+        return "tls", f"TLS: {_reason(error)}"
+    if isinstance(error, (ConnectionError, http.client.RemoteDisconnected,
+                          http.client.IncompleteRead)):
+        return "reset", f"connection closed before the answer was complete" \
+                        f" ({type(error).__name__})"
+    if isinstance(error, http.client.BadStatusLine):
+        line = str(error.args[0]) if error.args else ""
+        if not line.endswith("\n"):
+            return "reset", "connection closed inside the status line"
+        return "other", f"not an HTTP answer: {line.strip()[:80]!r}"
+    if isinstance(error, socket.gaierror):
+        return "other", f"cannot resolve the host: {_reason(error)}"
+    return "other", f"{type(error).__name__}: {_reason(error)}"
+
+
+def _reason(error: BaseException) -> str:
+    """An exception's message on one line, without OpenSSL's source location."""
+    if isinstance(error, ssl.SSLError) and getattr(error, "verify_message", None):
+        text = f"certificate verify failed: {error.verify_message}"
+    elif isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    text = text.split(" (_ssl.c:")[0]
+    return " ".join(text.split())
