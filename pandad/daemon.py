@@ -54,6 +54,50 @@ TICKING = frozenset({"oldest_entry_age_s"})
 log = logging.getLogger("pandad")
 
 
+class DropEpisodes:
+    """Logs buffer-full drops once per episode, with counts, not once per chunk.
+
+    An episode starts with the first drop and ends at the first chunk accepted whole after
+    ``QUIET`` seconds without a drop. Under a sustained overload the flusher empties the
+    buffer every cycle and it fills again at once, so "full" and "accepting" alternate many
+    times a second; the quiet period keeps that to one line at the start, a reminder every
+    ``REMIND`` seconds, and one summary at the end.
+    """
+
+    QUIET = 5.0
+    REMIND = 60.0
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._dropped = 0               # in the current episode
+        self._started = 0.0
+        self._last_drop = 0.0
+        self._last_line = 0.0
+
+    def update(self, dropped: int, nbytes: int, settings: PandadSettings) -> None:
+        now = self._clock()
+        if dropped:
+            if not self._dropped:
+                self._started = self._last_line = now
+                log.warning("buffer full (%d bytes; PANDA_QUEUE_SIZE %d, PANDA_QUEUE_GRACE %g s,"
+                            " PANDA_QUEUE_MAX_SIZE %d): dropping records", nbytes,
+                            settings.queue_size, settings.queue_grace, settings.queue_max_size)
+            elif now - self._last_line >= self.REMIND:
+                self._last_line = now
+                log.warning("buffer still full: %d record(s) dropped in the last %.0f s",
+                            self._dropped + dropped, now - self._started)
+            self._dropped += dropped
+            self._last_drop = now
+        elif self._dropped and now - self._last_drop >= self.QUIET:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._dropped:
+            log.warning("buffer accepting again: %d record(s) were dropped while it was full"
+                        " (%.0f s)", self._dropped, self._last_drop - self._started)
+            self._dropped = 0
+
+
 def load_settings(environ: Optional[Dict[str, str]] = None) -> PandadSettings:
     """The pandad settings from the HTCondor configuration; raises ConfigError."""
     config = HTCondorConfig.load(SUBSYSTEM, os.environ if environ is None else environ)
@@ -206,7 +250,7 @@ class Daemon:
 
     def _read_loop(self) -> None:
         splitter = RecordSplitter(self.settings.max_record_bytes)
-        dropped_in_episode = 0          # records dropped since the buffer last accepted all
+        drops = DropEpisodes()
         stats = self.stats
         while True:
             try:
@@ -222,6 +266,7 @@ class Daemon:
                 reason = REASON_UNTERMINATED
             with self._reader_lock:
                 if not self._reading:
+                    drops.finish()
                     return
                 if lines or bad:
                     stats.add("records_read", len(lines) + bad)
@@ -237,19 +282,9 @@ class Daemon:
                     dropped = len(lines) - accepted
                     if dropped:
                         stats.add("records_dropped_queue_full", dropped)
-                        if not dropped_in_episode:
-                            log.warning("buffer full (%d bytes, PANDA_QUEUE_SIZE %d): dropping"
-                                        " records", self.buffer.nbytes,
-                                        self.settings.queue_size)
-                        dropped_in_episode += dropped
-                    elif dropped_in_episode:
-                        log.warning("buffer accepting again; %d record(s) were dropped while"
-                                    " it was full", dropped_in_episode)
-                        dropped_in_episode = 0
+                    drops.update(dropped, self.buffer.nbytes, self.settings)
             if not chunk:
-                if dropped_in_episode:
-                    log.warning("%d record(s) were dropped while the buffer was full",
-                                dropped_in_episode)
+                drops.finish()
                 self._wake(WAKE_EOF)
                 return
 

@@ -40,7 +40,7 @@ def workload(jobs: int, seed: int = 7) -> Tuple[List[bytes], Dict[str, dict]]:
     for i in rng.sample(range(jobs), jobs // 2):
         size = rng.randrange(1000, 100000)
         records.append(encode_update(job_id(i), [("ImageSize", str(size))]))
-        records.append(encode_update(job_id(i), [("imagesize", str(size + 1))]))
+        records.append(encode_update(job_id(i), [("ImageSize", str(size + 1))]))
         expected[job_id(i)].update(ImageSize=size + 1)
     for i in range(0, jobs, 4):
         records.append(encode_update(job_id(i), [("JobStatus", "4"), ("ExitCode", "0")]))

@@ -45,7 +45,8 @@ FAULTS = {
     "hang": (HangServer, "transport_failures"),
     "trickle": (lambda: TrickleServer(interval=0.1), "transport_failures"),
     "status-500": (lambda: StatusServer(500), "responses_500"),
-    "close-mid-response": (lambda: CloseMidResponseServer("headers"), "transport_failures"),
+    "close-mid-status": (lambda: CloseMidResponseServer("status"), "transport_failures"),
+    "close-mid-body": (lambda: CloseMidResponseServer("body"), "transport_failures"),
 }
 
 
@@ -105,11 +106,14 @@ def test_one_unknown_job_in_a_bulk_put_heals(tmp_path):
         pandad.write(*(encode_update(job_id(i), [("JobStatus", "2")]) for i in range(500)),
                      encode_update(unknown, [("JobStatus", "2")]),
                      *(encode_update(job_id(i), [("JobStatus", "2")]) for i in range(500, 999)))
-        wait_until(lambda: monitor.jobs().get(unknown, {}).get("JobStatus") == 2, 20,
-                   message="the unknown job to be created")
-        jobs = monitor.jobs()
-        assert all(jobs[job_id(i)]["JobStatus"] == 2 for i in range(999))
-        assert jobs[unknown]["condorid"] == "5555.3"
+
+        def all_running() -> bool:
+            jobs = monitor.jobs()
+            return (len(jobs) == 1000 and
+                    all(job.get("JobStatus") == 2 for job in jobs.values()))
+
+        wait_until(all_running, 20, message="999 updates and the unknown job created")
+        assert monitor.jobs()[unknown]["condorid"] == "5555.3"
         pandad.close_stdin()
         assert pandad.wait(10) == 0
         stats = pandad.statistics()
