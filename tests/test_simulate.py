@@ -479,3 +479,80 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(SystemExit):
         main(["--log", "x", "--jobs", "many"])
     assert main(["--log", "x", "--procs-per-cluster", "0"]) == 2
+
+
+class DecodedMonitor:
+    """What a monitor would hold after the records: job id → attributes, condorid, removed."""
+
+    def __init__(self) -> None:
+        from pandad import wire
+        self._decode = wire.decode
+        self.jobs: Dict[str, dict] = {}
+        self.records = 0
+
+    def write(self, record: bytes) -> None:
+        assert record.endswith(b"\n") and record.count(b"\n") == 1
+        decoded = self._decode(record[:-1])
+        self.records += 1
+        if decoded.verb == "ADD":
+            self.jobs[decoded.job_id] = {"condorid": decoded.condor_id, "removed": False,
+                                         "attrs": dict(decoded.attrs)}
+            return
+        job = self.jobs[decoded.job_id]   # never an UPDATE or REMOVE of an unknown job
+        assert not job["removed"], decoded
+        if decoded.verb == "REMOVE":
+            job["removed"] = True
+        for name, value in decoded.attrs:
+            if value == "null":
+                job["attrs"].pop(name, None)
+            else:
+                job["attrs"][name] = value
+
+
+@pytest.mark.parametrize("late_start", [False, True])
+def test_follower_and_plugin_reproduce_the_truth(tmp_path: Path, late_start: bool) -> None:
+    """The real Follower + PandaPlugin, polled at odd moments (mid-write, across rotations)."""
+    from schedd_plugin.callbacks import PandaPlugin
+    from schedd_plugin.follower import Follower
+    from schedd_plugin.mirror import Mirror
+
+    monitor = DecodedMonitor()
+    mirror = Mirror()
+    holder: Dict[str, Follower] = {}
+    writes = [0]
+
+    def poll_sometimes() -> None:
+        writes[0] += 1
+        if "follower" in holder and writes[0] % 3 == 0:
+            holder["follower"].poll()   # the schedd is in the middle of writing
+
+    sim, clock = make_sim(tmp_path, seed=21, jobs=150, buffer_bytes=1500,
+                          on_write=poll_sometimes)
+    follower_args = (sim.path, PandaPlugin(mirror, monitor.write, None, sim.schedd_name), mirror)
+    if not late_start:
+        holder["follower"] = Follower(*follower_args)
+    for number in range(1, 500):   # stops with jobs running, completed and still to submit
+        clock.now += 0.7
+        sim.step()
+        if late_start and number == 250:
+            holder["follower"] = Follower(*follower_args)
+        if number % 97 == 0:
+            sim.rotate()
+        if number % 5 == 0 and "follower" in holder:
+            holder["follower"].poll()
+    sim.finish()
+    follower = holder["follower"]
+    follower.poll()
+    follower.poll()
+    follower.close()
+
+    truth = sim.truth()
+    assert sim.rotations >= 5
+    assert {job["removed"] for job in truth.values()} == {True, False}
+    if late_start:
+        # Jobs that came and went before the follower started were never seen.
+        assert set(monitor.jobs) <= set(truth)
+        assert {j for j, job in truth.items() if not job["removed"]} <= set(monitor.jobs)
+        truth = {j: job for j, job in truth.items() if j in monitor.jobs}
+        assert 0 < len(truth) < sim.submitted
+    assert monitor.jobs == truth
