@@ -1,0 +1,326 @@
+"""schedd_plugin.follower on real files: transactions, torn and NUL tails, corrupt lines,
+rotation, restart from a saved position (reference/job_queue_log.md §3.3, §4.6, §8)."""
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from pandad import wire
+from pandad.stats import Statistics
+from schedd_plugin.callbacks import ClassAdLogPlugin, PandaPlugin
+from schedd_plugin.follower import Follower
+from schedd_plugin.mirror import Mirror
+from schedd_plugin.state import Position
+
+HEAD = b"107 3 CreationTimestamp 1767000000\n"
+
+
+def submit(cluster: int, procs: int = 1) -> bytes:
+    lines = [b"105 ", b"101 0%d.-1 Job Machine" % cluster, b'103 0%d.-1 Cmd "/bin/true"' % cluster]
+    for proc in range(procs):
+        lines += [b"101 %d.%d Job Machine" % (cluster, proc),
+                  b'103 %d.%d GlobalJobId "s#%d.%d#1"' % (cluster, proc, cluster, proc),
+                  b"103 %d.%d JobStatus 1" % (cluster, proc)]
+    lines.append(b"106 ")
+    return b"\n".join(lines) + b"\n"
+
+
+def txn(*lines: bytes) -> bytes:
+    return b"105 \n" + b"".join(line + b"\n" for line in lines) + b"106 \n"
+
+
+def added(cluster: int, proc: int = 0, **attrs: str) -> tuple:
+    ad = {"MyType": '"Job"', "TargetType": '"Machine"', "Cmd": '"/bin/true"',
+          "GlobalJobId": f'"s#{cluster}.{proc}#1"', "JobStatus": "1"}
+    ad.update(attrs)
+    return ("ADD", f"s#{cluster}.{proc}#1", f"{cluster}.{proc}", ad)
+
+
+def updated(cluster: int, proc: int = 0, **attrs: str) -> tuple:
+    return ("UPDATE", f"s#{cluster}.{proc}#1", None, attrs)
+
+
+def removed(cluster: int, proc: int = 0) -> tuple:
+    return ("REMOVE", f"s#{cluster}.{proc}#1", None, {})
+
+
+class Feed:
+    def __init__(self, tmp_path: Path, initial: Optional[bytes] = HEAD,
+                 position: Optional[Position] = None) -> None:
+        self.path = tmp_path / "job_queue.log"
+        if initial is not None:
+            self.path.write_bytes(initial)
+        self.stats = Statistics()
+        self.mirror = Mirror()
+        self.out: List[bytes] = []
+        self.plugin = PandaPlugin(self.mirror, self.out.append, None, "s")
+        self.follower = Follower(str(self.path), self.plugin, self.mirror, position,
+                                 stats=self.stats)
+
+    def append(self, data: bytes) -> None:
+        with open(self.path, "ab") as f:
+            f.write(data)
+
+    def rotate(self, data: bytes) -> None:
+        tmp = self.path.with_name("job_queue.log.tmp")
+        tmp.write_bytes(data)
+        os.rename(tmp, self.path)
+
+    def records(self) -> List[tuple]:
+        self.follower.poll()
+        decoded = [wire.decode(r.rstrip(b"\n")) for r in self.out]
+        self.out.clear()
+        return [(r.verb, r.job_id, r.condor_id, dict(r.attrs)) for r in decoded]
+
+    def count(self, name: str) -> float:
+        return self.stats.get(name)
+
+
+class Recorder(ClassAdLogPlugin):
+    """Every callback, in order; destroy records whether the ad was still in the mirror."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.calls: List[Tuple] = []
+
+    def initialize(self): self.calls.append(("initialize",))
+    def begin_transaction(self): self.calls.append(("begin",))
+    def end_transaction(self): self.calls.append(("end",))
+    def new_classad(self, key, mytype, targettype): self.calls.append(("new", key, mytype))
+    def set_attribute(self, key, name, value): self.calls.append(("set", key, name, value))
+    def delete_attribute(self, key, name): self.calls.append(("delete", key, name))
+
+    def destroy_classad(self, key):
+        self.calls.append(("destroy", key, key in self.mirror))
+
+
+def test_callback_sequence_live_and_at_startup(tmp_path):
+    path = tmp_path / "job_queue.log"
+    path.write_bytes(HEAD + b"101 0.0 Job Machine\n" + txn(b"101 5.0 Job Machine",
+                                                          b"103 5.0 A 1"))
+    mirror = Mirror()
+    rec = Recorder(mirror)
+    follower = Follower(str(path), rec, mirror)
+    assert follower.poll()
+    # Start-up: the existing state (MyType/TargetType are seeded, not called back), one
+    # begin/end pair, then initialize().
+    assert rec.calls == [("begin",), ("new", "0.0", "Job"), ("new", "5.0", "Job"),
+                         ("set", "5.0", "A", "1"), ("end",), ("initialize",)]
+    rec.calls.clear()
+    with open(path, "ab") as f:
+        f.write(b"103 5.0 B 2\n" + txn(b"103 5.0 A 3", b"104 5.0 Absent", b"103 9.9 X 1",
+                                       b"104 9.9 X", b"102 9.9", b"101 5.0 Job Machine",
+                                       b"102 5.0"))
+    assert follower.poll()
+    assert rec.calls == [("set", "5.0", "B", "2"),
+                         ("begin",), ("set", "5.0", "A", "3"), ("delete", "5.0", "Absent"),
+                         ("new", "5.0", "Job"), ("destroy", "5.0", True), ("end",)]
+    assert "5.0" not in mirror
+    assert not follower.poll()
+
+
+def test_transactions_are_replayed_only_at_their_end_across_polls(tmp_path):
+    feed = Feed(tmp_path)
+    assert feed.records() == []
+    start = feed.follower.position
+    assert start.offset == len(HEAD)
+    data = submit(7)
+    feed.append(data[:-20])
+    assert feed.records() == []
+    assert feed.follower.position == start
+    feed.append(data[-20:])
+    assert feed.records() == [added(7)]
+    assert feed.follower.position.offset == len(HEAD) + len(data)
+
+
+def test_torn_bare_line_waits_for_its_newline(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    offset = feed.follower.position.offset
+    feed.append(b"103 7.0 JobSt")
+    assert feed.records() == []
+    assert feed.follower.position.offset == offset
+    feed.append(b"atus 2\n")
+    assert feed.records() == [updated(7, JobStatus="2")]
+    assert feed.count("log_corrupt_lines") == 0
+
+
+def test_nul_tail_waits_then_reads_the_data_written_over_it(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    size = os.path.getsize(feed.path)
+    feed.append(b"\0" * 64)          # the file grew, the data is not there yet
+    assert feed.records() == []
+    data = txn(b"103 7.0 JobStatus 2")
+    with open(feed.path, "r+b") as f:     # the data lands where the NULs were
+        f.seek(size)
+        f.write(data)
+        f.truncate(size + len(data))
+    assert feed.records() == [updated(7, JobStatus="2")]
+    assert feed.count("log_corrupt_lines") == 0
+    assert feed.count("log_resyncs") == 0
+
+
+def test_nul_garbage_followed_by_records_resyncs_once(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    feed.append(b"\0" * 300 + b"\n")   # a complete line of NULs: nothing valid after it yet
+    assert feed.records() == []
+    assert feed.count("log_corrupt_lines") == 0
+    feed.append(txn(b"103 7.0 JobStatus 2") + submit(8))
+    assert feed.records() == [updated(7, JobStatus="2"), added(8)]
+    assert feed.count("log_corrupt_lines") == 1
+    assert feed.count("log_resyncs") == 1
+    feed.append(txn(b"103 8.0 JobStatus 2"))
+    assert feed.records() == [updated(8, JobStatus="2")]
+    assert feed.records() == []
+    assert feed.count("log_resyncs") == 1
+    assert feed.follower.position.offset == os.path.getsize(feed.path)
+
+
+def test_corrupt_middle_line_is_counted_and_resynced_without_losing_or_repeating(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    feed.append(txn(b"103 7.0 JobStatus 2") + b"999 garbage line\n"
+                + txn(b"103 8.0 JobStatus 5", b"103 8.0 HoldReason \"h\"") + submit(9))
+    assert feed.records() == [updated(7, JobStatus="2"),
+                              updated(8, JobStatus="5", HoldReason='"h"'), added(9)]
+    assert feed.count("log_corrupt_lines") == 1
+    assert feed.count("log_resyncs") == 1
+    assert feed.records() == []
+    assert feed.count("log_resyncs") == 1
+
+
+def test_corrupt_line_inside_an_open_transaction_at_the_end(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    feed.append(b"105 \n103 7.0 JobStatus 2\n103 7.0 broken\n")
+    assert feed.records() == []           # at EOF: wait
+    feed.append(b"103 7.0 HoldReason \"h\"\n")
+    assert feed.records() == []           # resynced; the transaction is still open
+    assert feed.count("log_corrupt_lines") == 1
+    feed.append(b"106 \n")
+    assert feed.records() == [updated(7, JobStatus="2", HoldReason='"h"')]
+    for _ in range(3):
+        assert feed.records() == []
+    assert feed.count("log_resyncs") == 1
+    assert feed.count("log_corrupt_lines") == 1
+
+
+def test_restart_from_a_saved_position_sends_only_what_is_new(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7, procs=2))
+    assert feed.records() == [added(7, 0), added(7, 1)]
+    saved = feed.follower.position
+    feed.append(txn(b"103 7.1 JobStatus 2"))
+    feed.follower.close()
+
+    mirror = Mirror()
+    rec = Recorder(mirror)
+    Follower(str(feed.path), rec, mirror, saved).poll()
+    assert rec.calls[0] == ("initialize",)
+    assert rec.calls[1:] == [("begin",), ("set", "7.1", "JobStatus", "2"), ("end",)]
+
+    again = Feed(tmp_path, None, position=saved)
+    assert again.records() == [updated(7, 1, JobStatus="2")]
+    # The silently loaded state is there: a cluster edit reaches both jobs.
+    again.append(txn(b'103 07.-1 PandaQueue "Q"'))
+    assert again.records() == [updated(7, 0, PandaQueue='"Q"'), updated(7, 1, PandaQueue='"Q"')]
+
+
+def test_restart_with_a_position_that_does_not_match_replays_everything(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    good = feed.follower.position
+    feed.append(txn(b"103 7.0 JobStatus 2"))
+    everything = [added(7, JobStatus="2")]
+    for position in [good._replace(ino=good.ino + 1), good._replace(seq=good.seq + 1),
+                     good._replace(birth=1), good._replace(offset=10 ** 9),
+                     good._replace(offset=good.offset - 3)]:       # not a line boundary
+        again = Feed(tmp_path, None, position=position)
+        assert again.records() == everything, position
+        assert again.follower.position.offset == os.path.getsize(feed.path)
+    # A saved offset inside an open transaction is not a boundary either.
+    feed.append(b"105 \n103 7.0 X 1\n")
+    inside = good._replace(offset=os.path.getsize(feed.path) - 4)
+    assert Feed(tmp_path, None, position=inside).records() == everything
+
+
+def test_position_is_the_one_given_until_the_file_is_read(tmp_path):
+    saved = Position(1, 2, 3, 4, 5)
+    feed = Feed(tmp_path, None, position=saved)
+    assert feed.follower.position == saved
+    assert not feed.follower.poll()          # no file yet
+    feed.path.write_bytes(HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    st = os.stat(feed.path)
+    assert feed.follower.position == Position(st.st_dev, st.st_ino, 3, 1767000000,
+                                              st.st_size)
+
+
+def test_rotation_drains_the_old_file_then_replays_only_differences(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    # Between two polls: a job comes and goes, another changes, then the schedd rotates;
+    # the new file (snapshot + appends) is larger than the old offset.
+    feed.append(submit(9) + txn(b"103 9.0 JobStatus 4", b"102 9.0", b"102 09.-1")
+                + txn(b"103 8.0 JobStatus 2") + b"105 \n103 7.0 Lost 1\n")
+    snapshot = (b"107 4 CreationTimestamp 1767000000\n"
+                b"101 08.-1 Job Machine\n103 08.-1 Cmd \"/bin/true\"\n"
+                b"101 8.0 Job Machine\n103 8.0 JobStatus 2\n103 8.0 GlobalJobId \"s#8.0#1\"\n"
+                b"103 8.0 MyType \"Job\"\n103 8.0 TargetType \"Machine\"\n"
+                b"101 07.-1 Job Machine\n103 07.-1 Cmd   \"/bin/true\"\n"
+                b"101 7.0 Job Machine\n103 7.0 JobStatus 1\n103 7.0 GlobalJobId \"s#7.0#1\"\n"
+                b"103 7.0 New \"in memory only\"\n"
+                + submit(10) * 20)
+    feed.rotate(snapshot)
+    assert os.path.getsize(feed.path) > feed.follower.position.offset
+    assert feed.records() == [
+        added(9), ("UPDATE", "s#9.0#1", None, {"JobStatus": "4"}), removed(9),
+        updated(8, JobStatus="2"),
+        # the diff: the unterminated "Lost" was dropped; spacing differences are silent
+        updated(7, New='"in memory only"'),
+        added(10),
+    ]
+    assert feed.count("log_rotations") == 1
+    pos = feed.follower.position
+    assert (pos.seq, pos.offset) == (4, len(snapshot))
+    assert pos.ino == os.stat(feed.path).st_ino
+    feed.append(txn(b"103 10.0 JobStatus 2"))
+    assert feed.records() == [updated(10, JobStatus="2")]
+
+
+def test_rewrite_in_place_with_a_new_sequence_is_a_rotation(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    ino = os.stat(feed.path).st_ino
+    with open(feed.path, "r+b") as f:        # same inode, same size or larger
+        f.write(b"107 4 CreationTimestamp 1767000000\n" + submit(8)
+                + b"103 8.0 X 1\n" + b"103 8.0 Pad \"" + b"x" * 200 + b"\"\n")
+    assert os.stat(feed.path).st_ino == ino
+    assert feed.records() == [removed(7), updated(8, X="1", Pad='"' + "x" * 200 + '"')]
+    assert feed.count("log_rotations") == 1
+    # A first line that is no longer a 107 is a rotation too.
+    feed.path.write_bytes(submit(8) + b"103 8.0 X 2\n" + b"103 0.0 Pad 1\n" * 40)
+    assert feed.records() == [updated(8, X="2", Pad="null")]
+    assert feed.count("log_rotations") == 2
+    assert feed.count("log_corrupt_lines") == 0
+
+
+def test_shrunk_file_is_a_rotation(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    with open(feed.path, "r+b") as f:
+        f.truncate(len(HEAD) + len(submit(7)))
+    assert feed.records() == [removed(8)]
+    assert feed.count("log_rotations") == 1
+
+
+def test_counters(tmp_path):
+    data = HEAD + submit(7) + txn(b"103 7.0 A 1")
+    feed = Feed(tmp_path, data)
+    feed.records()
+    assert feed.count("log_lines_read") == data.count(b"\n")
+    feed.append(b"103 7.0 B 1\n")
+    feed.records()
+    assert feed.count("log_lines_read") == data.count(b"\n") + 1
+    assert feed.count("log_corrupt_lines") == feed.count("log_resyncs") == 0
