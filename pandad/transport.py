@@ -414,8 +414,10 @@ class Transport:
             if response is not None:
                 response.close()
         if status >= 300 and log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s answered %d: %r", method, self._url_for_log, status,
-                      answer[:_ERROR_BODY_LOG_BYTES])
+            excerpt = answer[:_ERROR_BODY_LOG_BYTES]
+            if token:                  # a server may quote the token it refuses
+                excerpt = excerpt.replace(token.encode(), b"***")
+            log.debug("%s %s answered %d: %r", method, self._url_for_log, status, excerpt)
         return status
 
     def _error(self, method: str, error: BaseException, deadline: _Deadline) -> TransportError:

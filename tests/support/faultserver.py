@@ -13,6 +13,7 @@ Servers:
 
 - ``refused_url()`` / ``RefusedPort``: a port with nothing listening (connect is refused);
 - ``HangServer``: accepts, reads the request, never answers;
+- ``StallServer``: accepts, never reads (a sender of a big body blocks in send);
 - ``TrickleServer``: answers, one byte per ``interval`` seconds;
 - ``StatusServer``: answers a fixed status (500, 429, 503, 201, ...) with a body;
 - ``CloseMidResponseServer``: sends part of a response (``"status"``, ``"headers"``, ``"body"``
@@ -230,6 +231,14 @@ class HangServer(FaultServer):
     def handle(self, conn: socket.socket, request: Request) -> Optional[bool]:
         self.stopping.wait()
         return False
+
+
+class StallServer(FaultServer):
+    """Accepts and never reads: a big request fills the socket buffers and the send blocks."""
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.stopping.wait()
+        _shutdown(conn)
 
 
 class TrickleServer(FaultServer):
