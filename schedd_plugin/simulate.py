@@ -952,7 +952,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     def on_signal(signum: int, frame: object) -> None:
         stopping.append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     pacer = _Pacer(args.rate, lambda: bool(stopping))
     try:
         sim = ScheddSimulator(args.log, seed=args.seed, procs_per_cluster=args.procs_per_cluster,
@@ -963,6 +962,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("simulate: cannot create %s: %s" % (args.log, err), file=sys.stderr)
         return 1
     pacer.changes = lambda: sim.changes
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     # Paced runs rotate every rotate_every*rate changes (the same places for a seed);
     # unpaced ones every rotate_every seconds.
     if args.rate > 0:
