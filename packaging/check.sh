@@ -142,7 +142,7 @@ if have rpmbuild rpm rpm2archive; then
         || fail "RPM: 60-panda.conf is not %config"
     [ "$(rpm -qp --qf '%{ARCH}' "$rpmfile")" = noarch ] || fail "RPM is not noarch"
     rpm -qpR "$rpmfile" > "$tmp/rpm.requires"
-    grep -qx 'python3' "$tmp/rpm.requires" || fail "RPM does not require python3"
+    grep -qx 'python3 >= 3.9' "$tmp/rpm.requires" || fail "RPM does not require python3 >= 3.9"
     grep -qx 'condor' "$tmp/rpm.requires" || fail "RPM does not require condor"
     # The config file must be noreplace: flag bit 16 (RPMFILE_NOREPLACE).
     flags="$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS}\n]' "$rpmfile" \

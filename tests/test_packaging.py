@@ -332,3 +332,18 @@ def test_admin_guide_names_every_plugin_counter():
     names.discard("spill_bytes")  # a gauge of the pipe, not a counter the log shows
     missing = sorted(name for name in names if f"`{name}`" not in guide)
     assert not missing, f"plug-in counters the admin guide does not name: {missing}"
+
+
+# --- package metadata -------------------------------------------------------------------------------
+
+def test_packages_depend_on_python3_and_htcondor_only():
+    spec = (PACKAGING / "pandad.spec").read_text()
+    requires = [line.split(":", 1)[1].split()[0] for line in spec.splitlines()
+                if line.startswith("Requires:")]
+    assert sorted(requires) == ["condor", "python3"]
+    assert re.search(r"^BuildArch:\s*noarch$", spec, re.M)
+    control = (PACKAGING / "debian" / "control").read_text()
+    depends = re.search(r"^Depends: (.*?)\n(?=\S)", control, re.M | re.S).group(1)
+    entries = [entry.strip() for entry in depends.split(",") if entry.strip()]
+    assert entries == ["python3 (>= 3.9)", "condor | htcondor", "${misc:Depends}"]
+    assert re.search(r"^Architecture: all$", control, re.M)
