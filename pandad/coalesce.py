@@ -109,13 +109,13 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
             batch.bad += 1
             batch.bad_reasons[bad_reason(error)] += 1
             continue
+        # The hot loop: dict lookups and the merge inlined, no call per record beyond decode.
         if verb == "UPDATE":
             # A job in removes was removed after any ADD of it (an ADD after a REMOVE
             # supersedes it), so the REMOVE is its latest state.
             command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
             if command is None:
                 command = updates[job_id] = JobCommand(job_id)
-            command.merge(attrs)
         elif verb == "ADD":
             command = adds.get(job_id)
             if command is None:
@@ -128,10 +128,12 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
                     command.absorb(earlier)
             elif condor_id:
                 command.condor_id = condor_id
-            command.merge(attrs)
         else:  # REMOVE: decode admits only the three verbs
             command = removes.get(job_id)
             if command is None:
                 command = removes[job_id] = JobCommand(job_id)
-            command.merge(attrs)
+        merged = command.attrs
+        for name, value in attrs:
+            merged[name.lower()] = (name, value)
+        command.records += 1
     return batch

@@ -258,6 +258,8 @@ class Daemon:
             except OSError as error:
                 log.error("reading stdin failed, treating it as end of input: %s", error)
                 chunk = b""
+            # PANDA_MAX_RECORD_BYTES may change at SIGHUP; it applies from the next chunk.
+            splitter.max_record_bytes = self.settings.max_record_bytes
             if chunk:
                 lines, bad = splitter.feed(chunk)
                 reason = REASON_TOO_LONG

@@ -41,6 +41,8 @@ OTHER_VERB = {"POST": "PUT", "PUT": "POST"}      # DELETE has no other verb
 BACKOFF_FIRST = 1.0                              # seconds before the first retry
 BACKOFF_MAX = 60.0                               # the backoff doubles up to this
 REJECTIONS_LOGGED = 10                           # named per cycle; the rest as a count
+# One encoder for every body: json.dumps with arguments would build a new one per object.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 # One encoded command in a request body.
 Item = Tuple[JobCommand, bytes]
@@ -69,8 +71,7 @@ def encode(method: str, command: JobCommand, condor_id: Optional[str] = None) ->
         condor_id = condor_id or command.condor_id
     else:
         condor_id = None
-    return json.dumps(job_object(command.job_id, condor_id, command.attributes()),
-                      separators=(",", ":")).encode("utf-8")
+    return _JSON.encode(job_object(command.job_id, condor_id, command.attributes())).encode()
 
 
 def body_of(items: List[Item]) -> bytes:
