@@ -165,13 +165,16 @@ class Flusher:
 
         Whatever is still unsent is left for ``abandon`` to count as discarded.
         """
+        first = True
         while self._clock() < deadline:
             if self._pending is None and not len(self._buffer):
                 return
-            if self._pending is not None and self._retry_at > self._clock():
+            # The first attempt ignores any backoff: it is the last chance to deliver.
+            if not first and self._pending is not None and self._retry_at > self._clock():
                 if self._retry_at >= deadline:
                     return
                 self._idle.wait(self._retry_at - self._clock())
+            first = False
             self.flush_once()
 
     def abandon(self) -> int:

@@ -166,3 +166,23 @@ def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phras
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert phrase in lines[0]
+
+
+def test_drops_are_logged_once_per_episode_with_counts(caplog):
+    from pandad.daemon import DropEpisodes
+
+    now = [100.0]
+    drops = DropEpisodes(clock=lambda: now[0])
+    settings = type("S", (), {"queue_size": 10, "queue_grace": 3.0, "queue_max_size": 20})()
+    with caplog.at_level("WARNING", logger="pandad"):
+        for _ in range(50):                  # full and accepting alternate every chunk
+            drops.update(7, 20, settings)
+            now[0] += 0.1
+            drops.update(0, 5, settings)
+        now[0] += DropEpisodes.QUIET
+        drops.update(0, 5, settings)
+        drops.finish()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "dropping records" in messages[0] and "PANDA_QUEUE_SIZE 10" in messages[0]
+    assert "350 record(s) were dropped" in messages[1]
