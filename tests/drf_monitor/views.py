@@ -1,0 +1,37 @@
+"""``jobs/``: POST an array → 201; bulk PUT (partial) → 200, one unknown id → 400;
+DELETE an array → 204, known jobs marked removed (unknown ids ignored)."""
+
+from django.db import transaction
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from tests.drf_monitor.bulk import ListCreateBulkUpdateView
+from tests.drf_monitor.models import Job
+from tests.drf_monitor.serializers import JobSerializer
+
+
+class JobList(ListCreateBulkUpdateView):
+    queryset = Job.objects.all().order_by("id")
+    serializer_class = JobSerializer
+
+    def put(self, request, *args, **kwargs):
+        # PanDA monitors apply the UPDATE array as a partial update (the C++ pandad sent only
+        # changed attributes); atomic so a rejected array leaves nothing half-applied.
+        with transaction.atomic():
+            return self.partial_bulk_update(request, *args, **kwargs)
+
+    def delete(self, request, *args, **kwargs):
+        items = request.data
+        if not isinstance(items, list) or not all(
+                isinstance(item, dict) and isinstance(item.get("id"), str) for item in items):
+            raise ValidationError("expected a JSON array of objects with an id")
+        with transaction.atomic():
+            for item in items:
+                job = Job.objects.filter(pk=item["id"]).first()
+                if job is None:
+                    continue
+                serializer = self.get_serializer(job, data=item, partial=True)
+                serializer.is_valid(raise_exception=True)
+                serializer.save(removed=True)
+        return Response(status=status.HTTP_204_NO_CONTENT)
