@@ -222,8 +222,9 @@ class PluginProcess:
                                    self.settings.pipe_bytes, self.stats)
         mirror = Mirror()
         self.plugin = PandaPlugin(mirror, self.sink.write, self.settings.job_attributes,
-                                  self.settings.schedd_name)
-        self.follower = Follower(self.job_queue_log, self.plugin, mirror, position)
+                                  self.settings.schedd_name, stats=self.stats)
+        self.follower = Follower(self.job_queue_log, self.plugin, mirror, position,
+                                 stats=self.stats)
         log.info("following %s%s%s", self.job_queue_log,
                  f" from offset {position.offset}" if position else " from the beginning",
                  " (dry run: records to stdout)" if self.args.dry_run else "")
@@ -233,7 +234,7 @@ class PluginProcess:
             self.install_signals()
             wakeup = Wakeup()
         try:
-            self.plugin.initialize()
+            # The follower calls plugin.initialize() after its start-up replay.
             if self.args.once:
                 self._replay_once()
             else:
@@ -245,6 +246,7 @@ class PluginProcess:
             self.plugin.shutdown()
             self._save_position()
         finally:
+            self.follower.close()
             self.sink.close(pandad_close_timeout(self.environ))
             if wakeup is not None:
                 wakeup.close()
@@ -321,8 +323,7 @@ class PluginProcess:
         old = self.settings
         setup_logging("panda_plugin", new.log, new.max_log, new.debug)
         self.settings = new
-        if hasattr(self.plugin, "job_attributes"):
-            self.plugin.job_attributes = new.job_attributes
+        self.plugin.job_attributes = new.job_attributes
         if hasattr(self.sink, "argv"):
             self.sink.argv = tuple(new.pandad)
             self.sink.spill_bytes = new.spill_bytes

@@ -46,50 +46,54 @@ def global_job_id(proc: int) -> str:
 
 
 class Schedd:
-    """Drives the plug-in's ClassAdLogPlugin hooks the way the follower replays a schedd's log."""
+    """Drives the mirror and the plug-in's hooks exactly as the follower replays a schedd's log
+    (``Follower._apply``: the mirror first, then the callback)."""
 
-    def __init__(self, plugin: PandaPlugin) -> None:
+    def __init__(self, mirror: Mirror, plugin: PandaPlugin) -> None:
+        self.mirror = mirror
         self.plugin = plugin
         self.changes = 0
         self.longest_callback = 0.0
 
-    def _call(self, hook, *args) -> None:
+    def _timed(self, hook, *args) -> None:
         started = time.perf_counter()
         hook(*args)
         self.longest_callback = max(self.longest_callback, time.perf_counter() - started)
 
+    def _txn(self, ops) -> None:
+        self._timed(self.plugin.begin_transaction)
+        for op in ops:
+            if op[0] == "new":
+                self.mirror.new_classad(*op[1:])
+                self._timed(self.plugin.new_classad, *op[1:])
+            else:
+                self.mirror.set_attribute(*op[1:])
+                self._timed(self.plugin.set_attribute, *op[1:])
+                self.changes += 1
+        self._timed(self.plugin.end_transaction)
+
     def submit_cluster(self) -> None:
-        p = self.plugin
-        self._call(p.begin_transaction)
-        self._call(p.new_classad, "01.-1", "Job", "Machine")
-        for name, value in (("ClusterId", "1"), ("Owner", '"alice"'), ("Cmd", '"/bin/sleep"'),
-                            ("JobUniverse", "5"), ("QDate", "1767225600")):
-            self._call(p.set_attribute, "01.-1", name, value)
-        self._call(p.end_transaction)
+        self._txn([("new", "01.-1", "Job", "Machine")] + [
+            ("set", "01.-1", name, value)
+            for name, value in (("ClusterId", "1"), ("Owner", '"alice"'),
+                                ("Cmd", '"/bin/sleep"'), ("JobUniverse", "5"),
+                                ("QDate", "1767225600"))])
 
     def submit(self, proc: int) -> None:
-        p = self.plugin
         key = f"1.{proc}"
-        self._call(p.begin_transaction)
-        self._call(p.new_classad, key, "Job", "Machine")
-        for name, value in (("GlobalJobId", f'"{global_job_id(proc)}"'), ("ClusterId", "1"),
-                            ("ProcId", str(proc)), ("JobStatus", "1")):
-            self._call(p.set_attribute, key, name, value)
-            self.changes += 1
-        self._call(p.end_transaction)
+        self._txn([("new", key, "Job", "Machine")] + [
+            ("set", key, name, value)
+            for name, value in (("GlobalJobId", f'"{global_job_id(proc)}"'),
+                                ("ClusterId", "1"), ("ProcId", str(proc)), ("JobStatus", "1"))])
 
     def update(self, proc: int, value: int) -> None:
-        p = self.plugin
-        self._call(p.begin_transaction)
-        self._call(p.set_attribute, f"1.{proc}", "ImageSize", str(value))
-        self.changes += 1
-        self._call(p.end_transaction)
+        self._txn([("set", f"1.{proc}", "ImageSize", str(value))])
 
 
 @pytest.mark.slow
 def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsys):
     stats = Statistics()
-    real_pandad = importlib.util.find_spec("pandad.daemon") is not None
+    real_pandad = importlib.util.find_spec("pandad.knobs") is not None
     monitor = None
     received = str(tmp_path / "received")
     if real_pandad:
@@ -132,9 +136,10 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
         return os.path.exists(received) and job_id.encode() in open(received, "rb").read()
 
     try:
-        plugin = PandaPlugin(Mirror(), write, None, SCHEDD)
+        mirror = Mirror()
+        plugin = PandaPlugin(mirror, write, None, SCHEDD)
         plugin.initialize()
-        schedd = Schedd(plugin)
+        schedd = Schedd(mirror, plugin)
         schedd.submit_cluster()
         assert pipe.running
         pandad_pid = pipe.pid
