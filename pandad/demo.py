@@ -117,6 +117,23 @@ def counter(stats: Mapping[str, str], name: str) -> int:
         return 0
 
 
+def parse_plugin_counters(text: str) -> Dict[str, float]:
+    """The plug-in's counters from the last ``counters: name value, ...`` line of its log."""
+    values: Dict[str, float] = {}
+    for line in text.splitlines():
+        _, found, rest = line.partition(" counters: ")
+        if not found:
+            continue
+        values = {}
+        for item in rest.split(", "):
+            name, _, value = item.strip().rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
 def accounting_problem(stats: Mapping[str, str]) -> Optional[str]:
     """None when every record read ended in exactly one counter, else what does not add up."""
     ends = {name: counter(stats, name) for name in ACCOUNTING_COUNTERS}
@@ -479,6 +496,14 @@ class Chain:
 
     def statistics(self) -> Dict[str, str]:
         return read_statistics(self.statistics_log)
+
+    def plugin_counters(self) -> Dict[str, float]:
+        """The plug-in's counters as it last logged them (at least at every exit)."""
+        try:
+            with open(self.knobs["PANDA_PLUGIN_LOG"], "rb") as f:
+                return parse_plugin_counters(f.read().decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return {}
 
     def truth(self) -> Dict[str, dict]:
         import json

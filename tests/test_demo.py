@@ -1,0 +1,288 @@
+"""``pandad demo``: its pure parts (matching rule, statistics, log events), the recording
+monitor and the log watcher, and the demo itself as a real process."""
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pandad.convert import job_object
+from pandad.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem, compare,
+                         config_text, chain_knobs, drained, log_event, parse_plugin_counters,
+                         parse_statistics, percentile)
+from schedd_plugin.simulate import ScheddSimulator
+from tests.support import python_command, python_env, wait_until
+
+GJID = "ap1.example.org#1.0#1700000000"
+
+
+def truth_entry(removed=False, **attrs):
+    return {"condorid": "1.0", "removed": removed, "attrs": attrs}
+
+
+def monitor_object(entry, job_id=GJID, **extra):
+    obj = job_object(job_id, entry["condorid"], entry["attrs"])
+    obj["removed"] = entry["removed"]
+    obj.update(extra)
+    return obj
+
+
+# -- the matching rule ------------------------------------------------------------------------
+
+def test_a_job_converted_as_job_object_matches():
+    entry = truth_entry(Owner='"alice"', QDate="1700000000", JobStatus="2",
+                        RemoteWallClockTime="12.0", Requirements="(TARGET.Memory > 10)")
+    result = compare({GJID: entry}, {GJID: monitor_object(entry)})
+    assert result.ok and result.matching == 1 and result.problems == []
+
+
+def test_deleted_attributes_must_be_null_and_identity_keys_are_allowed():
+    entry = truth_entry(JobStatus="1")
+    assert compare({GJID: entry}, {GJID: monitor_object(entry, HoldReason=None)}).ok
+    result = compare({GJID: entry}, {GJID: monitor_object(entry, HoldReason="held")})
+    assert not result.ok
+    assert "HoldReason = 'held', expected null or absent" in result.problems[0]
+
+
+def test_each_kind_of_difference_is_reported():
+    entry = truth_entry(JobStatus="2", Owner='"alice"')
+    wrong = monitor_object(entry, JobStatus=1, removed=True, condorid="9.9")
+    del wrong["owner"]
+    other = "ap1.example.org#2.0#1700000000"
+    result = compare({GJID: entry, "ap1.example.org#3.0#1": truth_entry()},
+                     {GJID: wrong, other: {"id": other}})
+    assert result.matching == 0 and result.truth_jobs == 2 and result.monitor_jobs == 2
+    text = "\n".join(result.problems)
+    assert "JobStatus = 1, expected 2" in text
+    assert "removed = True, expected False" in text
+    assert "condorid = '9.9', expected '1.0'" in text
+    assert "owner missing (expected 'alice')" in text
+    assert "ap1.example.org#3.0#1: missing from the monitor" in text
+    assert f"{other}: in the monitor but not in the truth" in text
+
+
+def test_booleans_are_not_numbers():
+    entry = truth_entry(ExitBySignal="false", NumJobStarts="0")
+    assert not compare({GJID: entry}, {GJID: monitor_object(entry, ExitBySignal=0)}).ok
+    assert not compare({GJID: entry}, {GJID: monitor_object(entry, NumJobStarts=False)}).ok
+
+
+def test_first_problems_says_how_many_more():
+    truth = {f"s#{i}.0#1": truth_entry() for i in range(8)}
+    result = compare(truth, {})
+    assert result.first_problems(3)[-1] == "... and 5 more"
+    assert len(result.first_problems(3)) == 4
+
+
+# -- statistics, counters, percentiles --------------------------------------------------------
+
+STATS = """[2024-01-01 10:00:00] records_read: 5
+[2024-01-01 10:00:00] records_sent: 5
+[2024-01-01 10:00:01] queue full count: 0
+[2024-01-01 10:00:01] records_read: 10
+[2024-01-01 10:00:01] records_sent: 7
+[2024-01-01 10:00:01] records_rejected: 1
+[2024-01-01 10:00:01] records_bad: 2
+[2024-01-01 10:00:01] queue_bytes: 0
+[2024-01-01 10:00:01] last_success_time: 2024-01-01 10:00:01
+"""
+
+
+def test_statistics_latest_values_and_accounting():
+    stats = parse_statistics(STATS)
+    assert stats["records_read"] == "10" and stats["queue full count"] == "0"
+    assert stats["last_success_time"] == "2024-01-01 10:00:01"
+    assert accounting_problem(stats) is None and drained(stats)
+    short = dict(stats, records_sent="6")
+    assert "records_read 10 != records_sent 6" in accounting_problem(short)
+    assert not drained(short)
+    assert not drained(dict(stats, queue_bytes="12"))
+    assert parse_statistics("") == {} and accounting_problem({}) is None
+
+
+def test_plugin_counters_come_from_the_last_counters_line():
+    text = ("01/02/24 10:00:00 following /x from the beginning\n"
+            "01/02/24 10:01:00 counters: records_written 5, bytes_written 100\n"
+            "01/02/24 10:02:00 counters: bytes_written 300, records_dropped_pipe_full 1, "
+            "records_written 12, spill_bytes 0.5\n")
+    assert parse_plugin_counters(text) == {"bytes_written": 300, "records_dropped_pipe_full": 1,
+                                           "records_written": 12, "spill_bytes": 0.5}
+    assert parse_plugin_counters("01/02/24 10:00:00 counters: none yet\n") == {}
+
+
+def test_percentile_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.99) == 99.0
+    assert percentile([3.0], 0.99) == 3.0 and percentile([], 0.5) is None
+    assert percentile([2.0, 1.0], 0.5) == 1.0
+
+
+# -- the log watcher --------------------------------------------------------------------------
+
+def test_log_events():
+    assert log_event(b"101 1.0 Job Machine") == ("new", "1.0")
+    assert log_event(b"102 12.3") == ("destroy", "12.3")
+    assert log_event(b'103 1.0 GlobalJobId "s#1.0#5"') == ("job", "s#1.0#5")
+    for line in (b"101 01.-1 Job Machine", b"101 0.0 Job Machine", b"101 1.-2 ClusterPvt",
+                 b"102 01.-1", b'103 0.2 User "a@b"', b"103 1.0 JobStatus 2", b"105 ",
+                 b"106 ", b"107 2 CreationTimestamp 5", b"", b"103 1.0", b"\xff\xfe"):
+        assert log_event(line) is None, line
+
+
+def test_watcher_follows_a_simulated_log_through_rotations(tmp_path):
+    log = tmp_path / "job_queue.log"
+    ticks = iter(range(1, 1_000_000))
+    watcher = LogWatcher(str(log), clock=lambda: float(next(ticks)))
+    watcher.poll()                                   # no file yet: nothing, no error
+    assert watcher.queue_size() == 0
+    sim = ScheddSimulator(str(log), seed=4, jobs=40, flush_delay=0.0)
+    for step in range(400):
+        sim.step()
+        if step % 97 == 0:
+            sim.rotate()
+        if step % 13 == 0:
+            sim.flush()
+            watcher.poll()
+            assert watcher.queue_size() == len(sim.queue)
+    sim.finish()
+    watcher.poll()
+    assert sim.rotations >= 4
+    assert watcher.queue_size() == len(sim.queue)
+    seen = watcher.seen()
+    assert set(seen) == set(sim.truth())
+    assert len(set(seen.values())) > 1               # first seen at different polls
+    watcher.stop()
+
+
+# -- the recording monitor --------------------------------------------------------------------
+
+def _request(url, method, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_recording_monitor_keeps_applied_changes_only():
+    monitor = RecordingMonitor()
+    url = monitor.start()
+    try:
+        assert monitor.page_url == url[:-len("api/jobs/")]
+        assert _request(url, "POST", [{"id": "a", "condorid": "1.0"}]) == 201
+        assert _request(url, "POST", [{"id": "a"}]) == 400          # exists: not recorded
+        assert _request(url, "PUT", [{"id": "b", "x": 1}]) == 400   # unknown: not recorded
+        assert _request(url, "PUT", [{"id": "a", "x": 1}]) == 200
+        assert _request(url, "DELETE", [{"id": "a"}]) == 204
+        store = monitor.store
+        assert [(c.action, c.job) for c in store.changes] == [
+            ("create", {"id": "a", "condorid": "1.0"}), ("update", {"id": "a", "x": 1}),
+            ("remove", {"id": "a"})]
+        assert store.change_count() == 3 and len(store.changes_since(1)) == 2
+        assert list(store.created_at) == ["a"]
+        assert monitor.jobs()["a"] == {"id": "a", "condorid": "1.0", "x": 1, "removed": True}
+    finally:
+        monitor.stop()
+
+
+# -- configuration and processes --------------------------------------------------------------
+
+def test_chain_configuration(tmp_path):
+    knobs = chain_knobs(str(tmp_path), "http://127.0.0.1:1/api/jobs/", python="/opt/py 3/python")
+    assert os.path.basename(knobs["SCHEDD.PLUGINS"]) == "panda_plugin"
+    assert knobs["PANDAD"] == "'/opt/py 3/python' -m pandad"
+    assert all(os.path.isabs(knobs[name]) for name in (
+        "JOB_QUEUE_LOG", "PANDA_STATISTICS_LOG", "PANDA_PLUGIN_STATE_FILE", "PANDAD_LOG"))
+    assert config_text({"A": "1", "B.C": "x y"}) == "A = 1\nB.C = x y\n"
+    chain = Chain(str(tmp_path), "http://127.0.0.1:1/api/jobs/", {"PANDA_QUEUE_SIZE": "5"},
+                  env={"CONDOR_CONFIG": "/etc/elsewhere", "_CONDOR_LOG": "/x", "HOME": "/h"})
+    text = Path(chain.config).read_text()
+    assert "PANDA_QUEUE_SIZE = 5\n" in text and "PANDA_URL = http://127.0.0.1:1/api/jobs/\n" in text
+    assert chain.env["CONDOR_CONFIG"] == chain.config and "_CONDOR_LOG" not in chain.env
+    assert chain.env["HOME"] == "/h"
+    chain.write_config(PANDA_QUEUE_SIZE="6")
+    assert "PANDA_QUEUE_SIZE = 6\n" in Path(chain.config).read_text()
+    assert (tmp_path / "spool").is_dir() and not chain.plugin_caught_up()
+
+
+def test_kill_all_ends_every_process_carrying_the_chain_config(tmp_path):
+    chain = Chain(str(tmp_path), "http://127.0.0.1:1/api/jobs/", env=python_env())
+    # A grandchild in its own session, as pandad is: killing the group does not reach it.
+    orphan_maker = chain._start(["sh", "-c", "setsid sleep 300 & sleep 300"], "sleepers")
+    wait_until(lambda: len(chain.processes()) == 3, 10, message="three sleeping processes")
+    assert orphan_maker.pid in chain.processes()
+    killed = chain.kill_all()
+    assert orphan_maker.pid in killed and len(killed) >= 3
+    assert chain.processes() == []
+
+
+# -- the demo as a real process ---------------------------------------------------------------
+
+def _processes_with(marker: str):
+    entry = f"PANDAD_DEMO_TEST={marker}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if entry in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture
+def demo_env(tmp_path):
+    """Environment for a demo process: its own TMPDIR, and a marker its children inherit."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    marker = uuid.uuid4().hex
+    yield python_env({"TMPDIR": str(tmpdir), "PANDAD_DEMO_TEST": marker}), tmpdir, marker
+    for pid in _processes_with(marker):          # never leave a process, even on failure
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_demo_runs_matches_and_leaves_nothing_behind(demo_env):
+    env, tmpdir, marker = demo_env
+    demo = subprocess.run(python_command("pandad", "demo", "--seconds", "4", "--jobs", "30",
+                                         "--rate", "200"),
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=120, start_new_session=True)
+    out = demo.stdout
+    assert demo.returncode == 0, out + demo.stderr
+    assert "schedd queue" in out and "pandad read" in out          # status lines
+    assert "RESULT: OK" in out
+    assert "match exactly" in out and "records read" in out and "p99" in out
+    assert "http://127.0.0.1:" in out
+    assert _processes_with(marker) == []
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_demo_interrupted_cleans_up(demo_env):
+    env, tmpdir, marker = demo_env
+    demo = subprocess.Popen(python_command("pandad", "demo", "--seconds", "60"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        # Interrupt once the whole chain runs: the first status line.
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if "schedd queue" in line:
+                break
+        wait_until(lambda: len(_processes_with(marker)) >= 3, 20, message="the chain to start")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 130
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert _processes_with(marker) == []
+    assert list(tmpdir.iterdir()) == []
