@@ -84,10 +84,11 @@ def job_status(job: Dict[str, Any]) -> Optional[int]:
 class JobStore:
     """Jobs in SQLite, one connection guarded by a lock; one transaction per request.
 
-    Each job is stored as its JSON object, with JobStatus and removed copied into columns
-    so the counts are one query. The objects are also kept in memory (id → object, in
-    creation order), written through to SQLite, so that checking and merging a 512 KiB
-    bulk request does not read and decode a thousand rows first.
+    Each job is a row holding its JSON object, with JobStatus and removed copied into
+    columns so the counts are one query. The objects are also kept in memory (id → object,
+    in creation order, and id → row number), written through to SQLite: checking and merging
+    a 512 KiB bulk request then reads nothing back, and rows are found by row number, so
+    the table needs no index on the id (the memory map keeps ids unique).
     """
 
     def __init__(self, db: str = ":memory:") -> None:
@@ -98,11 +99,14 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY,"
-                         " id TEXT UNIQUE NOT NULL, data TEXT NOT NULL,"
+                         " id TEXT NOT NULL, data TEXT NOT NULL,"
                          " status INTEGER, removed INTEGER NOT NULL DEFAULT 0)")
-        self._jobs: Dict[str, Dict[str, Any]] = {
-            job_id: json.loads(data)
-            for job_id, data in self._db.execute("SELECT id, data FROM jobs ORDER BY seq")}
+        self._jobs: Dict[str, Dict[str, Any]] = {}
+        self._rows: Dict[str, int] = {}
+        for seq, job_id, data in self._db.execute("SELECT seq, id, data FROM jobs ORDER BY seq"):
+            self._jobs[job_id] = json.loads(data)
+            self._rows[job_id] = seq
+        self._next_row = max(self._rows.values(), default=0) + 1
 
     def close(self) -> None:
         with self._lock:
@@ -110,50 +114,55 @@ class JobStore:
 
     def create(self, jobs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Create every job, or none: raises BadBody naming the first id that exists."""
-        seen = set()
+        ids = [job["id"] for job in jobs]
+        if len(set(ids)) != len(ids):
+            twice = next(job_id for job_id in ids if ids.count(job_id) > 1)
+            raise BadBody(f"job {twice!r} appears twice in the array")
         for job in jobs:
-            if job["id"] in seen:
-                raise BadBody(f"job {job['id']!r} appears twice in the array")
-            seen.add(job["id"])
-        created = [dict(job) if "removed" in job else dict(job, removed=False) for job in jobs]
+            job.setdefault("removed", False)
         with self._lock:
-            known = self._jobs
-            for job in created:
-                if job["id"] in known:
-                    raise BadBody(f"job with this id already exists: {job['id']!r}")
-            self._write("INSERT INTO jobs (data, status, removed, id) VALUES (?, ?, ?, ?)",
-                        created)
-            known.update((job["id"], job) for job in created)
-        return created
+            existing = self._jobs.keys() & set(ids)
+            if existing:
+                first = next(job_id for job_id in ids if job_id in existing)
+                raise BadBody(f"job with this id already exists: {first!r}")
+            first_row = self._next_row
+            rows = range(first_row, first_row + len(jobs))
+            self._write("INSERT INTO jobs (data, status, removed, seq, id) VALUES (?,?,?,?,?)",
+                        jobs, rows, ids)
+            self._next_row += len(jobs)
+            self._rows.update(zip(ids, rows))
+            self._jobs.update(zip(ids, jobs))
+        return jobs
 
     def update(self, jobs: List[Dict[str, Any]], remove: bool = False,
                ignore_unknown: bool = False) -> List[Dict[str, Any]]:
         """Merge fields into existing jobs; an unknown id raises BadBody unless ignored."""
         with self._lock:
+            known = self._jobs
             if not ignore_unknown:
-                unknown = [job["id"] for job in jobs if job["id"] not in self._jobs]
+                unknown = [job["id"] for job in jobs if job["id"] not in known]
                 if unknown:
                     raise BadBody(f"could not find all objects to update:"
                                   f" {len(unknown)} unknown, first {unknown[0]!r}")
             changed: Dict[str, Dict[str, Any]] = {}
             for job in jobs:
-                stored = changed.get(job["id"]) or self._jobs.get(job["id"])
+                stored = changed.get(job["id"]) or known.get(job["id"])
                 if stored is not None:
                     job = merged(stored, job)
                     if remove:
                         job["removed"] = True
                     changed[job["id"]] = job
-            result = list(changed.values())
-            self._write("UPDATE jobs SET data = ?, status = ?, removed = ? WHERE id = ?",
-                        result)
-            self._jobs.update(changed)
-        return result
+            rows = [self._rows[job_id] for job_id in changed]
+            self._write("UPDATE jobs SET data = ?, status = ?, removed = ? WHERE seq = ?",
+                        list(changed.values()), rows)
+            known.update(changed)
+        return list(changed.values())
 
-    def _write(self, sql: str, jobs: List[Dict[str, Any]]) -> None:
-        """Run sql once per job with (data, status, removed, id), in one transaction."""
+    def _write(self, sql: str, jobs: List[Dict[str, Any]], *columns: Iterable[Any]) -> None:
+        """Run sql once per job with (data, status, removed, *columns), in one transaction."""
         encode = self._encoder.encode
-        rows = [(encode(job), job_status(job), bool(job.get("removed")), job["id"])
-                for job in jobs]
+        rows = zip([encode(job) for job in jobs], [job_status(job) for job in jobs],
+                   [bool(job.get("removed")) for job in jobs], *columns)
         self._db.execute("BEGIN")
         try:
             self._db.executemany(sql, rows)
