@@ -72,7 +72,10 @@ class _Deadline:
         if self.at is not None:
             self._timer = threading.Timer(timeout, self._expire)
             self._timer.daemon = True
-            self._timer.start()
+            try:
+                self._timer.start()
+            except RuntimeError:       # no thread to be had: the socket timeouts still bound it
+                self._timer = None
 
     def remaining(self) -> Optional[float]:
         """Seconds left (None: no deadline); raises socket.timeout once it has passed."""
@@ -209,6 +212,19 @@ class _DeadlineConnection(http.client.HTTPConnection):
             return
         refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
         raise (refused or errors or [OSError(f"no address for {self.host}")])[0]
+
+    # Each blocking step also gets what is left of the deadline as its socket timeout, so
+    # the request ends in time even if the watchdog could not run.
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self._deadline.remaining())
+        super().send(data)
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        if self.sock is not None:
+            self.sock.settimeout(self._deadline.remaining())
+        return super().getresponse()
 
 
 class _Handler(urllib.request.AbstractHTTPHandler):
