@@ -677,6 +677,10 @@ class HTCondorConfig:
             raise ConfigError(f"{name}: {error.message}", error.file, error.line) from None
         return value or None
 
+    def expand(self, text: str) -> str:
+        """``text`` with its macros expanded against this configuration."""
+        return self._ctx.expand(text)
+
     def location(self, name: str) -> Optional[Tuple[str, int]]:
         """(file, line) of the line that set ``name``; None for built-in defaults. An
         environment override is reported as ``("environment _CONDOR_NAME", 0)``."""

@@ -1,0 +1,417 @@
+"""Every knob, its default, its type; the immutable settings objects built from them.
+
+``KNOBS`` is the one table: the settings dataclasses are filled from it and
+docs/configuration.md documents it (tests/test_knobs.py checks that every knob there
+appears in the document with its default). A value that does not parse, or that breaks a
+rule, raises ``ConfigError`` naming the knob and the file and line that set it.
+
+Values are read as HTCondor reads them (``pandad.config``): pandad's with subsystem
+``PANDAD`` (so ``PANDAD.PANDA_URL`` wins over ``PANDA_URL``), the plug-in's with subsystem
+``SCHEDD``.
+"""
+
+import ast
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig, parse_bool
+
+__all__ = ["EXIT_CONFIG_ERROR", "KNOBS", "Knob", "PandadSettings", "PluginSettings",
+           "PLUGIN_FILE_NAMES", "load_pandad_settings", "load_plugin_settings",
+           "plugin_enabled", "markdown_table"]
+
+# The file names under which the schedd may name this plug-in in PLUGINS / PLUGIN_DIR:
+# this project's program and the C++ plug-in's shared object it replaces.
+PLUGIN_FILE_NAMES = ("panda_plugin", "panda-plugin.so")
+
+AUTO_QUEUE_MAX_SIZE = 16 * 1024 * 1024      # PANDA_QUEUE_MAX_SIZE = 0: max(this, 4 x size)
+
+
+class Knob(NamedTuple):
+    name: str                # the HTCondor configuration name
+    default: Optional[str]   # config text (macros allowed); None = unset
+    kind: str                # a key of _PARSERS
+    field: str               # the settings field it fills
+    program: str             # "pandad" or "plugin"
+    meaning: str             # one line, for docs/configuration.md
+
+
+KNOBS: Tuple[Knob, ...] = (
+    # pandad (subsystem PANDAD)
+    Knob("PANDA_URL", None, "url", "url", "pandad",
+         "The PanDA monitor's REST interface (http or https), e.g. "
+         "`https://bigpanda.cern.ch/condor/api/jobs/`. Required."),
+    Knob("PANDA_UPDATE_TIMEOUT", "0", "seconds", "update_timeout", "pandad",
+         "Seconds one HTTP request may take in all before it is given up and its commands "
+         "are lost (0 = wait forever)."),
+    Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
+         "Bytes of records pandad buffers before the grace window opens."),
+    Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
+         "Seconds the buffer keeps accepting records after it first exceeds "
+         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains."),
+    Knob("PANDA_QUEUE_MAX_SIZE", "0", "size0", "queue_max_size", "pandad",
+         "Hard ceiling in bytes, even inside the grace window. 0 = automatic: "
+         "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE."),
+    Knob("PANDA_FLUSH_INTERVAL", "1", "seconds", "flush_interval", "pandad",
+         "Least seconds between two send cycles (0 = send as soon as records arrive)."),
+    Knob("PANDA_MAX_REQUEST_BYTES", "524288", "size", "max_request_bytes", "pandad",
+         "Largest HTTP request body; bigger batches are split."),
+    Knob("PANDA_MAX_RECORD_BYTES", "524288", "size", "max_record_bytes", "pandad",
+         "Longest record pandad accepts from the plug-in; longer ones are counted bad."),
+    Knob("PANDA_SHUTDOWN_GRACE", "5", "seconds", "shutdown_grace", "pandad",
+         "Seconds pandad spends on its final flush at SIGTERM or end of input."),
+    Knob("PANDA_RETRY_LIMIT", "0", "count", "retry_limit", "pandad",
+         "Send cycles a failed command (connection error, timeout, 429, 5xx) is retried in; "
+         "0 = never (at most once)."),
+    Knob("PANDA_UPSERT", "true", "bool", "upsert", "pandad",
+         "Re-send a rejected ADD as UPDATE and a rejected UPDATE as ADD, once."),
+    Knob("PANDA_STATISTICS_LOG", "/tmp/pandaStatisticsLog", "path", "statistics_log",
+         "pandad", "File pandad appends its statistics to."),
+    Knob("PANDA_STATISTICS_INTERVAL", "60", "interval", "statistics_interval", "pandad",
+         "Seconds between two statistics entries (written only when something changed)."),
+    Knob("PANDA_CA_FILE", None, "path", "ca_file", "pandad",
+         "PEM file of CA certificates to verify the monitor with (default: the system's)."),
+    Knob("PANDA_CA_DIR", None, "path", "ca_dir", "pandad",
+         "Directory of hashed CA certificates (e.g. /etc/grid-security/certificates)."),
+    Knob("PANDA_CERT_FILE", None, "path", "cert_file", "pandad",
+         "Client certificate (PEM); needs PANDA_KEY_FILE."),
+    Knob("PANDA_KEY_FILE", None, "path", "key_file", "pandad",
+         "Private key of PANDA_CERT_FILE."),
+    Knob("PANDA_X509_PROXY", None, "path", "x509_proxy", "pandad",
+         "X.509 proxy file (certificate and key), re-read when it changes; not together "
+         "with PANDA_CERT_FILE."),
+    Knob("PANDA_TOKEN_FILE", None, "path", "token_file", "pandad",
+         "File holding a bearer token sent as `Authorization: Bearer`, re-read when it "
+         "changes."),
+    Knob("PANDA_VERIFY_SERVER", "true", "bool", "verify_server", "pandad",
+         "Verify the monitor's TLS certificate and host name. Turn off only for tests."),
+    Knob("PANDAD_LOG", None, "path", "log", "pandad",
+         "pandad's log file (unset, or under systemd: standard error)."),
+    Knob("MAX_PANDAD_LOG", "10485760", "size0", "max_log", "pandad",
+         "Bytes at which PANDAD_LOG is rotated to PANDAD_LOG.old (0 = never)."),
+    Knob("PANDAD_DEBUG", "", "text", "debug", "pandad",
+         "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
+    # the plug-in (subsystem SCHEDD)
+    Knob("JOB_QUEUE_LOG", "$(SPOOL)/job_queue.log", "path", "job_queue_log", "plugin",
+         "The schedd's job queue log the plug-in follows (HTCondor's own knob)."),
+    Knob("PANDAD", "$(LIBEXEC)/pandad", "argv", "pandad", "plugin",
+         "Command line of the daemon the plug-in forks (split as a shell would)."),
+    Knob("PANDA_JOB_ATTRIBUTES", "", "attributes", "job_attributes", "plugin",
+         "Job attributes to send, space or comma separated, case-insensitive; "
+         "empty = all."),
+    Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "interval", "poll_interval", "plugin",
+         "Seconds between two looks at JOB_QUEUE_LOG."),
+    Knob("PANDA_PLUGIN_STATE_FILE", "$(SPOOL)/panda_plugin.state", "path", "state_file",
+         "plugin", "Where the plug-in saves its position in JOB_QUEUE_LOG."),
+    Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size0", "spill_bytes", "plugin",
+         "Bytes of partly written records the plug-in keeps when the pipe is full; beyond "
+         "that whole records are dropped and counted."),
+    Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size0", "pipe_bytes", "plugin",
+         "Pipe size the plug-in asks the kernel for (Linux caps it at "
+         "/proc/sys/fs/pipe-max-size)."),
+    Knob("PANDA_PLUGIN_LOG", None, "path", "log", "plugin",
+         "The plug-in's log file (unset, or under systemd: standard error)."),
+    Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size0", "max_log", "plugin",
+         "Bytes at which PANDA_PLUGIN_LOG is rotated to PANDA_PLUGIN_LOG.old (0 = never)."),
+    Knob("PANDA_PLUGIN_DEBUG", "", "text", "debug", "plugin",
+         "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
+    Knob("SCHEDD_NAME", "$(FULL_HOSTNAME)", "daemon_name", "schedd_name", "plugin",
+         "The schedd's name (HTCondor's knob); the prefix of a GlobalJobId the log lacks. "
+         "A name without `@` gets `@$(FULL_HOSTNAME)` appended, as HTCondor does."),
+)
+
+
+@dataclass(frozen=True)
+class PandadSettings:
+    url: str
+    update_timeout: float = 0.0
+    queue_size: int = 131072
+    queue_grace: float = 3.0
+    queue_max_size: int = AUTO_QUEUE_MAX_SIZE
+    flush_interval: float = 1.0
+    max_request_bytes: int = 524288
+    max_record_bytes: int = 524288
+    shutdown_grace: float = 5.0
+    retry_limit: int = 0
+    upsert: bool = True
+    statistics_log: str = "/tmp/pandaStatisticsLog"
+    statistics_interval: float = 60.0
+    ca_file: Optional[str] = None
+    ca_dir: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    x509_proxy: Optional[str] = None
+    token_file: Optional[str] = None
+    verify_server: bool = True
+    log: Optional[str] = None
+    max_log: int = 10485760
+    debug: str = ""
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    job_queue_log: str
+    pandad: Tuple[str, ...]
+    poll_interval: float = 0.25
+    state_file: str = ""
+    job_attributes: Optional[FrozenSet[str]] = None
+    spill_bytes: int = 1048576
+    pipe_bytes: int = 1048576
+    enabled: bool = False
+    log: Optional[str] = None
+    max_log: int = 10485760
+    debug: str = ""
+    schedd_name: str = ""
+
+
+# --------------------------------------------------------------------------- parsers
+# Each takes the expanded text and returns the value or raises ValueError(reason).
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*")
+_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Add, ast.Sub,
+               ast.Mult, ast.Div, ast.Mod, ast.USub, ast.UAdd)
+
+
+def _number(text: str) -> Union[int, float]:
+    """An integer or real as HTCondor takes one: a literal or simple ClassAd arithmetic."""
+    stripped = text.strip()
+    try:
+        return int(stripped)
+    except ValueError:
+        pass
+    try:
+        tree = ast.parse(stripped, mode="eval")
+    except SyntaxError:
+        raise ValueError("is not a number") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ARITHMETIC) or (
+                isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
+                                                    not isinstance(node.value, (int, float)))):
+            raise ValueError("is not a number")
+    try:
+        value = _arith(tree.body)
+    except ZeroDivisionError:
+        raise ValueError("divides by zero") from None
+    return value
+
+
+def _arith(node: ast.AST) -> Union[int, float]:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp):
+        value = _arith(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    assert isinstance(node, ast.BinOp)
+    left, right = _arith(node.left), _arith(node.right)
+    if isinstance(node.op, ast.Add):
+        return left + right
+    if isinstance(node.op, ast.Sub):
+        return left - right
+    if isinstance(node.op, ast.Mult):
+        return left * right
+    if isinstance(left, int) and isinstance(right, int):
+        # ClassAd integer division and modulus truncate toward zero, as C does.
+        quotient = abs(left) // abs(right) * (1 if (left < 0) == (right < 0) else -1)
+        return quotient if isinstance(node.op, ast.Div) else left - quotient * right
+    return left / right if isinstance(node.op, ast.Div) else left % right
+
+
+def _integer(text: str) -> int:
+    value = _number(text)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("is not an integer")
+        value = int(value)
+    return value
+
+
+def _size(text: str, minimum: int) -> int:
+    match = _SIZE.fullmatch(text)
+    if match and match.group(2).lower() in _UNITS:
+        value = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    else:
+        value = _integer(text)
+    if value < minimum:
+        raise ValueError("must not be negative" if minimum == 0 else f"must be at least {minimum}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(_number(text))
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _interval(text: str) -> float:
+    value = float(_number(text))
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _bool(text: str) -> bool:
+    value = parse_bool(text)
+    if value is None:
+        raise ValueError("is not a boolean (true/false, yes/no, 1/0)")
+    return value
+
+
+def _url(text: str) -> str:
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    return url
+
+
+def _argv(text: str) -> Tuple[str, ...]:
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as error:
+        raise ValueError(f"cannot be split into a command line ({error})") from None
+    if not argv:
+        raise ValueError("is an empty command")
+    return argv
+
+
+def _attributes(text: str) -> Optional[FrozenSet[str]]:
+    names = frozenset(n.lower() for n in re.split(r"[\s,]+", text) if n)
+    return names or None
+
+
+_PARSERS: Dict[str, Callable[[str], object]] = {
+    "url": _url,
+    "seconds": _seconds,
+    "interval": _interval,
+    "size": lambda text: _size(text, 1),
+    "size0": lambda text: _size(text, 0),
+    "count": _count,
+    "bool": _bool,
+    "path": lambda text: text.strip(),
+    "text": lambda text: text.strip(),
+    "argv": _argv,
+    "attributes": _attributes,
+    "daemon_name": lambda text: text.strip(),
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+def _error(config: HTCondorConfig, knob: str, value: str, reason: str) -> ConfigError:
+    place = config.location(knob)
+    if place is None:
+        return ConfigError(f"{knob} = {value!r} (built-in default) {reason}")
+    return ConfigError(f"{knob} = {value!r} {reason}", place[0], place[1] or None)
+
+
+def _values(config: HTCondorConfig, program: str) -> Dict[str, object]:
+    values: Dict[str, object] = {}
+    for knob in KNOBS:
+        if knob.program != program:
+            continue
+        text = config.get(knob.name)
+        if text is None and knob.default:
+            text = config.expand(knob.default)
+        if text is None or (not text.strip() and knob.kind in ("path", "url")):
+            if knob.kind == "url":
+                raise ConfigError(f"{knob.name} is not set: pandad needs the PanDA "
+                                  "monitor's URL (e.g. PANDA_URL = https://host/api/jobs/)")
+            values[knob.field] = None if knob.kind in ("path", "attributes") else ""
+            continue
+        try:
+            values[knob.field] = _PARSERS[knob.kind](text)
+        except ValueError as error:
+            raise _error(config, knob.name, text, str(error)) from None
+    return values
+
+
+def load_pandad_settings(config: HTCondorConfig) -> PandadSettings:
+    """pandad's settings from ``config`` (loaded with subsystem PANDAD)."""
+    values = _values(config, "pandad")
+    size = values["queue_size"]
+    assert isinstance(size, int)
+    if values["queue_max_size"] == 0:
+        values["queue_max_size"] = max(AUTO_QUEUE_MAX_SIZE, 4 * size)
+    elif values["queue_max_size"] < size:  # type: ignore[operator]
+        raise _error(config, "PANDA_QUEUE_MAX_SIZE", str(values["queue_max_size"]),
+                     f"is below PANDA_QUEUE_SIZE ({size})")
+    if bool(values["cert_file"]) != bool(values["key_file"]):
+        given, missing = (("PANDA_CERT_FILE", "PANDA_KEY_FILE") if values["cert_file"]
+                          else ("PANDA_KEY_FILE", "PANDA_CERT_FILE"))
+        raise _error(config, given, str(values[given[6:].lower()]),
+                     f"is set but {missing} is not; set both or neither")
+    if values["x509_proxy"] and values["cert_file"]:
+        raise _error(config, "PANDA_X509_PROXY", str(values["x509_proxy"]),
+                     "and PANDA_CERT_FILE are both set; use one or the other")
+    for name in ("statistics_log",):
+        if not values[name]:
+            values[name] = "/tmp/pandaStatisticsLog"
+    return PandadSettings(**values)  # type: ignore[arg-type]
+
+
+def _daemon_name(name: str, full_hostname: str) -> str:
+    """HTCondor's build_valid_daemon_name: a bare name gets ``@FULL_HOSTNAME``."""
+    if "@" in name or not full_hostname or name.lower() == full_hostname.lower():
+        return name
+    return f"{name}@{full_hostname}"
+
+
+def plugin_enabled(config: HTCondorConfig) -> bool:
+    """Whether the schedd's configuration (subsystem SCHEDD) turns the PanDA plug-in on.
+
+    On iff an entry of PLUGINS (comma or space separated) has a basename in
+    PLUGIN_FILE_NAMES, or PLUGIN_DIR is set and is $(LIBEXEC) (where panda_plugin is
+    installed) or holds a file of one of those names.
+    """
+    plugins = config.get("PLUGINS") or ""
+    for entry in re.split(r"[\s,]+", plugins):
+        if entry and os.path.basename(entry.rstrip("/")) in PLUGIN_FILE_NAMES:
+            return True
+    plugin_dir = (config.get("PLUGIN_DIR") or "").strip()
+    if not plugin_dir:
+        return False
+    libexec = (config.get("LIBEXEC") or "").strip()
+    if libexec and (os.path.normpath(plugin_dir) == os.path.normpath(libexec)
+                    or os.path.realpath(plugin_dir) == os.path.realpath(libexec)):
+        return True
+    return any(os.path.isfile(os.path.join(plugin_dir, name)) for name in PLUGIN_FILE_NAMES)
+
+
+def load_plugin_settings(config: HTCondorConfig) -> PluginSettings:
+    """The plug-in's settings from ``config`` (loaded with subsystem SCHEDD)."""
+    values = _values(config, "plugin")
+    for name, knob in (("job_queue_log", "JOB_QUEUE_LOG"), ("state_file",
+                                                             "PANDA_PLUGIN_STATE_FILE")):
+        if not values[name]:
+            raise ConfigError(f"{knob} is empty")
+    values["schedd_name"] = _daemon_name(str(values["schedd_name"] or ""),
+                                         config.get("FULL_HOSTNAME") or "")
+    values["enabled"] = plugin_enabled(config)
+    return PluginSettings(**values)  # type: ignore[arg-type]
+
+
+def markdown_table(program: str) -> str:
+    """The knobs of ``program`` as a Markdown table (name, default, meaning)."""
+    lines: List[str] = ["| knob | default | meaning |", "|---|---|---|"]
+    for knob in KNOBS:
+        if knob.program == program:
+            default = "unset" if knob.default is None else (
+                f"`{knob.default}`" if knob.default else "empty")
+            lines.append(f"| `{knob.name}` | {default} | {knob.meaning} |")
+    return "\n".join(lines)
