@@ -759,7 +759,10 @@ def _run_chain(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher) -> 
             return 1
         print(status_line(time.monotonic() - start, watcher, chain.statistics(), monitor),
               flush=True)
-        chain.simulator.wait(max(0.0, 1.0 - (time.monotonic() - start) % 1.0))
+        try:
+            chain.simulator.wait(max(0.01, 1.0 - (time.monotonic() - start) % 1.0))
+        except subprocess.TimeoutExpired:
+            pass
     if chain.simulator.returncode != 0:
         print(f"pandad demo: the simulator failed (status {chain.simulator.returncode}):\n"
               f"{chain.output('simulator')}", file=sys.stderr)
