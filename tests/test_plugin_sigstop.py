@@ -27,8 +27,11 @@ from tests.support import python_command, python_env, wait_until
 CHANGES = 100_000
 JOBS = 1000
 SCHEDD = "sigstop-schedd.example.org"
-# A generous bound: this checks that nothing waits on pandad, it is not a benchmark.
-LONGEST_WRITE_LIMIT = 0.050
+# Generous bounds: this checks that nothing waits on pandad (a write that waited would take
+# until SIGCONT), it is not a benchmark. The longest single write also catches the odd
+# preemption of a loaded 2-core CI machine, so it gets more room than the 99.9th percentile.
+P999_WRITE_LIMIT = 0.050
+LONGEST_WRITE_LIMIT = 0.250
 
 COPY_CHILD = (
     "import os, sys\n"
@@ -116,14 +119,14 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
 
     pipe = PandadPipe(argv, spill_bytes=65536, pipe_bytes=65536, stats=stats, env=env)
     generated = 0
-    longest_write = 0.0
+    write_times = []
 
     def write(record: bytes) -> bool:
-        nonlocal generated, longest_write
+        nonlocal generated
         generated += 1
         started = time.perf_counter()
         accepted = pipe.write(record)
-        longest_write = max(longest_write, time.perf_counter() - started)
+        write_times.append(time.perf_counter() - started)
         return accepted
 
     def accounted() -> int:
@@ -160,14 +163,19 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
         finally:
             os.kill(pandad_pid, signal.SIGCONT)
 
+        write_times.sort()
+        longest_write = write_times[-1]
+        p999_write = write_times[int(len(write_times) * 0.999)]
         with capsys.disabled():
             print(f"\n[sigstop] {schedd.changes} changes, {generated} records in {elapsed:.2f} s "
                   f"with pandad stopped ({'real pandad' if real_pandad else 'stdin copier'}): "
-                  f"longest write {longest_write * 1000:.2f} ms, longest callback "
+                  f"write p99.9 {p999_write * 1000:.3f} ms, longest write {longest_write * 1000:.2f} ms, "
+                  f"longest callback "
                   f"{schedd.longest_callback * 1000:.2f} ms, written "
                   f"{int(snap.get('records_written', 0))}, dropped (pipe full) "
                   f"{int(snap.get('records_dropped_pipe_full', 0))}, in spill {stopped_spill}")
         assert schedd.changes == CHANGES
+        assert p999_write < P999_WRITE_LIMIT
         assert longest_write < LONGEST_WRITE_LIMIT
         assert snap.get("records_dropped_pipe_full", 0) > 0, "the pipe never filled"
         assert snap.get("records_dropped_pandad_down", 0) == 0
