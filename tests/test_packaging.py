@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -23,45 +23,11 @@ UNIT = PACKAGING / "condor-panda.service"
 MAN_PAGES = (REPO / "docs" / "man" / "pandad.8", REPO / "docs" / "man" / "panda_plugin.8")
 ADMIN_GUIDE = REPO / "docs" / "admin-guide.md"
 
-# Every knob the programs read, with the default 60-panda.conf must document. None: no value
-# is shown (required, or unset by default).
-KNOB_DEFAULTS: Dict[str, object] = {
-    "PANDA_URL": None,
-    "PANDAD": "$(LIBEXEC)/pandad",
-    "PANDA_UPDATE_TIMEOUT": "0",
-    "PANDA_QUEUE_SIZE": "131072",
-    "PANDA_QUEUE_GRACE": "3",
-    "PANDA_QUEUE_MAX_SIZE": "0",
-    "PANDA_STATISTICS_LOG": "$(LOG)/PandaStatistics",   # set, not the built-in /tmp default
-    "PANDA_JOB_ATTRIBUTES": "",
-    "PANDA_FLUSH_INTERVAL": "1",
-    "PANDA_MAX_REQUEST_BYTES": "524288",
-    "PANDA_MAX_RECORD_BYTES": "524288",
-    "PANDA_SHUTDOWN_GRACE": "5",
-    "PANDA_RETRY_LIMIT": "0",
-    "PANDA_UPSERT": "true",
-    "PANDA_STATISTICS_INTERVAL": "60",
-    "PANDA_CA_FILE": None,
-    "PANDA_CA_DIR": None,
-    "PANDA_CERT_FILE": None,
-    "PANDA_KEY_FILE": None,
-    "PANDA_X509_PROXY": None,
-    "PANDA_TOKEN_FILE": None,
-    "PANDA_VERIFY_SERVER": "true",
-    "PANDAD_LOG": "$(LOG)/PandadLog",
-    "MAX_PANDAD_LOG": "10485760",
-    "PANDAD_DEBUG": "",
-    "JOB_QUEUE_LOG": "$(SPOOL)/job_queue.log",
-    "PANDA_PLUGIN_POLL_INTERVAL": "0.25",
-    "PANDA_PLUGIN_STATE_FILE": "$(SPOOL)/panda_plugin.state",
-    "PANDA_PLUGIN_SPILL_BYTES": "1048576",
-    "PANDA_PLUGIN_PIPE_BYTES": "1048576",
-    "PANDA_PLUGIN_LOG": "$(LOG)/PandaPluginLog",
-    "MAX_PANDA_PLUGIN_LOG": "10485760",
-    "PANDA_PLUGIN_DEBUG": "",
-}
-# Set (uncommented) in 60-panda.conf: the logs go under $(LOG).
-ACTIVE = {"PANDA_STATISTICS_LOG", "PANDAD_LOG", "PANDA_PLUGIN_LOG"}
+# Set (uncommented) in 60-panda.conf, to these values: the logs go under $(LOG) instead of
+# stderr and /tmp. Every other knob of pandad.knobs.KNOBS is shown commented out, with its
+# built-in default.
+ACTIVE = {"PANDA_STATISTICS_LOG": "$(LOG)/PandaStatistics", "PANDAD_LOG": "$(LOG)/PandadLog",
+          "PANDA_PLUGIN_LOG": "$(LOG)/PandaPluginLog"}
 ENABLE_LINE = "SCHEDD.PLUGINS = $(SCHEDD.PLUGINS) $(LIBEXEC)/panda_plugin"
 MASTER_LINES = ("PANDA_PLUGIN = $(LIBEXEC)/panda_plugin", "DAEMON_LIST = $(DAEMON_LIST) PANDA_PLUGIN")
 
@@ -94,10 +60,17 @@ def write_host_config(tmp_path: Path, conf_text: str, extra: str = "") -> Path:
 
 
 def uncomment(text: str, lines) -> str:
+    """``text`` with each of ``lines`` (given without their leading ``#``) uncommented."""
     for line in lines:
-        assert "#" + line in text, line
-        text = text.replace("#" + line, line)
+        pattern = re.compile("^#" + re.escape(line.rstrip()) + r"\s*$", re.M)
+        assert pattern.search(text), line
+        text = pattern.sub(lambda _: line.rstrip(), text)
     return text
+
+
+def code_knobs():
+    """pandad.knobs.KNOBS: the one table of knobs, defaults and meanings."""
+    return runtime_module("pandad.knobs").KNOBS
 
 
 def runtime_module(name: str):
@@ -128,32 +101,25 @@ def test_spec_changelog_and_package_agree_on_the_version():
 def test_config_file_documents_every_knob_with_its_default():
     text = CONF.read_text()
     assignments = {name: (value, active) for name, value, active in conf_assignments(text)}
-    for knob, default in KNOB_DEFAULTS.items():
-        assert knob in assignments, f"{knob} is not in 60-panda.conf"
-        value, active = assignments[knob]
-        assert active == (knob in ACTIVE), f"{knob} should be {'set' if knob in ACTIVE else 'commented out'}"
-        if default is not None:
-            assert value == default, f"60-panda.conf shows {knob} = {value!r}, not {default!r}"
-    # Each knob line is preceded by a comment that says what it means.
+    for knob in code_knobs():
+        assert knob.name in assignments, f"{knob.name} is not in 60-panda.conf"
+        value, active = assignments[knob.name]
+        if knob.name in ACTIVE:
+            assert active and value == ACTIVE[knob.name], knob.name
+            continue
+        assert not active, f"{knob.name} should be commented out"
+        if knob.default is not None:
+            assert value == knob.default, \
+                f"60-panda.conf shows {knob.name} = {value!r}, the default is {knob.default!r}"
+    # Each knob line follows a comment that says what it means (or another knob line).
     lines = text.splitlines()
+    names = {knob.name for knob in code_knobs()}
     for index, line in enumerate(lines):
         match = re.match(r"^#?([A-Z_][A-Z0-9_.]*)\s*=", line)
-        if match and match.group(1) in KNOB_DEFAULTS:
+        if match and match.group(1) in names:
             above = lines[index - 1]
             assert above.startswith("# ") or re.match(r"^#?[A-Z_]+\s*=", above), \
                 f"{match.group(1)} has no comment explaining it"
-
-
-def test_config_file_names_every_knob_the_code_defines():
-    knobs = runtime_module("pandad.knobs")
-    table = getattr(knobs, "KNOBS", None)
-    if table is None:
-        pytest.skip("pandad.knobs has no KNOBS table to compare with")
-    names = {getattr(entry, "name", entry) for entry in (table.values() if isinstance(table, dict) else table)}
-    names = {name if isinstance(name, str) else name[0] for name in names}
-    conf = {name for name, _, _ in conf_assignments(CONF.read_text())}
-    missing = sorted(name for name in names if name not in conf)
-    assert not missing, f"knobs not in 60-panda.conf: {missing}"
 
 
 def test_config_file_holds_the_enabling_lines_commented_out():
@@ -191,8 +157,9 @@ def test_uncommenting_every_default_changes_no_setting(tmp_path):
     knobs = runtime_module("pandad.knobs")
     text = uncomment(CONF.read_text(), [ENABLE_LINE])
     site = "PANDA_URL = https://monitor.example.org/api/jobs/\n"
+    defaults = {knob.name: knob.default for knob in code_knobs()}
     shown = [f"{name} = {value}" for name, value, active in conf_assignments(text)
-             if not active and name in KNOB_DEFAULTS and KNOB_DEFAULTS[name] is not None]
+             if not active and defaults.get(name) is not None]
     (tmp_path / "as_shipped").mkdir()
     (tmp_path / "all_set").mkdir()
     plain = write_host_config(tmp_path / "as_shipped", text, site)
@@ -306,7 +273,7 @@ def test_man_page_renders_without_warnings(page):
 
 def test_man_pages_summarise_every_knob():
     text = "".join(page.read_text() for page in MAN_PAGES).replace("\\-", "-")
-    missing = [knob for knob in KNOB_DEFAULTS if knob not in text]
+    missing = [knob.name for knob in code_knobs() if knob.name not in text]
     assert not missing, f"knobs in neither man page: {missing}"
 
 
