@@ -27,6 +27,7 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -51,7 +52,15 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
 
+# A URL inside an error message (a ConfigError quotes the bad value, password and all).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
 log = logging.getLogger("pandad")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
 
 
 class DropEpisodes:
@@ -230,7 +239,8 @@ class Daemon:
             settings = load_settings()
             transport = Transport(settings)
         except (ConfigError, TransportError, OSError, ValueError) as error:
-            log.error("SIGHUP: configuration not applied, keeping the old one: %s", error)
+            log.error("SIGHUP: configuration not applied, keeping the old one: %s",
+                      redact_urls(str(error)))
             return
         old = self.settings
         if (settings.log, settings.max_log, settings.debug) != (old.log, old.max_log, old.debug):
@@ -345,12 +355,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = load_settings()
     except ConfigError as error:
         setup_logging("pandad", None, 0, "")
-        log.error("pandad: fatal configuration error: %s", error)
+        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
         return EXIT_CONFIG_ERROR
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
     try:
         daemon = Daemon(settings)
     except (TransportError, OSError, ValueError) as error:
-        log.error("pandad: fatal configuration error: %s", error)
+        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
         return EXIT_CONFIG_ERROR
     return daemon.run()

@@ -155,6 +155,7 @@ def test_unwritable_statistics_log_is_not_fatal(tmp_path):
     ({"PANDA_URL": "http://127.0.0.1:9/api/jobs/", "PANDA_QUEUE_SIZE": "lots"},
      "PANDA_QUEUE_SIZE"),
     ({"PANDA_URL": "ftp://monitor.example.org/jobs/"}, "ftp"),
+    ({"PANDA_URL": "ftp://user:s3cret@monitor.example.org/jobs/"}, "user:***@"),
 ])
 def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phrase):
     config = tmp_path / "condor_config"
@@ -166,6 +167,7 @@ def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phras
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert phrase in lines[0]
+    assert "s3cret" not in lines[0]
 
 
 def test_drops_are_logged_once_per_episode_with_counts(caplog):
