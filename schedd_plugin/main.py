@@ -15,6 +15,8 @@ the Event's lock at that moment.
   logged and the running one kept. JOB_QUEUE_LOG and the state file need a restart.
 * SIGTERM / SIGINT: a final poll, save the position, close the pipe (pandad sees EOF, flushes
   and exits), exit 0.
+* SIGQUIT (HTCondor's fast shutdown): exit 0 at once, without the final poll and without
+  waiting for pandad; the exit closes the pipe, so pandad still sees EOF and flushes on its own.
 * ``--once``: replay what the log holds now (from the saved position) and exit.
 * ``--dry-run``: write the records to stdout instead of forking pandad, whether or not the
   feature is enabled. It never writes the state file and, unless ``--resume`` is given, starts
@@ -183,6 +185,7 @@ class PluginProcess:
         self.state_file = args.state_file or settings.state_file
         self.saves_position = not args.dry_run
         self.stop_requested = False
+        self.quit_requested = False
         self.reload_requested = False
         self.saved: Optional[Position] = None
         self.save_failing = False
@@ -194,6 +197,9 @@ class PluginProcess:
     def _on_stop(self, signum: int, frame) -> None:
         self.stop_requested = True
 
+    def _on_quit(self, signum: int, frame) -> None:
+        self.stop_requested = self.quit_requested = True
+
     def _on_hup(self, signum: int, frame) -> None:
         self.reload_requested = True
 
@@ -201,6 +207,7 @@ class PluginProcess:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGQUIT, self._on_quit)
 
     # -------------------------------------------------------------- the run
 
@@ -241,13 +248,17 @@ class PluginProcess:
                 sd_notify("READY=1", self.environ)
                 self._loop(wakeup)
                 sd_notify("STOPPING=1", self.environ)
+                if self.quit_requested:
+                    log.info("SIGQUIT: exiting at once; pandad flushes on its own at EOF")
+                    return 0
                 log.info("stopping: final poll, then closing the pipe to pandad")
                 self._poll()
             self.plugin.shutdown()
             self._save_position()
         finally:
             self.follower.close()
-            self.sink.close(pandad_close_timeout(self.environ))
+            if not self.quit_requested:
+                self.sink.close(pandad_close_timeout(self.environ))
             if wakeup is not None:
                 wakeup.close()
             self._log_counters(force=True)

@@ -266,3 +266,26 @@ def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
             proc.kill()
             proc.wait()
         notify.close()
+
+
+def test_sigquit_exits_at_once_and_pandad_still_sees_eof(tmp_path):
+    log = tmp_path / "job_queue.log"
+    shutil.copyfile(FIXTURE_01, log)
+    config = plugin_config(tmp_path, log)
+    notify = NotifySocket()
+    proc = start_plugin(tmp_path, config, notify)
+    try:
+        assert notify.next() == "READY=1"
+        wait_until(lambda: load_position(str(tmp_path / "position")), timeout=20,
+                   message="the position to be saved")
+        wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
+        proc.send_signal(signal.SIGQUIT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+    # The plug-in's exit closed the pipe: its pandad gets EOF and finishes on its own.
+    wait_until((tmp_path / "received.eof").exists, timeout=20, message="pandad to see EOF")
+    assert load_position(str(tmp_path / "position")).offset == log.stat().st_size

@@ -169,8 +169,8 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
         with capsys.disabled():
             print(f"\n[sigstop] {schedd.changes} changes, {generated} records in {elapsed:.2f} s "
                   f"with pandad stopped ({'real pandad' if real_pandad else 'stdin copier'}): "
-                  f"write p99.9 {p999_write * 1000:.3f} ms, longest write {longest_write * 1000:.2f} ms, "
-                  f"longest callback "
+                  f"write p99.9 {p999_write * 1000:.3f} ms, longest write "
+                  f"{longest_write * 1000:.2f} ms, longest callback "
                   f"{schedd.longest_callback * 1000:.2f} ms, written "
                   f"{int(snap.get('records_written', 0))}, dropped (pipe full) "
                   f"{int(snap.get('records_dropped_pipe_full', 0))}, in spill {stopped_spill}")
