@@ -257,14 +257,16 @@ class RecordingJobStore(JobStore):
         self.created_at: Dict[str, float] = {}
 
     def create(self, jobs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        received = [dict(job) for job in jobs]        # the store may keep and change them
         result = super().create(jobs)
-        self._record("create", jobs)
+        self._record("create", received)
         return result
 
     def update(self, jobs: List[Dict[str, Any]], remove: bool = False,
                ignore_unknown: bool = False) -> List[Dict[str, Any]]:
+        received = [dict(job) for job in jobs]
         result = super().update(jobs, remove=remove, ignore_unknown=ignore_unknown)
-        self._record("remove" if remove else "update", jobs)
+        self._record("remove" if remove else "update", received)
         return result
 
     def _record(self, action: str, jobs: List[Dict[str, Any]]) -> None:
@@ -719,8 +721,8 @@ def summary(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher,
     lines = ["", "pandad demo: summary"]
     if sim:
         lines.append(f"  simulated schedd: {sim[0]} jobs submitted, {sim[1]} changes written, "
-                     f"{sim[2]} log rotations; {held} jobs were held, {rm} removed with "
-                     f"condor_rm, {left} left the queue")
+                     f"{sim[2]} log rotations; jobs held: {held}, removed with condor_rm: "
+                     f"{rm}, left the queue: {left}")
     lines.append(f"  monitor: {comparison.monitor_jobs} jobs; simulator's truth: "
                  f"{comparison.truth_jobs} jobs; {comparison.matching} match exactly")
     problem = accounting_problem(stats)

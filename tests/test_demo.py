@@ -219,7 +219,7 @@ def test_kill_all_ends_every_process_carrying_the_chain_config(tmp_path):
     wait_until(lambda: len(chain.processes()) == 3, 10, message="three sleeping processes")
     assert orphan_maker.pid in chain.processes()
     killed = chain.kill_all()
-    assert orphan_maker.pid in killed and len(killed) >= 3
+    assert orphan_maker.pid in killed and len(killed) == 2   # the group leader, the orphan
     assert chain.processes() == []
 
 
@@ -277,7 +277,8 @@ def test_demo_interrupted_cleans_up(demo_env):
         for line in demo.stdout:
             if "schedd queue" in line:
                 break
-        wait_until(lambda: len(_processes_with(marker)) >= 3, 20, message="the chain to start")
+        # demo, simulator, plug-in, pandad
+        wait_until(lambda: len(_processes_with(marker)) >= 4, 20, message="the chain to start")
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 130
     finally:
