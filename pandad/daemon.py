@@ -31,7 +31,7 @@ import re
 import signal
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from pandad.buffer import RecordBuffer
 from pandad.config import ConfigError, HTCondorConfig
@@ -180,7 +180,7 @@ class Daemon:
         except OSError:
             pass    # the pipe is full: the main thread has wakeups to read already
 
-    def _guarded(self, target):
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
         """A thread body that turns an unexpected exception into a logged, clean exit."""
         def body() -> None:
             try:
