@@ -11,8 +11,8 @@ without an Event's hazard: a Python signal handler runs in the main thread, whic
 the Event's lock at that moment.
 
 * SIGHUP re-reads the configuration: poll interval, PANDA_JOB_ATTRIBUTES, the PANDAD command
-  (used at pandad's next restart), spill size and the log settings. A bad configuration is
-  logged and the running one kept. JOB_QUEUE_LOG and the state file need a restart.
+  (used at pandad's next restart), spill size and the log settings, and is passed on to pandad,
+  which re-reads its own knobs. A bad configuration is logged and the running one kept. JOB_QUEUE_LOG and the state file need a restart.
 * SIGTERM / SIGINT: a final poll, save the position, close the pipe (pandad sees EOF, flushes
   and exits), exit 0.
 * SIGQUIT (HTCondor's fast shutdown): exit 0 at once, without the final poll and without
@@ -339,6 +339,9 @@ class PluginProcess:
             self.sink.argv = tuple(new.pandad)
             self.sink.spill_bytes = new.spill_bytes
             self.sink.pipe_bytes = new.pipe_bytes
+            # condor_reconfig and `systemctl reload` reach only this process; pandad's knobs
+            # (URL, queue, TLS) change with the same reload.
+            self.sink.reload()
         if not self.args.log and new.job_queue_log != old.job_queue_log:
             log.warning("SIGHUP: JOB_QUEUE_LOG changed to %s; restart panda_plugin to follow it",
                         new.job_queue_log)
@@ -375,5 +378,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
                  "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")
+        # Under systemd Type=notify, exiting before READY=1 would count as a failed start.
+        sd_notify("READY=1")
+        sd_notify("STOPPING=1")
         return 0
     return PluginProcess(args, settings).run()

@@ -12,8 +12,9 @@ non-blocking and every write is one attempt:
   pipe cannot be taken back; so the spill holds at most max(spill_bytes, one record).
 * While pandad is not running, records are dropped (``records_dropped_pandad_down``). When it
   exits, the spill buffer goes with it (its tail would be a torn record to the next pandad).
-* Each episode of drops is one log line with its counts, written when the episode ends (the pipe
-  drains, pandad is restarted, or the pipe is closed), never one line per record.
+* Each episode of drops gets a log line when it starts (so an admin sees it at once) and one
+  with its counts when it ends (the pipe drains, pandad is restarted, or the pipe is closed),
+  never one line per record.
 
 pandad's exit is noticed by polling its return code on every ``write()``/``pump()`` (no SIGCHLD
 handler). It is restarted with exponential backoff (``min_backoff`` doubling to ``max_backoff``),
@@ -103,6 +104,11 @@ class PandadPipe:
     @property
     def spill_records(self) -> int:
         return len(self._spill)
+
+    def reload(self) -> None:
+        """Pass a reconfiguration on: pandad re-reads its own knobs at SIGHUP."""
+        if self._proc is not None and self._fd is not None:
+            self._signal(self._proc, signal.SIGHUP)
 
     def write(self, record: bytes) -> bool:
         """Offer one whole record; True if it is in the pipe or queued whole in the spill buffer."""
@@ -255,6 +261,7 @@ class PandadPipe:
     def _drop_full(self, records: int, nbytes: int) -> None:
         self.stats.add("records_dropped_pipe_full", records)
         if self._full_episode is None:
+            log.warning("pipe to pandad is full: dropping records until it drains")
             self._full_episode = [0, 0, self._clock()]
         self._full_episode[0] += records
         self._full_episode[1] += nbytes
@@ -269,6 +276,7 @@ class PandadPipe:
     def _drop_down(self, records: int, nbytes: int) -> None:
         self.stats.add("records_dropped_pandad_down", records)
         if self._down_episode is None:
+            log.warning("pandad is not running: dropping records until it is restarted")
             self._down_episode = [0, 0, self._clock()]
         self._down_episode[0] += records
         self._down_episode[1] += nbytes

@@ -126,7 +126,7 @@ def test_spill_buffer_is_finished_first(tmp_path, stats):
     assert open(out, "rb").read() == big + small
 
 
-def test_exact_drop_counts_and_one_log_line_per_episode(tmp_path, stats, caplog):
+def test_exact_drop_counts_and_two_log_lines_per_episode(tmp_path, stats, caplog):
     pipe, out = copy_pipe(tmp_path, stats, spill_bytes=1000, pipe_bytes=4096)
     os.kill(pipe.pid, signal.SIGSTOP)
     results = []
@@ -142,9 +142,11 @@ def test_exact_drop_counts_and_one_log_line_per_episode(tmp_path, stats, caplog)
     c = counters(stats)
     assert c["records_dropped_pipe_full"] == results.count(False) > 0
     assert c["records_written"] == results.count(True)
+    # One line as the episode starts, one with its counts as it ends; none per record.
     episode_lines = [r.getMessage() for r in caplog.records if "full" in r.getMessage()]
-    assert len(episode_lines) == 1
-    assert f"dropped {results.count(False)} records" in episode_lines[0]
+    assert len(episode_lines) == 2, episode_lines
+    assert "dropping records" in episode_lines[0]
+    assert f"dropped {results.count(False)} records" in episode_lines[1]
     assert pipe.close(timeout=10) == 0
     assert open(out, "rb").read().count(b"\n") == results.count(True)
 
@@ -160,8 +162,9 @@ def test_pandad_that_cannot_start_drops_and_counts(tmp_path, stats, caplog):
     c = counters(stats)
     assert c["records_dropped_pandad_down"] == 250
     assert c["records_written"] == 0
-    drop_lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-    assert drop_lines == [drop_lines[0]] and "dropped 250 records" in drop_lines[0]
+    drop_lines = [r.getMessage() for r in caplog.records if "dropp" in r.getMessage()]
+    assert len(drop_lines) == 2, drop_lines
+    assert "dropping records" in drop_lines[0] and "dropped 250 records" in drop_lines[1]
 
 
 def test_restart_with_backoff(tmp_path, stats, caplog):

@@ -25,10 +25,12 @@ from tests.support import FIXTURES, python_command, python_env, wait_until
 FIXTURE_01 = FIXTURES / "01_real_first_log_spooled_submit.log"
 JOB_01 = "test_schedd_96043@f4hp7ql65f-2.local#1.0#1763853169"
 
-# Stands in for pandad: notes its pid, copies stdin to a file, notes EOF, exits 0.
+# Stands in for pandad: notes its pid, copies stdin to a file, notes each SIGHUP and EOF,
+# exits 0.
 FAKE_PANDAD = """\
-import os, sys
+import os, signal, sys
 out = sys.argv[1]
+signal.signal(signal.SIGHUP, lambda *_: open(out + ".hup", "a").write("HUP\\n"))
 open(out + ".pid", "w").write(str(os.getpid()))
 fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 while True:
@@ -121,7 +123,13 @@ def test_once_sends_to_pandad_saves_position_then_resumes(tmp_path):
 
 def test_not_enabled_exits_0_with_one_log_line(tmp_path):
     config = write_config(tmp_path, f"JOB_QUEUE_LOG = {FIXTURE_01}\n")
-    result = run_plugin([], config)
+    notify = NotifySocket()
+    try:
+        result = run_plugin([], config, extra_env={"NOTIFY_SOCKET": notify.name})
+        # Under systemd Type=notify this is a clean start and stop, not a failed start.
+        assert [notify.next(), notify.next()] == ["READY=1", "STOPPING=1"]
+    finally:
+        notify.close()
     assert result.returncode == 0
     assert result.stdout == b""
     lines = log_lines(result.stderr)
@@ -247,11 +255,17 @@ def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
         stderr = (tmp_path / "plugin.stderr").read_text()
         assert "keeping the running configuration" in stderr
 
-        # A good configuration is applied: only JobStatus is sent from now on.
+        # A good configuration is applied: only JobStatus is sent from now on. (pandad's
+        # stand-in writes its pid once its SIGHUP handler is in place.)
+        wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
         Path(config).write_text(good + "PANDA_JOB_ATTRIBUTES = JobStatus\n")
         proc.send_signal(signal.SIGHUP)
         assert notify.next() == "RELOADING=1"
         assert notify.next() == "READY=1"
+        # The reload reaches pandad too, once per good reload.
+        hups = tmp_path / "received.hup"
+        wait_until(lambda: hups.exists() and hups.read_text() == "HUP\n", timeout=20,
+                   message="pandad to get the SIGHUP")
         wait_until(lambda: (tmp_path / "received").exists()
                    and (tmp_path / "received").read_bytes().count(b"\n") == 1, timeout=20)
         with open(log, "ab") as f:
