@@ -27,6 +27,11 @@ from tests.support.pandad_process import assert_accounted
 from tests.support.system import System, losses
 
 RATE = 300.0
+# After SIGCONT the simulator catches up on the changes it owes for the pause in one burst.
+# Rotations are far enough apart that a burst never holds two: a follower that sees two
+# rotations between two polls cannot know the final attributes of jobs that came and went
+# within the skipped file (see the report), and that is not what these tests are about.
+ROTATE_EVERY = 6.0
 
 
 def _records_sent_over(system: System, n: int):
@@ -78,9 +83,9 @@ def _stays(predicate, seconds: float, message: str) -> None:
 def test_sigterm_restart_resends_nothing_and_misses_nothing(tmp_path):
     with System(tmp_path) as system:
         system.start_plugin()
-        sim = system.start_simulator(seed=5, jobs=100_000, rate=RATE, duration=14,
-                                     rotate_every=3)
-        wait_until(_records_sent_over(system, 1500), 30, interval=0.1,
+        sim = system.start_simulator(seed=5, jobs=100_000, rate=RATE, duration=16,
+                                     rotate_every=ROTATE_EVERY)
+        wait_until(_records_sent_over(system, 150), 30, interval=0.1,
                    message="the feed to be flowing")
 
         os.kill(sim.pid, signal.SIGSTOP)
@@ -126,9 +131,9 @@ def test_sigterm_restart_resends_nothing_and_misses_nothing(tmp_path):
 def test_sigkill_restart_resends_at_most_the_last_poll_and_still_ends_right(tmp_path, capsys):
     with System(tmp_path) as system:
         system.start_plugin()
-        sim = system.start_simulator(seed=6, jobs=100_000, rate=RATE, duration=14,
-                                     rotate_every=3)
-        wait_until(_records_sent_over(system, 1500), 30, interval=0.1,
+        sim = system.start_simulator(seed=6, jobs=100_000, rate=RATE, duration=16,
+                                     rotate_every=ROTATE_EVERY)
+        wait_until(_records_sent_over(system, 150), 30, interval=0.1,
                    message="the feed to be flowing")
         pandads = system.chain.pandad_processes()
         assert len(pandads) == 1
