@@ -23,12 +23,13 @@ BODY = b'[{"id": "schedd#1.0#1700000000", "JobStatus": 2}]'
 
 def settings_for(tmp_path: Path, url: str, **changes):
     """PandadSettings from a real config file, with ``changes`` applied."""
+    # The URL goes in afterwards: knobs would (rightly) refuse the broken ones tested here.
     config = tmp_path / "condor_config"
-    config.write_text(f"PANDA_URL = {url}\nPANDA_STATISTICS_LOG = {tmp_path}/stats\n"
-                      "PANDA_UPDATE_TIMEOUT = 5\n")
+    config.write_text(f"PANDA_URL = http://127.0.0.1:9/api/jobs/\n"
+                      f"PANDA_STATISTICS_LOG = {tmp_path}/stats\nPANDA_UPDATE_TIMEOUT = 5\n")
     settings = load_pandad_settings(HTCondorConfig.load("PANDAD",
                                                         {"CONDOR_CONFIG": str(config)}))
-    return dataclasses.replace(settings, **changes)
+    return dataclasses.replace(settings, url=url, **changes)
 
 
 def transport(tmp_path: Path, url: str, **changes) -> Transport:
