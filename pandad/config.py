@@ -287,9 +287,11 @@ class _Context:
         if macro.kind == _NORMAL:
             value = self.lookup(name)
         elif macro.kind == _ENV:
+            # Unlike $(NAME:default), a variable that is set but empty stays empty.
             value = self.environ.get(name)
-            if value is None and default is None:
-                value = "UNDEFINED"
+            if value is None:
+                return "UNDEFINED" if default is None else default
+            return value
         else:
             raise ConfigError(f"the macro function {macro.kind}() is not supported by pandad "
                               f"(in '{text[macro.dollar:macro.right]}')")
@@ -842,9 +844,21 @@ class _Loader:
 # --------------------------------------------------------------------------- the tool
 
 def config_val_main(names: List[str], subsystem: str) -> int:
-    """``pandad --config-val NAME...``: print each knob's expanded value, one a line."""
+    """``pandad --config-val [-subsystem NAME] NAME...``: print each knob's expanded value,
+    one a line, as ``condor_config_val`` does (``-subsystem SCHEDD`` shows what the plug-in
+    reads)."""
+    names = list(names)
+    while names and names[0].lstrip("-") in ("subsystem",) or (
+            names and names[0].startswith("--subsystem=")):
+        option = names.pop(0)
+        if "=" in option:
+            subsystem = option.split("=", 1)[1]
+        elif names:
+            subsystem = names.pop(0)
+        else:
+            names = []
     if not names:
-        print("usage: pandad --config-val NAME...", file=sys.stderr)
+        print("usage: pandad --config-val [-subsystem NAME] NAME...", file=sys.stderr)
         return 2
     try:
         config = HTCondorConfig.load(subsystem)
