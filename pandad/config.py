@@ -305,17 +305,13 @@ class _Context:
         for _ in range(MAX_EXPANSIONS):
             macro = _next_macro(text, pos, _is_dollar)
             if macro is None:
-                break
+                return self._dollars(text)
             text = text[:macro.dollar] + self.evaluate(macro, text) + text[macro.right:]
             pos = macro.dollar
             if len(text) > MAX_EXPANDED_CHARS:
                 break
-        else:
-            macro = None
-        if macro is not None or len(text) > MAX_EXPANDED_CHARS:
-            raise ConfigError("macro expansion does not end (a $(NAME) refers to itself "
-                              "through other macros)")
-        return self._dollars(text)
+        raise ConfigError("macro expansion does not end (a $(NAME) refers to itself "
+                          "through other macros)")
 
     @staticmethod
     def _dollars(text: str) -> str:
@@ -688,13 +684,6 @@ class HTCondorConfig:
         environment override is reported as ``("environment _CONDOR_NAME", 0)``."""
         entry = self._ctx.lookup_entry(name)
         return (entry.file, entry.line) if entry is not None else None
-
-    def where(self, name: str) -> str:
-        """``FILE:LINE`` (or a description) of where ``name`` was set, for messages."""
-        place = self.location(name)
-        if place is None:
-            return "built-in default"
-        return f"{place[0]}:{place[1]}" if place[1] else place[0]
 
 
 class _Loader:
