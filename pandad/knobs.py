@@ -38,6 +38,7 @@ class Knob(NamedTuple):
     field: str               # the settings field it fills
     program: str             # "pandad" or "plugin"
     meaning: str             # one line, for docs/configuration.md
+    sighup: str = "yes"      # whether a SIGHUP applies it while running
 
 
 KNOBS: Tuple[Knob, ...] = (
@@ -97,16 +98,18 @@ KNOBS: Tuple[Knob, ...] = (
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     # the plug-in (subsystem SCHEDD)
     Knob("JOB_QUEUE_LOG", "$(SPOOL)/job_queue.log", "path", "job_queue_log", "plugin",
-         "The schedd's job queue log the plug-in follows (HTCondor's own knob)."),
+         "The schedd's job queue log the plug-in follows (HTCondor's own knob).",
+         "restart"),
     Knob("PANDAD", "$(LIBEXEC)/pandad", "argv", "pandad", "plugin",
-         "Command line of the daemon the plug-in forks (split as a shell would)."),
+         "Command line of the daemon the plug-in forks (split as a shell would).",
+         "at pandad's next start"),
     Knob("PANDA_JOB_ATTRIBUTES", "", "attributes", "job_attributes", "plugin",
          "Job attributes to send, space or comma separated, case-insensitive; "
          "empty = all."),
     Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "interval", "poll_interval", "plugin",
          "Seconds between two looks at JOB_QUEUE_LOG."),
     Knob("PANDA_PLUGIN_STATE_FILE", "$(SPOOL)/panda_plugin.state", "path", "state_file",
-         "plugin", "Where the plug-in saves its position in JOB_QUEUE_LOG."),
+         "plugin", "Where the plug-in saves its position in JOB_QUEUE_LOG.", "restart"),
     Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size0", "spill_bytes", "plugin",
          "Bytes of partly written records the plug-in keeps when the pipe is full; beyond "
          "that whole records are dropped and counted."),
@@ -121,7 +124,8 @@ KNOBS: Tuple[Knob, ...] = (
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     Knob("SCHEDD_NAME", "$(FULL_HOSTNAME)", "daemon_name", "schedd_name", "plugin",
          "The schedd's name (HTCondor's knob); the prefix of a GlobalJobId the log lacks. "
-         "A name without `@` gets `@$(FULL_HOSTNAME)` appended, as HTCondor does."),
+         "A name without `@` gets `@$(FULL_HOSTNAME)` appended, as HTCondor does.",
+         "restart"),
 )
 
 
@@ -313,7 +317,13 @@ _PARSERS: Dict[str, Callable[[str], object]] = {
 
 # --------------------------------------------------------------------------- loading
 
+def _redact(text: str) -> str:
+    """``text`` with any URL password replaced by ``***`` (credentials never reach logs)."""
+    return re.sub(r"(//[^/@:\s]*):[^/@\s]*@", r"\1:***@", text)
+
+
 def _error(config: HTCondorConfig, knob: str, value: str, reason: str) -> ConfigError:
+    value = _redact(value)
     place = config.location(knob)
     if place is None:
         return ConfigError(f"{knob} = {value!r} (built-in default) {reason}")
@@ -407,11 +417,13 @@ def load_plugin_settings(config: HTCondorConfig) -> PluginSettings:
 
 
 def markdown_table(program: str) -> str:
-    """The knobs of ``program`` as a Markdown table (name, default, meaning)."""
-    lines: List[str] = ["| knob | default | meaning |", "|---|---|---|"]
+    """The knobs of ``program`` as the Markdown table docs/configuration.md holds."""
+    lines: List[str] = ["| knob | default | SIGHUP | meaning |", "|---|---|---|---|"]
     for knob in KNOBS:
         if knob.program == program:
-            default = "unset" if knob.default is None else (
-                f"`{knob.default}`" if knob.default else "empty")
-            lines.append(f"| `{knob.name}` | {default} | {knob.meaning} |")
+            if knob.default is None:
+                default = "none (required)" if knob.kind == "url" else "unset"
+            else:
+                default = f"`{knob.default}`" if knob.default else "empty"
+            lines.append(f"| `{knob.name}` | {default} | {knob.sighup} | {knob.meaning} |")
     return "\n".join(lines)
