@@ -110,11 +110,13 @@ def _first_line_id(fd: int) -> Optional[Tuple[int, int]]:
 
 
 def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
-             chunk_size: int = CHUNK_BYTES) -> LoadResult:
+             chunk_size: int = CHUNK_BYTES, snapshot_only: bool = False) -> LoadResult:
     """Apply the log in ``fd`` (from offset 0, up to ``limit``) to ``mirror``, silently.
 
     Transactions are applied at their ``106``; an unterminated one at the end is left out
     (``committed`` stops before its ``105``); corrupt lines are skipped and reported.
+    With ``snapshot_only``, loading stops at the first ``105``: what a rotation wrote (the
+    snapshot and the bare records re-logged after it), not what was appended since.
     """
     new_classad, destroy = mirror.new_classad, mirror.destroy_classad
     set_attribute, delete = mirror.set_attribute, mirror.delete_attribute
@@ -135,8 +137,8 @@ def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
 
     for start, lines in _complete_lines(fd, 0, chunk_size, limit):
         pos = start
-        count += len(lines)
         for line in lines:
+            count += 1
             end = pos + len(line) + 1
             try:
                 op = parse_line(line)
@@ -158,6 +160,8 @@ def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
                 apply(op)
                 committed = end
             elif code == BEGIN_TRANSACTION:
+                if snapshot_only:
+                    return LoadResult(committed, seq, birth, count, tuple(corrupt))
                 txn = []
             else:
                 if code == HISTORICAL_SEQUENCE and pos == 0:
@@ -416,28 +420,73 @@ class Follower:
         old_fd = self._fd
         assert old_fd is not None
         if drain:
-            # The schedd closed the old file before the rename: what is in it is final, and
-            # its complete transactions are replayed so a short-lived job is not missed.
-            self._draining = True
-            try:
-                self._read()
-            finally:
-                self._draining = False
+            self._drain()
+        self._drop_open_transaction()
+        fd = self._open() if drain else old_fd
+        if fd is None:
+            return
+        if drain:
+            old_seq = self._first[0] if self._first else 0
+            new_seq = (_first_line_id(fd) or (0, 0))[0]
+            if old_seq and new_seq > old_seq + 1:
+                self._catch_up(old_seq + 1, new_seq)
+            if self._fd is not None:
+                os.close(self._fd)
+        self._enter(fd, reason, snapshot_only=drain)
+
+    def _enter(self, fd: int, reason: str, snapshot_only: bool) -> None:
+        """Make ``fd`` the current file: diff its state in, then read what follows."""
+        self._use_file(fd, os.fstat(fd), _first_line_id(fd))
+        self._count("log_rotations")
+        # For a new file, only its snapshot part is diffed; the transactions appended to it
+        # since are replayed live, so a job that came and went after the rename is not
+        # missed.  A file rewritten in place (never done by the schedd) is diffed whole.
+        changes = self._reload(snapshot_only=snapshot_only)
+        log.info("%s rotated (%s; sequence %d): %d differences replayed",
+                 self.path, reason, (self._first or (0, 0))[0], changes)
+        self._read()
+
+    def _drain(self) -> None:
+        # The schedd closed the old file before the rename: what is in it is final, and its
+        # complete transactions are replayed so a short-lived job is not missed.
+        self._draining = True
+        try:
+            self._read()
+        finally:
+            self._draining = False
+
+    def _drop_open_transaction(self) -> None:
         if self._txn:
             log.info("%s rotated with an unterminated transaction of %d ops; dropped, as "
                      "the schedd drops it", self.path, len(self._txn))
         self._txn = None
-        fd = self._open() if drain else old_fd
-        if fd is None:
-            return
-        if fd != old_fd:
-            os.close(old_fd)
-        st = os.fstat(fd)
-        self._use_file(fd, st, _first_line_id(fd))
-        self._count("log_rotations")
-        changes = self._reload()
-        log.info("%s rotated (%s; sequence %d): %d differences replayed",
-                 self.path, reason, (self._first or (0, 0))[0], changes)
+
+    def _catch_up(self, first: int, last: int) -> None:
+        """Several rotations since the last poll: replay the files in between.
+
+        The schedd keeps the file it rotates away as ``job_queue.log.<its sequence>``
+        (MAX_JOB_QUEUE_LOG_ROTATIONS, default 1), so the one just before the current file is
+        normally there; one that is not is logged and counted (its short-lived jobs can be
+        missed; the state is still right after the diff).
+        """
+        for seq in range(first, last):
+            try:
+                fd = os.open(f"{self.path}.{seq}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                fd = -1
+            if fd >= 0 and (_first_line_id(fd) or (0, 0))[0] != seq:
+                os.close(fd)
+                fd = -1
+            if fd < 0:
+                self._count("log_rotations_missed")
+                log.warning("%s: sequence %d was rotated away before it could be read; jobs "
+                            "that came and went in it may be missed", self.path, seq)
+                continue
+            if self._fd is not None:
+                os.close(self._fd)
+            self._enter(fd, f"intermediate file {self.path}.{seq}", snapshot_only=True)
+            self._drain()
+            self._drop_open_transaction()
 
     def _resync(self) -> None:
         self._txn = None
@@ -445,11 +494,13 @@ class Follower:
         changes = self._reload()
         log.info("%s resynced: %d differences replayed", self.path, changes)
 
-    def _reload(self) -> int:
-        """Load the whole current file and replay its differences to the mirror."""
+    def _reload(self, snapshot_only: bool = False) -> int:
+        """Load the current file and replay its differences to the mirror; reading goes on
+        from the end of what was loaded (see :func:`load_log`)."""
         assert self._fd is not None
         fresh = Mirror()
-        result = load_log(self._fd, fresh, chunk_size=self.chunk_size)
+        result = load_log(self._fd, fresh, chunk_size=self.chunk_size,
+                          snapshot_only=snapshot_only)
         self._count("log_lines_read", result.lines)
         self._note_corrupt(result.corrupt)
         if result.seq or result.birth:

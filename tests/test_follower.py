@@ -25,6 +25,11 @@ def submit(cluster: int, procs: int = 1) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def state(cluster: int) -> bytes:
+    """Job ``cluster``.0 as a rotation's snapshot writes it: no transaction."""
+    return submit(cluster)[len(b"105 \n"):-len(b"106 \n")]
+
+
 def txn(*lines: bytes) -> bytes:
     return b"105 \n" + b"".join(line + b"\n" for line in lines) + b"106 \n"
 
@@ -271,7 +276,7 @@ def test_rotation_drains_the_old_file_then_replays_only_differences(tmp_path):
                 b"101 07.-1 Job Machine\n103 07.-1 Cmd   \"/bin/true\"\n"
                 b"101 7.0 Job Machine\n103 7.0 JobStatus 1\n103 7.0 GlobalJobId \"s#7.0#1\"\n"
                 b"103 7.0 New \"in memory only\"\n"
-                + submit(10) * 20)
+                + submit(10) + b"101 0.0 Job Machine\n" + b"103 0.0 NextClusterNum 11\n" * 50)
     feed.rotate(snapshot)
     assert os.path.getsize(feed.path) > feed.follower.position.offset
     assert feed.records() == [
@@ -294,13 +299,13 @@ def test_rewrite_in_place_with_a_new_sequence_is_a_rotation(tmp_path):
     assert feed.records() == [added(7), added(8)]
     ino = os.stat(feed.path).st_ino
     with open(feed.path, "r+b") as f:        # same inode, same size or larger
-        f.write(b"107 4 CreationTimestamp 1767000000\n" + submit(8)
+        f.write(b"107 4 CreationTimestamp 1767000000\n" + state(8)
                 + b"103 8.0 X 1\n" + b"103 8.0 Pad \"" + b"x" * 200 + b"\"\n")
     assert os.stat(feed.path).st_ino == ino
     assert feed.records() == [removed(7), updated(8, X="1", Pad='"' + "x" * 200 + '"')]
     assert feed.count("log_rotations") == 1
     # A first line that is no longer a 107 is a rotation too.
-    feed.path.write_bytes(submit(8) + b"103 8.0 X 2\n" + b"103 0.0 Pad 1\n" * 40)
+    feed.path.write_bytes(state(8) + b"103 8.0 X 2\n" + b"103 0.0 Pad 1\n" * 40)
     assert feed.records() == [updated(8, X="2", Pad="null")]
     assert feed.count("log_rotations") == 2
     assert feed.count("log_corrupt_lines") == 0
@@ -324,3 +329,26 @@ def test_counters(tmp_path):
     feed.records()
     assert feed.count("log_lines_read") == data.count(b"\n") + 1
     assert feed.count("log_corrupt_lines") == feed.count("log_resyncs") == 0
+
+
+def test_two_rotations_between_polls_read_the_kept_intermediate_file(tmp_path):
+    feed = Feed(tmp_path, HEAD + submit(7))
+    assert feed.records() == [added(7)]
+    # seq 3 → 4 → 5 before the next poll; the schedd keeps the seq-4 file as .4.
+    feed.append(submit(8))
+    os.link(feed.path, f"{feed.path}.3")
+    feed.rotate(b"107 4 CreationTimestamp 1767000000\n" + state(7) + state(8))
+    feed.append(submit(9) + txn(b"102 9.0", b"102 09.-1"))        # a job comes and goes in 4
+    os.link(feed.path, f"{feed.path}.4")
+    os.unlink(f"{feed.path}.3")
+    feed.rotate(b"107 5 CreationTimestamp 1767000000\n" + state(8))
+    assert feed.records() == [added(8), added(9), removed(9), removed(7)]
+    assert feed.follower.position.seq == 5
+    assert feed.count("log_rotations_missed") == 0
+
+    # Without the intermediate file (MAX_JOB_QUEUE_LOG_ROTATIONS = 0): counted, logged,
+    # and the state is still right.
+    feed.rotate(b"107 6 CreationTimestamp 1767000000\n" + state(8) + state(10))
+    feed.rotate(b"107 7 CreationTimestamp 1767000000\n" + state(10))
+    assert feed.records() == [removed(8), added(10)]
+    assert feed.count("log_rotations_missed") == 1
