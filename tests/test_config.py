@@ -1,6 +1,5 @@
 """pandad.config: parsing and expansion as pure functions, errors with file and line."""
 
-import os
 import subprocess
 
 import pytest

@@ -72,8 +72,8 @@ def test_typed_values_as_htcondor_accepts_them():
 
 def test_subsystem_prefix_and_environment_override():
     assert pandad("PANDA_URL = http://a/\nPANDAD.PANDA_URL = http://b/\n").url == "http://b/"
-    s = pandad(URL, {}).queue_size
-    assert s == 131072
+    settings = load_pandad_settings(_loaded({"_CONDOR_PANDA_QUEUE_SIZE": "1024"}))
+    assert (settings.url, settings.queue_size) == ("http://127.0.0.1:1/", 1024)
 
 
 def test_plugin_attributes_and_command_line():
