@@ -189,6 +189,13 @@ class PandaPlugin(ClassAdLogPlugin):
             self._flush()
 
     def set_attribute(self, key: str, name: str, value: str) -> None:
+        entry = self._pending.get(key)
+        if entry is not None and entry.created and self._in_transaction:
+            # A job new in this transaction: its ADD will carry the value (the hot path of
+            # a submit and of a start-up replay).
+            if len(name) == 11 and name.lower() == "globaljobid":
+                self._job_ids.pop(key, None)
+            return
         ad = self.mirror.ads.get(key)
         if ad is not None:
             self._changed(ad, name, value)
@@ -264,10 +271,15 @@ class PandaPlugin(ClassAdLogPlugin):
         return job_id
 
     def _effective_pairs(self, key: str) -> List[Tuple[str, str]]:
-        wanted = self._wanted
-        return [(name, _new_syntax(value))
-                for lname, (name, value) in self.mirror.effective_attrs(key).items()
-                if wanted(lname)]
+        pairs = []
+        cached_wanted, wanted = self._wanted_cache.get, self._wanted
+        for lname, (name, value) in self.mirror.effective_attrs(key).items():
+            keep = cached_wanted(lname)
+            if keep is None:
+                keep = wanted(lname)
+            if keep:
+                pairs.append((name, _new_syntax(value)))
+        return pairs
 
     # -- records -------------------------------------------------------------------------
 

@@ -389,9 +389,14 @@ class Follower:
     def _replay(self, txn: List[LogOp]) -> None:
         plugin = self.plugin
         plugin.begin_transaction()
-        apply = self._apply
+        # SetAttribute is nearly every op: handled inline, with the methods bound once.
+        mirror_set, plugin_set, apply = self.mirror.set_attribute, plugin.set_attribute, self._apply
         for op in txn:
-            apply(op)
+            if op[0] == SET_ATTRIBUTE:
+                if mirror_set(op[1], op[2], op[3]):
+                    plugin_set(op[1], op[2], op[3])
+            else:
+                apply(op)
         plugin.end_transaction()
 
     # -- rotation and resync ---------------------------------------------------------------
