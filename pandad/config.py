@@ -19,8 +19,12 @@ tests/test_config_oracle.py checks. What is mirrored from HTCondor's
 * lookup order: ``SUBSYS.NAME``, then ``NAME``, then HTCondor's built-in default; the host
   names are detected and cannot be overridden.
 
+Metaknob lines (``use ROLE : ...``) are skipped: they set daemon, security and policy knobs,
+none of which these programs read, so ``--config-val`` of a knob only a metaknob sets says it
+is not defined.
+
 Not supported, each a ``ConfigError`` naming file and line (never a silent wrong answer):
-metaknobs (``use ROLE : ...``), ``include command``/``include output``/``into``, piped
+``if defined use ...``, ``include command``/``include output``/``into``, piped
 configuration sources (``cmd |``), and the macro functions other than ``$ENV``
 (``$INT``, ``$CHOICE``, ``$F...`` and friends) when a value that is looked up uses them.
 
@@ -556,7 +560,10 @@ class Parser:
         keyword = name[1:] if name.startswith("@") else name
         keyword = keyword.lower()
         if op == ":" and keyword == "use":
-            raise ConfigError(f"metaknobs are not supported by pandad: {line}")
+            # Metaknobs (use ROLE/SECURITY/FEATURE/POLICY : ...) set daemon, security and
+            # policy knobs, never one pandad or the plug-in reads, and nearly every packaged
+            # HTCondor has some: skip them rather than refuse the site's configuration.
+            return None
         if op == ":" and keyword in ("error", "warning"):
             if keyword == "error":
                 raise ConfigError(f"error: {self.ctx.expand(rhs)}")

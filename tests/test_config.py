@@ -77,7 +77,6 @@ def test_include_if_else_and_multiline_values():
 @pytest.mark.parametrize("text, message", [
     ("A = 1\nbad-name = 2\n", "/etc/condor/condor_config:2: illegal identifier: <bad-name>"),
     ("A = 1\njustaword\n", "/etc/condor/condor_config:2: syntax error"),
-    ("A = 1\nuse ROLE : Submit\n", "/etc/condor/condor_config:2: metaknobs are not supported"),
     ("include : /missing\n", "/etc/condor/condor_config:1: cannot open included file /missing"),
     ("include command : /bin/true\n", "runs a program"),
     ("if defined A\nB = 1\n", "endif(s) not found"),
@@ -162,3 +161,11 @@ def test_config_val_command_output_and_exit_status(tmp_path):
     assert len(bad.stderr.splitlines()) == 1 and f"{main}:2" in bad.stderr
     gone = run("A", cfg=str(tmp_path / "absent"))
     assert gone.returncode == 99 and len(gone.stderr.splitlines()) == 1
+
+
+def test_metaknob_lines_are_skipped_and_the_rest_is_read(tmp_path):
+    config = tmp_path / "condor_config"
+    config.write_text("use SECURITY : recommended_v9_0\nuse ROLE : Submit\nA = 1\n"
+                      "LOCAL_CONFIG_FILE =\nLOCAL_CONFIG_DIR =\n")
+    loaded = HTCondorConfig.load("PANDAD", {"CONDOR_CONFIG": str(config)})
+    assert loaded.get("A") == "1"

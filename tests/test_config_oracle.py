@@ -50,6 +50,15 @@ class Case(NamedTuple):
 
 
 TABLE = [
+    # What packaged HTCondor configurations hold: the knobs pandad reads are unaffected.
+    Case("metaknobs as packaged", {"condor_config": (
+        "use SECURITY : recommended_v9_0\n"
+        "use ROLE : Personal\n"
+        "use FEATURE : GPUs\n"
+        "PANDA_URL = https://panda.example.org/api/jobs/\n"
+        "SCHEDD.PLUGINS = $(LIBEXEC)/panda_plugin\n"
+        "PANDA_QUEUE_SIZE = 262144\n")},
+        ["PANDA_URL", "PANDA_QUEUE_SIZE", "LIBEXEC", "SPOOL", "JOB_QUEUE_LOG"]),
     Case("continuation and comments", {"condor_config": (
         "A = one \\\n  two\\\n three\n"
         "# a comment \\\nB = not swallowed\n"
