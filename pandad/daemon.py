@@ -27,7 +27,6 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -37,7 +36,7 @@ from pandad.buffer import RecordBuffer
 from pandad.config import ConfigError, HTCondorConfig
 from pandad.flusher import Flusher
 from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
-from pandad.logsetup import redact_url, setup_logging
+from pandad.logsetup import redact_url, redact_urls, setup_logging
 from pandad.stats import Statistics, StatisticsLog, render
 from pandad.transport import Transport, TransportError
 from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
@@ -52,15 +51,7 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
 
-# A URL inside an error message (a ConfigError quotes the bad value, password and all).
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-
 log = logging.getLogger("pandad")
-
-
-def redact_urls(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
 
 
 class DropEpisodes:

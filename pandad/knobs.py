@@ -19,6 +19,7 @@ from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple,
 from urllib.parse import urlsplit
 
 from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig, parse_bool
+from pandad.logsetup import redact_urls
 
 __all__ = ["EXIT_CONFIG_ERROR", "KNOBS", "Knob", "PandadSettings", "PluginSettings",
            "PLUGIN_FILE_NAMES", "load_pandad_settings", "load_plugin_settings",
@@ -317,13 +318,8 @@ _PARSERS: Dict[str, Callable[[str], object]] = {
 
 # --------------------------------------------------------------------------- loading
 
-def _redact(text: str) -> str:
-    """``text`` with any URL password replaced by ``***`` (credentials never reach logs)."""
-    return re.sub(r"(//[^/@:\s]*):[^/@\s]*@", r"\1:***@", text)
-
-
 def _error(config: HTCondorConfig, knob: str, value: str, reason: str) -> ConfigError:
-    value = _redact(value)
+    value = redact_urls(value)      # credentials never reach logs
     place = config.location(knob)
     if place is None:
         return ConfigError(f"{knob} = {value!r} (built-in default) {reason}")

@@ -107,3 +107,12 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return url.replace(netloc, f"{user}:***@{hostport}", 1)
+
+
+# A URL inside free text, such as a ConfigError that quotes the offending line or value.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)

@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 from pandad.config import ConfigError, HTCondorConfig
 from pandad.knobs import EXIT_CONFIG_ERROR, PluginSettings, load_plugin_settings
-from pandad.logsetup import setup_logging
+from pandad.logsetup import redact_urls, setup_logging
 from pandad.stats import Statistics
 from schedd_plugin.state import Position, load_position, save_position
 
@@ -328,7 +328,8 @@ class PluginProcess:
         try:
             new = self.settings_loader()
         except ConfigError as e:
-            log.error("SIGHUP: configuration error, keeping the running configuration: %s", e)
+            log.error("SIGHUP: configuration error, keeping the running configuration: %s",
+                      redact_urls(str(e)))
             sd_notify("READY=1", self.environ)
             return
         old = self.settings
@@ -372,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = load_settings()
     except ConfigError as e:
         setup_logging("panda_plugin", None, 0, "")
-        log.error("configuration error: %s", e)
+        log.error("configuration error: %s", redact_urls(str(e)))
         return EXIT_CONFIG_ERROR
     setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
     if not settings.enabled and not args.dry_run:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from pandad.logsetup import redact_url, setup_logging
+from pandad.logsetup import redact_url, redact_urls, setup_logging
 
 LINE_RE = re.compile(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d (.*)")
 NO_SYSTEMD = {}
@@ -120,3 +120,10 @@ def test_unwritable_directory_falls_back_to_stderr(tmp_path, capsys, logger_name
 ])
 def test_redact_url(url, expected):
     assert redact_url(url) == expected
+
+
+def test_redact_urls_in_free_text():
+    text = "PANDA_URL = 'ftp://user:s3cret@host/x' must be an http:// URL; also https://a:b@c/"
+    redacted = redact_urls(text)
+    assert "s3cret" not in redacted and ":b@" not in redacted
+    assert "ftp://user:***@host/x" in redacted and "https://a:***@c/" in redacted
