@@ -13,19 +13,8 @@ import pytest
 
 from pandad.stats import Statistics
 from schedd_plugin.pipe import F_GETPIPE_SZ, PandadPipe
-from tests.support import wait_until
+from tests.support import COPY_STDIN_CHILD, wait_until
 
-# A stand-in for pandad: copies its stdin to a file unbuffered, then notes EOF and exits 0.
-COPY_CHILD = (
-    "import os, sys\n"
-    "out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
-    "while True:\n"
-    "    chunk = os.read(0, 1 << 16)\n"
-    "    if not chunk:\n"
-    "        break\n"
-    "    os.write(out, chunk)\n"
-    "open(sys.argv[1] + '.eof', 'w').close()\n"
-)
 # Exits with status 3 after reading one line.
 ONE_LINE_CHILD = "import sys; sys.stdin.buffer.readline(); sys.exit(3)"
 
@@ -57,7 +46,7 @@ def counters(stats) -> dict:
 
 def copy_pipe(tmp_path, stats, **kw) -> "tuple[PandadPipe, str]":
     out = str(tmp_path / "received")
-    pipe = PandadPipe([sys.executable, "-c", COPY_CHILD, out], stats=stats, **kw)
+    pipe = PandadPipe([sys.executable, "-c", COPY_STDIN_CHILD, out], stats=stats, **kw)
     assert pipe.running
     return pipe, out
 

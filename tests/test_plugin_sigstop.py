@@ -22,7 +22,7 @@ from pandad.stats import Statistics
 from schedd_plugin.callbacks import PandaPlugin
 from schedd_plugin.mirror import Mirror
 from schedd_plugin.pipe import PandadPipe
-from tests.support import python_command, python_env, wait_until
+from tests.support import COPY_STDIN_CHILD, python_command, python_env, wait_until
 
 CHANGES = 100_000
 JOBS = 1000
@@ -33,15 +33,6 @@ SCHEDD = "sigstop-schedd.example.org"
 P999_WRITE_LIMIT = 0.050
 LONGEST_WRITE_LIMIT = 0.250
 
-COPY_CHILD = (
-    "import os, sys\n"
-    "out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
-    "while True:\n"
-    "    chunk = os.read(0, 1 << 16)\n"
-    "    if not chunk:\n"
-    "        break\n"
-    "    os.write(out, chunk)\n"
-)
 
 
 def global_job_id(proc: int) -> str:
@@ -114,7 +105,7 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
         argv = python_command("pandad")
         env = python_env({"CONDOR_CONFIG": str(config)})
     else:
-        argv = [sys.executable, "-c", COPY_CHILD, received]
+        argv = [sys.executable, "-c", COPY_STDIN_CHILD, received]
         env = python_env()
 
     pipe = PandadPipe(argv, spill_bytes=65536, pipe_bytes=65536, stats=stats, env=env)

@@ -15,6 +15,19 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 T = TypeVar("T")
 
+# A stand-in for pandad where what the plug-in wrote is what a test checks: copies its stdin
+# to the file named by its first argument, unbuffered, then notes EOF in "<file>.eof".
+COPY_STDIN_CHILD = (
+    "import os, sys\n"
+    "out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+    "while True:\n"
+    "    chunk = os.read(0, 1 << 16)\n"
+    "    if not chunk:\n"
+    "        break\n"
+    "    os.write(out, chunk)\n"
+    "open(sys.argv[1] + '.eof', 'w').close()\n"
+)
+
 
 def python_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment for a child ``python3 -m pandad`` / ``-m schedd_plugin`` from this checkout."""
