@@ -3,7 +3,7 @@ rotation, restart from a saved position (reference/job_queue_log.md §3.3, §4.6
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from pandad import wire
 from pandad.stats import Statistics
