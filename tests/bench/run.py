@@ -234,7 +234,7 @@ def bench_limits(quick: bool, sink: Sink) -> Dict[str, float]:
     json_rate = len(objects) / best
 
     bodies = bodies_of(objects)
-    seconds = 2.0 if quick else 6.0
+    seconds = 1.5 if quick else 6.0
     before = sink.objects
     sent = 0
     started = time.perf_counter()
@@ -318,7 +318,7 @@ def bench_follower(quick: bool, workdir: Path) -> Dict[str, float]:
     from schedd_plugin.mirror import Mirror
 
     source = workdir / "follower-source.log"
-    simulated_log(source, 3000 if quick else 20_000)
+    simulated_log(source, 2000 if quick else 20_000)
     data = source.read_bytes()
     first = data.index(b"\n") + 1                  # the 107 line: the file exists, empty queue
     path = workdir / "job_queue.log"
@@ -357,7 +357,7 @@ def bench_plugin(quick: bool, sink: Sink, workdir: Path) -> Dict[str, float]:
     plugin = PandaPlugin(mirror, pipe.write, None, SCHEDD)
     plugin.initialize()
     jobs = 1000
-    changes = 200_000 if quick else 1_000_000
+    changes = 100_000 if quick else 1_000_000
 
     def transaction(ops) -> None:
         """As the follower replays one: each op applied to the mirror, then called back."""
