@@ -16,8 +16,9 @@ non-blocking and every write is one attempt:
   with its counts when it ends (the pipe drains, pandad is restarted, or the pipe is closed),
   never one line per record.
 
-pandad's exit is noticed by polling its return code on every ``write()``/``pump()`` (no SIGCHLD
-handler). It is restarted with exponential backoff (``min_backoff`` doubling to ``max_backoff``),
+pandad's exit is noticed by polling its return code on every ``pump()`` (no SIGCHLD handler),
+and by a ``write()`` at once: the pipe's only reader is gone, so ``os.write`` fails with EPIPE.
+(``write()`` does not poll: ``Popen.poll`` costs as much as the write itself.) It is restarted with exponential backoff (``min_backoff`` doubling to ``max_backoff``),
 and the backoff resets once a pandad has stayed up for ``stable_after`` seconds. An exit with
 status 99 (a configuration error, HTCondor's "do not restart") waits the longest backoff, so a
 fixed configuration is picked up without flooding the log.
@@ -112,10 +113,11 @@ class PandadPipe:
 
     def write(self, record: bytes) -> bool:
         """Offer one whole record; True if it is in the pipe or queued whole in the spill buffer."""
-        self._ensure_running()
         if self._fd is None:
-            self._drop_down(1, len(record))
-            return False
+            self._ensure_running()
+            if self._fd is None:
+                self._drop_down(1, len(record))
+                return False
         if self._spill and not self._flush_spill():
             if self._fd is None:                      # pandad went away while flushing
                 self._drop_down(1, len(record))
@@ -194,8 +196,11 @@ class PandadPipe:
             self._drop_down(1, len(record))
             return False
         if n == len(record):
-            self._count_written(1, n)
-            self._end_full_episode()
+            stats = self.stats
+            stats.add("records_written")
+            stats.add("bytes_written", n)
+            if self._full_episode is not None:
+                self._end_full_episode()
             return True
         if n == 0:
             # Nothing went in, so nothing is torn: queue the record whole if it fits.
