@@ -73,7 +73,10 @@ def quote(value: str) -> str:
     TAB, VT, CR or LF (it can go on the wire as is). Non-ASCII text is kept as it is.
     Raises ValueError for a NUL character, which no ClassAd string can hold.
     """
-    if _QUOTE_SPECIAL_RE.search(value) is None:
+    # Two C-level checks cover nearly every value (isprintable() is False for every control
+    # character); the regex decides for the rest.
+    if ('"' not in value and "\\" not in value and value.isprintable()) \
+            or _QUOTE_SPECIAL_RE.search(value) is None:
         return '"' + value + '"'
     if "\0" in value:
         raise ValueError("a ClassAd string cannot hold a NUL character")
@@ -265,6 +268,6 @@ def old_to_new(text: str) -> str:
     become spaces. The same object is returned when there is nothing to rewrite (no backslash
     and no control character anywhere), which is nearly always.
     """
-    if _NEEDS_REWRITE_RE.search(text) is None:
+    if ("\\" not in text and text.isprintable()) or _NEEDS_REWRITE_RE.search(text) is None:
         return text
     return _rewrite_old(text)

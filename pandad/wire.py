@@ -75,6 +75,27 @@ def _snippet(data: object, limit: int = 40) -> str:
 
 
 def _encode_pairs(attrs: Iterable[Tuple[str, str]]) -> List[str]:
+    # The hot path of every record. For ASCII text, str.isidentifier() is exactly _NAME_RE,
+    # and one search over all the fields finds a framing character in any value (a valid
+    # name holds none). Anything odd goes through _checked_pairs for the precise error.
+    pairs = attrs if isinstance(attrs, (list, tuple)) else list(attrs)
+    fields: List[str] = []
+    append = fields.append
+    for name, value in pairs:
+        if not (isinstance(name, str) and name.isidentifier() and name.isascii()
+                and isinstance(value, str)):
+            return _checked_pairs(pairs)
+        append(name)
+        append(value)
+    if fields:
+        text = "".join(fields)
+        if not text.isprintable() and _VALUE_FORBIDDEN_RE.search(text) is not None:
+            return _checked_pairs(pairs)
+    return fields
+
+
+def _checked_pairs(attrs: Iterable[Tuple[str, str]]) -> List[str]:
+    """The fields of ``attrs``, checked pair by pair: ValueError names the first bad one."""
     fields = []
     for name, value in attrs:
         if not isinstance(name, str) or _NAME_RE.match(name) is None:
@@ -102,8 +123,11 @@ def _encode(fields: List[str]) -> bytes:
 
 def encode_add(job_id: str, condor_id: str, attrs: Iterable[Tuple[str, str]] = ()) -> bytes:
     """``\\vADD`` record for a new job, optionally with all its attributes."""
-    return _encode(["ADD", _quote_id("job id", job_id), _quote_id("condor id", condor_id)]
-                   + _encode_pairs(attrs))
+    head = "\vADD\t" + _quote_id("job id", job_id) + "\t" + _quote_id("condor id", condor_id)
+    pairs = _encode_pairs(attrs)
+    if not pairs:
+        return (head + "\n").encode("utf-8")
+    return (head + "\t" + "\t".join(pairs) + "\n").encode("utf-8")
 
 
 def encode_update(job_id: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
@@ -111,7 +135,8 @@ def encode_update(job_id: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
     pairs = _encode_pairs(attrs)
     if not pairs:
         raise ValueError("an UPDATE needs at least one attribute")
-    return _encode(["UPDATE", _quote_id("job id", job_id)] + pairs)
+    return ("\vUPDATE\t" + _quote_id("job id", job_id) + "\t" + "\t".join(pairs)
+            + "\n").encode("utf-8")
 
 
 def encode_remove(job_id: str, attrs: Iterable[Tuple[str, str]] = ()) -> bytes:
