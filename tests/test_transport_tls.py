@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pandad.transport import Transport, TransportError
-from tests.support import require_tool
+from tests.support import require_tool, wait_until
 from tests.support.tlscerts import TestPKI, TLSServer
 from tests.test_transport import BODY, settings_for
 
@@ -101,7 +101,9 @@ def test_server_requires_a_client_certificate(tmp_path, pki, server) -> None:
     # TLS 1.3: the server's refusal arrives as an alert or as the connection closing.
     assert error.kind in ("tls", "reset")
     assert len(server.peers) == before
-    assert any("certificate" in reason for reason in server.handshake_errors)
+    # The server thread notes why a moment after the client has given up.
+    wait_until(lambda: any("certificate" in reason for reason in server.handshake_errors),
+               timeout=10, message="the server to refuse the missing client certificate")
 
 
 def test_client_certificate_from_another_ca_is_refused(tmp_path, pki, server) -> None:
