@@ -198,7 +198,22 @@ class PandaPlugin(ClassAdLogPlugin):
             return
         ad = self.mirror.ads.get(key)
         if ad is not None:
-            self._changed(ad, name, value)
+            if ad.kind == JOB:
+                # _changed's job branch, inline: this is the hot path of every live change.
+                lname = name.lower()
+                if lname == "globaljobid":
+                    self._job_ids.pop(key, None)
+                wanted = self._wanted_cache.get(lname)
+                if wanted is None:
+                    wanted = self._wanted(lname)
+                if wanted:
+                    if entry is None:
+                        entry = self._pending[key] = _Pending(key, ad)
+                        self._order.append(entry)
+                    if not entry.created:
+                        entry.changes[lname] = (name, value)
+            else:
+                self._changed(ad, name, value)
         if not self._in_transaction:
             self._flush()
 
@@ -290,16 +305,31 @@ class PandaPlugin(ClassAdLogPlugin):
         self._order = []
         self._pending = {}
         self._created = {}
+        job_ids = self._job_ids
         for entry in order:
             ad = entry.ad
-            job_id = entry.job_id if entry.destroyed else self._job_id(entry.key, ad)
+            if entry.destroyed:
+                job_id = entry.job_id
+            else:
+                job_id = job_ids.get(entry.key) or self._job_id(entry.key, ad)
             if entry.created:
                 pairs = entry.snapshot if entry.destroyed else self._effective_pairs(entry.key)
                 self._emit(wire.encode_add, job_id, pairs, f"{ad.cluster}.{ad.proc}")
             elif entry.changes:
-                pairs = [(name, NULL if value is None else _new_syntax(value))
-                         for name, value in entry.changes.values()]
-                self._emit(wire.encode_update, job_id, pairs)
+                pairs = []
+                for name, value in entry.changes.values():
+                    if value is None:
+                        pairs.append((name, NULL))
+                    elif value.isascii():
+                        pairs.append((name, old_to_new(value)))
+                    else:
+                        pairs.append((name, _new_syntax(value)))
+                try:
+                    record = wire.encode_update(job_id, pairs)
+                except ValueError:
+                    self._emit(wire.encode_update, job_id, pairs)
+                else:
+                    self.write(record)
             if entry.destroyed:
                 self._emit(wire.encode_remove, job_id, [])
 
