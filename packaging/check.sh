@@ -253,4 +253,183 @@ if have groff man; then
     done
 fi
 
+# =============================================================================
+# Real installs: the README's install and post-install commands, run for real.
+#
+# The .deb is installed on THIS machine with the README's own command (apt
+# install ./pandad_<version>_all.deb), configured as the README says, used,
+# enabled under systemd (offline: enabling needs no running systemd), and
+# purged again on exit, success or not, so a CI machine is left as it was.
+# HTCondor is not in Debian's archive, so a stub package named condor (built
+# here, "Version: 0-stub") stands in for it to satisfy Depends: condor | htcondor.
+# It runs as root under CI=true (or PANDAD_CHECK_INSTALL=1); elsewhere it is
+# skipped, so that a developer's machine is never changed by accident.
+#
+# The RPM cannot be installed for real here (no dnf, no EL system): it is
+# installed with rpm into an empty root (rpm -i --nodeps --noscripts --root;
+# its scriptlets would need that root's /bin/sh and systemctl) and its wrappers
+# run from there with that root's site-packages, as for the unpacked packages.
+# tests/test_readme.py checks that every command in README.md is run here or
+# in .ci/run, or is listed there with what verifies it instead.
+# =============================================================================
+note "real install: the RPM into an empty root with rpm"
+if [ -n "${rpmfile:-}" ] && have rpm; then
+    pkgver="$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "$rpmfile")"
+    rpmroot="$tmp/rpminstall"
+    mkdir -p "$rpmroot"
+    rpm --root "$rpmroot" --initdb
+    # The file name README.md's dnf install line names.
+    [ "$(basename "$rpmfile")" = "pandad-${pkgver}.noarch.rpm" ] \
+        || fail "the RPM is $(basename "$rpmfile"), README.md says pandad-<version>.noarch.rpm"
+    (cd "$(dirname "$rpmfile")" && rpm -i --nodeps --noscripts --root "$rpmroot" "./pandad-${pkgver}.noarch.rpm") \
+        > "$tmp/rpm-install.log" 2>&1 || { cat "$tmp/rpm-install.log"; fail "rpm -i --root"; }
+    [ "$(rpm --root "$rpmroot" -q pandad)" = "pandad-${pkgver}.noarch" ] || fail "rpm -q pandad in the root"
+    run_installed "$rpmroot" "$rpmroot$sitelib"
+    rpm -e --nodeps --noscripts --root "$rpmroot" pandad > "$tmp/rpm-erase.log" 2>&1 \
+        || { cat "$tmp/rpm-erase.log"; fail "rpm -e --root"; }
+    left="$(cd "$rpmroot" && find usr etc -type f 2>/dev/null | grep -E 'panda|schedd_plugin' || true)"
+    [ -z "$left" ] || fail "rpm -e left: $left"
+    echo "ok: pandad-${pkgver}.noarch.rpm installed into a root with rpm, run, erased"
+fi
+
+note "real install: apt install ./pandad_<version>_all.deb on this machine"
+installed_pkgs=()       # what this section installed, and so purges
+purge_installed() {
+    [ ${#installed_pkgs[@]} -gt 0 ] || return 0
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y "${installed_pkgs[@]}" > "$tmp/purge.log" 2>&1 \
+        || { cat "$tmp/purge.log" >&2; echo "packaging/check.sh: apt-get purge ${installed_pkgs[*]} failed" >&2; }
+    installed_pkgs=()
+}
+is_installed() { [ "$(dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+if ! $IN_CI && [ -z "${PANDAD_CHECK_INSTALL:-}" ]; then
+    echo "SKIP (it installs on this machine: only with CI=true or PANDAD_CHECK_INSTALL=1)"
+elif [ "$(id -u)" != 0 ]; then
+    $IN_CI && fail "the real install needs root"
+    echo "SKIP (not root)"
+elif [ -z "$debroot" ]; then
+    fail "no .deb was built to install"
+elif is_installed pandad; then
+    fail "pandad is already installed on this machine: not touching it (apt-get purge pandad first)"
+elif have apt apt-get dpkg dpkg-query systemctl man; then
+    trap 'purge_installed; cleanup' EXIT
+    pkgver="$(dpkg-deb -f "$deb" Version)"
+    existed_before=" "
+    for d in /etc/condor /usr/libexec/condor /etc/systemd/system/condor.service.wants; do
+        [ -e "$d" ] && existed_before+="$d "
+    done
+    if ! is_installed condor && ! is_installed htcondor; then
+        stub="$tmp/condor-stub"
+        mkdir -p "$stub/DEBIAN"
+        cat > "$stub/DEBIAN/control" <<'CONTROL'
+Package: condor
+Version: 0-stub
+Architecture: all
+Maintainer: pandad developers <pandad-dev@lists.example.org>
+Description: CI stand-in for HTCondor (pandad packaging/check.sh)
+ An empty package, installed only while packaging/check.sh installs the pandad
+ .deb for real on a machine without HTCondor, to satisfy its
+ Depends: condor | htcondor. It is purged again when the check ends.
+CONTROL
+        dpkg-deb --root-owner-group --build "$stub" "$tmp/condor_0-stub_all.deb" >/dev/null
+        installed_pkgs+=(condor)
+        dpkg -i "$tmp/condor_0-stub_all.deb" > "$tmp/stub-install.log" 2>&1 \
+            || { cat "$tmp/stub-install.log"; fail "dpkg -i the condor stub"; }
+    fi
+    # README.md's command, as written: apt's "Do you want to continue?" is
+    # answered by configuration, not by an extra option.
+    printf 'APT::Get::Assume-Yes "true";\n' > "$tmp/apt.conf"
+    installed_pkgs=(pandad "${installed_pkgs[@]}")
+    (
+        export APT_CONFIG="$tmp/apt.conf" DEBIAN_FRONTEND=noninteractive
+        cd "$build" && apt install ./pandad_${pkgver}_all.deb
+    ) > "$tmp/apt-install.log" 2>&1 || { tail -30 "$tmp/apt-install.log"; fail "apt install ./pandad_${pkgver}_all.deb"; }
+    is_installed pandad || fail "pandad is not installed after apt install"
+    echo "ok: apt install ./pandad_${pkgver}_all.deb (with the condor stub)"
+
+    # A test host: LOG and SPOOL under $tmp, the packaged 60-panda.conf edited as
+    # README.md says (PANDA_URL set, the feed turned on), and a fixture as the
+    # schedd's job queue log. The URL is refused, so what pandad reads is lost,
+    # counted and logged: what README.md's loss commands look for.
+    ihost="$tmp/installed-host"
+    mkdir -p "$ihost/log" "$ihost/spool" "$ihost/config.d"
+    cp "$REPO/../shared/fixtures/job_queue_log/03_synth_multiproc_submit.log" "$ihost/spool/job_queue.log" \
+        || fail "no fixture 03_synth_multiproc_submit.log under ../shared/fixtures"
+    cat > "$ihost/condor_config" <<CONFIG
+LOG = $ihost/log
+SPOOL = $ihost/spool
+LIBEXEC = /usr/libexec/condor
+LOCAL_CONFIG_DIR = /etc/condor/config.d, $ihost/config.d
+CONFIG
+    printf 'PANDA_UPDATE_TIMEOUT = 2\nPANDA_SHUTDOWN_GRACE = 2\n' > "$ihost/config.d/99-test.conf"
+    url="http://127.0.0.1:1/api/jobs/"
+    conf=/etc/condor/config.d/60-panda.conf
+    grep -q '^#PANDA_URL = ' "$conf" || fail "$conf: no #PANDA_URL line to set"
+    grep -qxF '#SCHEDD.PLUGINS = $(SCHEDD.PLUGINS) $(LIBEXEC)/panda_plugin' "$conf" \
+        || fail "$conf: no #SCHEDD.PLUGINS line to uncomment"
+    sed -i -e "s,^#PANDA_URL = .*,PANDA_URL = $url," -e 's,^#\(SCHEDD\.PLUGINS = .*\)$,\1,' "$conf"
+    (
+        export CONDOR_CONFIG="$ihost/condor_config"
+        cd "$ihost"
+        out="$(/usr/libexec/condor/pandad --version)"
+        [ "$out" = "pandad $version" ] || fail "installed pandad --version printed '$out'"
+        out="$(/usr/libexec/condor/pandad --config-val PANDA_URL PANDA_STATISTICS_LOG PANDAD_LOG)"
+        [ "$out" = "$url"$'\n'"$ihost/log/PandaStatistics"$'\n'"$ihost/log/PandadLog" ] \
+            || fail "installed pandad --config-val printed: $out"
+        out="$(/usr/libexec/condor/panda_plugin --dry-run --once | head -n 3)"
+        [[ "$out" == $'\v'ADD$'\t'* ]] || fail "installed panda_plugin --dry-run printed: $out"
+        [ "$(printf '%s\n' "$out" | wc -l)" -eq 3 ] || fail "panda_plugin --dry-run --once | head -n 3: $out"
+        echo "ok: installed pandad --version, --config-val; panda_plugin --dry-run --once | head -n 3"
+        # The installed pandad reads the plug-in's records, loses them all to the
+        # refused URL, and writes its statistics block and log lines at exit.
+        /usr/libexec/condor/panda_plugin --dry-run --once | /usr/libexec/condor/pandad \
+            || fail "the installed pandad, fed by panda_plugin --dry-run, exited non-zero"
+        out="$(tail -n 40 "$(/usr/libexec/condor/pandad --config-val PANDA_STATISTICS_LOG)")"
+        grep -qE '\] records_read: [1-9]' <<< "$out" || fail "statistics: no records_read: $out"
+        grep -qE '\] records_lost_transport: [1-9]' <<< "$out" || fail "statistics: no loss counted: $out"
+        out="$(grep -E 'records_(dropped_queue_full|bad|rejected|lost_transport|discarded_shutdown):' "$(/usr/libexec/condor/pandad --config-val PANDA_STATISTICS_LOG)" | tail -n 5)"
+        [ "$(wc -l <<< "$out")" -eq 5 ] || fail "the five loss counters: $out"
+        out="$(grep -E 'lost|rejected|dropping|skipped|discarded' "$(/usr/libexec/condor/pandad --config-val PANDAD_LOG)")"
+        [[ "$out" == *"lost "*" record(s) in "*"connection refused"* ]] || fail "PandadLog: no loss line: $out"
+        echo "ok: the statistics log and PandadLog name the loss (records_lost_transport, connection refused)"
+        man 8 pandad | grep -q PANDA_URL || fail "man 8 pandad"
+        man 8 panda_plugin | grep -q 'dry-run' || fail "man 8 panda_plugin"
+        echo "ok: man 8 pandad, man 8 panda_plugin"
+    )
+    # Enabling under systemd works offline: it only makes the WantedBy= link.
+    systemctl enable condor-panda.service > "$tmp/systemctl.log" 2>&1 \
+        || { cat "$tmp/systemctl.log"; fail "systemctl enable condor-panda.service"; }
+    out="$(systemctl is-enabled condor-panda.service)" || fail "systemctl is-enabled: $out"
+    [ "$out" = enabled ] || fail "systemctl is-enabled condor-panda.service printed '$out'"
+    [ -L /etc/systemd/system/condor.service.wants/condor-panda.service ] \
+        || fail "systemctl enable made no condor.service.wants link"
+    systemctl disable condor-panda.service > "$tmp/systemctl.log" 2>&1 \
+        || { cat "$tmp/systemctl.log"; fail "systemctl disable condor-panda.service"; }
+    ! out="$(systemctl is-enabled condor-panda.service 2>&1)" || fail "still enabled after disable: $out"
+    echo "ok: systemctl enable, is-enabled, disable condor-panda.service"
+
+    # Purge both: nothing of pandad may be left (purge removes the edited conffile too).
+    pkgs="${installed_pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y "${installed_pkgs[@]}" > "$tmp/purge.log" 2>&1 \
+        || { tail -20 "$tmp/purge.log"; fail "apt-get purge -y $pkgs"; }
+    installed_pkgs=()
+    for p in $pkgs; do
+        status="$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null || true)"
+        [ -z "$status" ] || [ "$status" = not-installed ] || fail "$p is '$status' after purge"
+    done
+    left=()
+    for p in /usr/lib/python3/dist-packages/pandad /usr/lib/python3/dist-packages/schedd_plugin \
+             /usr/libexec/condor/pandad /usr/libexec/condor/panda_plugin \
+             /etc/condor/config.d/60-panda.conf /lib/systemd/system/condor-panda.service \
+             /usr/lib/systemd/system/condor-panda.service \
+             /etc/systemd/system/condor.service.wants/condor-panda.service \
+             /usr/share/man/man8/pandad.8.gz /usr/share/man/man8/panda_plugin.8.gz /usr/share/doc/pandad; do
+        if [ -e "$p" ] || [ -L "$p" ]; then left+=("$p"); fi
+    done
+    for d in /etc/condor /usr/libexec/condor /etc/systemd/system/condor.service.wants; do
+        if [ -e "$d" ] && [[ "$existed_before" != *" $d "* ]]; then left+=("$d"); fi
+    done
+    [ ${#left[@]} -eq 0 ] || fail "left after apt-get purge -y $pkgs: ${left[*]}"
+    echo "ok: apt-get purge -y $pkgs: nothing of pandad left"
+fi
+
 echo "packaging checks passed"
