@@ -8,7 +8,9 @@ the grace. ``max_size`` is a hard ceiling that holds even inside the window, so 
 bounded however long the monitor is away.
 
 The reader never waits for the flusher: ``put_many`` only takes a short lock. The flusher never
-holds the lock while sending: ``take_all`` swaps the whole deque out. ``wait_for_data`` sleeps
+holds the lock while sending: ``take`` hands over a slice of at most ``max_bytes`` (so one cycle
+never holds the whole buffer decoded at once) and ``take_all`` swaps the whole deque out
+(shutdown). Draining below ``size`` re-arms the grace. ``wait_for_data`` sleeps
 on a condition variable, so an idle daemon does not wake up at all.
 
 The clock is injected so the grace window can be tested without sleeping.
@@ -59,6 +61,16 @@ class RecordBuffer:
             nbytes = self.nbytes
             size = self._size
             ceiling = self._max_size
+            # The common case, all of it under the size, is one sum in C, not a loop.
+            total = nbytes + sum(map(len, lines))
+            if total <= size:
+                self._lines.extend(lines)
+                self._arrivals.append((now, len(lines)))
+                self.nbytes = total
+                if total > self.peak_bytes:
+                    self.peak_bytes = total
+                self._cond.notify_all()
+                return len(lines)
             accepted = 0
             for line in lines:
                 after = nbytes + len(line)
@@ -83,15 +95,51 @@ class RecordBuffer:
                 self._cond.notify_all()
             return accepted
 
+    def take(self, max_bytes: int) -> List[bytes]:
+        """The oldest lines up to ``max_bytes`` in all (at least one line, however long).
+
+        The grace window is re-armed once what is left fits under the size again.
+        """
+        with self._cond:
+            lines = self._lines
+            if len(lines) and self.nbytes <= max_bytes:
+                return self._take_everything()
+            taken: List[bytes] = []
+            append = taken.append
+            popleft = lines.popleft
+            nbytes = 0
+            while lines:
+                after = nbytes + len(lines[0])
+                if after > max_bytes and taken:
+                    break
+                append(popleft())
+                nbytes = after
+            self.nbytes -= nbytes
+            count = len(taken)
+            arrivals = self._arrivals
+            while count:
+                arrived, n = arrivals[0]
+                if n > count:
+                    arrivals[0] = (arrived, n - count)
+                    break
+                arrivals.popleft()
+                count -= n
+            if self.nbytes <= self._size:
+                self._over_since = None
+            return taken
+
+    def _take_everything(self) -> List[bytes]:
+        lines = self._lines
+        self._lines = deque()
+        self._arrivals.clear()
+        self.nbytes = 0
+        self._over_since = None
+        return list(lines)
+
     def take_all(self) -> List[bytes]:
         """Everything buffered, oldest first; the buffer is then empty and the grace re-armed."""
         with self._cond:
-            lines = self._lines
-            self._lines = deque()
-            self._arrivals.clear()
-            self.nbytes = 0
-            self._over_since = None
-        return list(lines)
+            return self._take_everything()
 
     def wait_for_data(self, timeout: Optional[float]) -> bool:
         """Sleep until something is buffered, the buffer is closed, or ``timeout`` passes.

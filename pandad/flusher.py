@@ -1,8 +1,12 @@
 """The flusher: one cycle turns what is buffered into POST, PUT and DELETE requests (DESIGN §4).
 
-A cycle takes everything buffered, coalesces it per job (``pandad.coalesce``) and sends the
-adds (POST), then the updates (PUT), then the removes (DELETE), each as JSON arrays of
-``convert.job_object`` objects, split so that no body passes ``max_request_bytes``.
+A cycle sends what was buffered when it started, one slice at a time: it takes at most
+``SLICE_REQUESTS × max_request_bytes`` of record lines (``RecordBuffer.take``), coalesces them
+per job (``pandad.coalesce``) and sends the adds (POST), then the updates (PUT), then the removes
+(DELETE), each as JSON arrays of ``convert.job_object`` objects, split so that no body passes
+``max_request_bytes``; then the next slice. A slice is sent whole before the next is taken, so
+the monitor sees the records' order (an UPDATE in slice 2 of a job ADDed in slice 1 goes as a
+PUT after that POST), and memory holds one slice decoded, not the whole buffer.
 
 What happens to a request depends on its answer:
 
@@ -14,8 +18,10 @@ What happens to a request depends on its answer:
   ADD was dropped). Still rejected: ``records_rejected`` and a log line naming the job;
 - connection errors, timeouts, 429 and 5xx: the monitor is away, so nothing more is sent this
   cycle. With ``retry_limit`` 0 the cycle's unsent commands are lost (``records_lost_transport``,
-  at-most-once like the C++ daemon); otherwise they carry over into the next cycle, merged with
-  new records, after an exponential backoff, at most ``retry_limit`` times each.
+  at-most-once like the C++ daemon: the rest of what was buffered at the cycle's start is taken
+  and counted lost too); otherwise the slice's unsent commands carry over into the next cycle,
+  merged with new records, after an exponential backoff, at most ``retry_limit`` times each,
+  and the slices not yet taken stay buffered for that cycle.
 
 Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
 one of records_sent, records_rejected, records_lost_transport, records_bad (or, at shutdown,
@@ -41,6 +47,9 @@ OTHER_VERB = {"POST": "PUT", "PUT": "POST"}      # DELETE has no other verb
 BACKOFF_FIRST = 1.0                              # seconds before the first retry
 BACKOFF_MAX = 60.0                               # the backoff doubles up to this
 REJECTIONS_LOGGED = 10                           # named per cycle; the rest as a count
+# A slice is this many request bodies' worth of record lines: big enough that bodies are full,
+# small enough that one slice decoded (about 10 × its bytes) stays a few MiB.
+SLICE_REQUESTS = 2
 # One encoder for every body: json.dumps with arguments would build a new one per object.
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
@@ -49,15 +58,24 @@ Item = Tuple[JobCommand, bytes]
 
 
 class _Cycle:
-    """What one cycle learned: the commands it could not deliver and the ones rejected."""
+    """What one cycle learned: the commands it could not deliver and the ones rejected.
 
-    __slots__ = ("down", "reason", "failed", "rejected")
+    ``failed`` and ``rejected`` hold the current slice's; they are settled after each slice
+    (``Flusher._settle_slice``), the totals kept for the cycle's log lines.
+    """
+
+    __slots__ = ("down", "reason", "failed", "rejected", "rejected_total", "carried",
+                 "lost_records", "lost_commands")
 
     def __init__(self) -> None:
         self.down = False              # a transport failure ended sending for this cycle
         self.reason = ""               # why, for the log line
         self.failed: List[Tuple[str, JobCommand]] = []    # (method, command) not delivered
         self.rejected: List[Tuple[str, JobCommand, str]] = []   # (method, command, status)
+        self.rejected_total = 0        # commands rejected in the cycle's earlier slices too
+        self.carried = Batch()         # commands to retry next cycle
+        self.lost_records = 0
+        self.lost_commands = 0
 
 
 def retryable(status: Optional[int]) -> bool:
@@ -199,20 +217,39 @@ class Flusher:
     # -- one cycle ----------------------------------------------------------------------------
 
     def flush_once(self) -> None:
-        """Take everything buffered, merge it with any retry carry-over, and send it."""
+        """Send what is buffered now, slice by slice; the first slice takes in any carry-over."""
         self._apply_next()
-        with self._lock:
-            if self._abandoned:
-                return
-            lines = self._buffer.take_all()
-            self._unsettled += len(lines)
-        if not lines and self._pending is None:
+        # Lines arriving during the cycle wait for the next one, so a cycle always ends.
+        todo = len(self._buffer)
+        if not todo and self._pending is None:
             return
         if self._pending is not None:
             self._stats.add("retries")
-        batch = coalesce(lines, into=self._pending)
-        self._pending = None
         self._stats.add("batches")
+        slice_bytes = SLICE_REQUESTS * self._settings.max_request_bytes
+        cycle = _Cycle()
+        first = True
+        while first or todo > 0:
+            with self._lock:
+                if self._abandoned:
+                    return
+                lines = self._buffer.take(slice_bytes) if todo > 0 else []
+                self._unsettled += len(lines)
+            todo -= len(lines)
+            if not lines and not first:
+                break                   # taken by someone else (shutdown)
+            first = False
+            batch = coalesce(lines, into=self._pending)
+            self._pending = None
+            del lines
+            self._send_batch(batch, cycle)
+            del batch
+            self._settle_slice(cycle)
+            if cycle.down and self._settings.retry_limit > 0:
+                break                   # the rest stays buffered for the retry cycle
+        self._finish(cycle)
+
+    def _send_batch(self, batch: Batch, cycle: _Cycle) -> None:
         if batch.bad:
             self._settle("records_bad", batch.bad)
             for reason, n in batch.bad_reasons.items():
@@ -221,11 +258,9 @@ class Flusher:
             log.warning("skipped %d bad record(s): %s", batch.bad, reasons)
             batch.bad = 0
             batch.bad_reasons.clear()
-        cycle = _Cycle()
         for method, commands in zip(METHODS, (batch.adds, batch.updates, batch.removes)):
             if commands:
                 self._send_commands(method, list(commands.values()), cycle)
-        self._finish(cycle)
 
     def _send_commands(self, method: str, commands: List[JobCommand], cycle: _Cycle) -> None:
         if cycle.down:
@@ -322,23 +357,20 @@ class Flusher:
     def _accept(self, commands: List[JobCommand]) -> None:
         self._settle("records_sent", sum(command.records for command in commands))
 
-    def _finish(self, cycle: _Cycle) -> None:
-        """Count and log what the cycle rejected and could not deliver; plan any retry."""
+    def _settle_slice(self, cycle: _Cycle) -> None:
+        """Count what the slice had rejected and lost; keep what is to be retried."""
         if cycle.rejected:
             self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected))
-            for method, command, status in cycle.rejected[:REJECTIONS_LOGGED]:
+            for method, command, status in cycle.rejected[:REJECTIONS_LOGGED -
+                                                          cycle.rejected_total]:
                 log.warning("monitor rejected %s of job %s (HTTP %s): %d record(s) not applied",
                             method, command.job_id, status, command.records)
-            if len(cycle.rejected) > REJECTIONS_LOGGED:
-                log.warning("monitor rejected %d more job(s) this cycle",
-                            len(cycle.rejected) - REJECTIONS_LOGGED)
+            cycle.rejected_total += len(cycle.rejected)
+            cycle.rejected = []
         if not cycle.failed:
-            self._failures = 0
-            self._stats.set("records_pending_retry", 0)
             return
-        self._failures += 1
         limit = self._settings.retry_limit
-        carried = Batch()
+        carried = cycle.carried
         lost: List[Tuple[str, JobCommand]] = []
         for method, command in cycle.failed:
             command.attempts += 1
@@ -348,20 +380,36 @@ class Flusher:
                 group = (carried.adds if method == "POST" else
                          carried.updates if method == "PUT" else carried.removes)
                 group[command.job_id] = command
+        cycle.failed = []
         if lost:
             records = sum(command.records for _, command in lost)
             self._settle("records_lost_transport", records)
-            log.warning("lost %d record(s) in %d command(s): %s", records, len(lost),
-                        cycle.reason)
+            cycle.lost_records += records
+            cycle.lost_commands += len(lost)
             if log.isEnabledFor(logging.DEBUG):
                 for method, command in lost:
                     log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
                               command.records)
+
+    def _finish(self, cycle: _Cycle) -> None:
+        """Log what the cycle rejected and lost (once, with counts); plan any retry."""
+        if cycle.rejected_total > REJECTIONS_LOGGED:
+            log.warning("monitor rejected %d more job(s) this cycle",
+                        cycle.rejected_total - REJECTIONS_LOGGED)
+        if not cycle.down:
+            self._failures = 0
+            self._stats.set("records_pending_retry", 0)
+            return
+        self._failures += 1
+        if cycle.lost_records:
+            log.warning("lost %d record(s) in %d command(s): %s", cycle.lost_records,
+                        cycle.lost_commands, cycle.reason)
+        carried = cycle.carried
         if carried:
-            retried = len(cycle.failed) - len(lost)
             delay = backoff(self._failures)
             self._pending = carried
             self._retry_at = self._clock() + delay
-            log.warning("will retry %d command(s) (%d record(s)) in %.0f s: %s", retried,
+            log.warning("will retry %d command(s) (%d record(s)) in %.0f s: %s",
+                        len(carried.adds) + len(carried.updates) + len(carried.removes),
                         carried.records, delay, cycle.reason)
         self._stats.set("records_pending_retry", self.pending_records)

@@ -157,3 +157,21 @@ def test_concurrent_puts_and_takes_lose_nothing():
     thread.join(10)
     assert not thread.is_alive()
     assert taken == expected
+
+
+def test_take_hands_over_slices_oldest_first_and_rearms_the_grace():
+    clock = FakeClock()
+    buf = RecordBuffer(size=100, grace=3, max_size=10_000, clock=clock)
+    assert buf.put_many([line(40)] * 5) == 5           # 200 bytes: over the size, in grace
+    clock.now += 1
+    assert buf.put_many([line(30), line(500)]) == 2
+    assert buf.take(100) == [line(40)] * 2              # never over max_bytes ...
+    assert buf.nbytes == 120 + 530 and len(buf) == 5
+    assert buf.oldest_age() == 1.0                      # three of the first put are left
+    assert buf.take(100) == [line(40), line(40)]
+    assert buf.take(100) == [line(40), line(30)]
+    assert buf.oldest_age() == 0.0 and len(buf) == 1
+    clock.now += 10                                     # the grace would be long over ...
+    assert buf.take(100) == [line(500)]                 # ... at least one line, however long
+    assert buf.nbytes == 0 and buf.take(100) == []
+    assert buf.put_many([line(60), line(60)]) == 2      # ... but draining re-armed it

@@ -315,3 +315,67 @@ def test_drain_sends_what_is_left_then_returns(base_settings):
         rig.flusher.drain(time.monotonic() + 10)
         assert len(monitor.jobs()) == 10
         rig.assert_accounted()
+
+
+def test_a_big_buffer_goes_in_slices_in_the_records_order(base_settings):
+    """Slices of 2 × max_request_bytes: a job ADDed in the first slice and updated in a later
+    one gets its POST before the PUT, and every record is counted once."""
+    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
+        rig = Rig(base_settings, server.url, max_request_bytes=2000)
+        rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
+        rig.feed(*(encode_update(job(i), [("JobStatus", "2"), ("Pad", '"' + "x" * 50 + '"')])
+                   for i in range(100, 300)))
+        rig.feed(encode_update(job(1), [("JobStatus", "2")]), encode_remove(job(1)))
+        rig.flusher.flush_once()
+        requests = server.received
+        assert all(len(r.body) <= 2000 for r in requests)
+        mentions = [(r.method, obj) for r in requests for obj in json.loads(r.body)
+                    if obj["id"] == job(1)]
+        assert mentions == [("POST", {"id": job(1), "condorid": "1.0", "JobStatus": 1}),
+                            ("PUT", {"id": job(1), "JobStatus": 2}),
+                            ("DELETE", {"id": job(1)})]
+        # The slices' methods interleave: POST, PUTs, then a later slice's PUTs and DELETE.
+        methods = [r.method for r in requests]
+        assert methods[0] == "POST" and methods[-1] == "DELETE" and methods.count("POST") == 1
+        updated = [obj["id"] for r in requests if r.method == "PUT" for obj in json.loads(r.body)]
+        assert sorted(updated) == sorted([job(1)] + [job(i) for i in range(100, 300)])
+        assert rig.count("records_sent") == 203 and rig.count("batches") == 1
+        assert len(rig.buffer) == 0
+        rig.assert_accounted()
+
+
+def test_a_failed_slice_is_retried_and_the_rest_waits_in_the_buffer(base_settings):
+    answers = {"left": 1}
+
+    def first_fails(server, conn, request):
+        if answers["left"]:
+            answers["left"] -= 1
+            return respond(conn, 503, b"{}")
+        return respond(conn, 200, b"[]", keep_alive=True)
+
+    with FaultServer(first_fails) as server:
+        rig = Rig(base_settings, server.url, max_request_bytes=2000, retry_limit=3)
+        rig.feed(*(encode_update(job(i), [("Pad", '"' + "x" * 80 + '"')]) for i in range(200)))
+        rig.flusher.flush_once()
+        assert server.requests == 1
+        pending = rig.flusher.pending_records
+        assert 0 < pending < 200 and len(rig.buffer) == 200 - pending
+        rig.assert_accounted()
+        rig.feed(encode_update(job(0), [("Pad", '"y"')]))    # merges with the carried command
+        rig.flusher.flush_once()
+        sent = {obj["id"]: obj for r in server.received[1:] for obj in json.loads(r.body)}
+        assert len(sent) == 200 and sent[job(0)]["Pad"] == "y"
+        assert rig.count("records_sent") == 201 and rig.count("retries") == 1
+        assert rig.flusher.pending_records == 0 and len(rig.buffer) == 0
+        rig.assert_accounted()
+
+
+def test_a_refused_cycle_without_retries_loses_every_slice_it_took(base_settings):
+    rig = Rig(base_settings, refused_url(), retry_limit=0, max_request_bytes=2000)
+    rig.feed(*(encode_update(job(i), [("Pad", '"' + "x" * 80 + '"')]) for i in range(200)))
+    rig.feed(b"junk")
+    rig.flusher.flush_once()
+    assert rig.count("requests_made") == 1
+    assert rig.count("records_lost_transport") == 200 and rig.count("records_bad") == 1
+    assert len(rig.buffer) == 0
+    rig.assert_accounted()
