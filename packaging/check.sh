@@ -2,8 +2,12 @@
 # Build the RPM and the .deb from a source tarball of this checkout and check
 # what a grid site would install: file lists, lintian, the unpacked programs
 # running against a test configuration, the systemd unit, the man pages.
+# Then the real installs (section at the end): the RPM into an empty root with
+# rpm, and, under CI=true as root, the .deb on this machine with README.md's
+# own commands, purged again on exit.
 #
 #   packaging/check.sh            (CI=true: a missing tool fails the check)
+#   PANDAD_CHECK_INSTALL=1 packaging/check.sh   (as root: the real install outside CI)
 #
 # Everything is built under a temporary directory, never in the checkout.
 set -euo pipefail
