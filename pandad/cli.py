@@ -31,8 +31,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args and args[0] == "--config-val":
         from pandad.config import config_val_main
+        from pandad.knobs import KNOBS
 
-        return config_val_main(args[1:], subsystem="PANDAD")
+        # Only this product's knobs: HTCondor's own (SCHEDD_NAME, JOB_QUEUE_LOG) answer as
+        # HTCondor's table does.
+        defaults = {knob.name: knob.default for knob in KNOBS
+                    if knob.default and knob.name.startswith(("PANDA", "MAX_PANDA"))}
+        return config_val_main(args[1:], subsystem="PANDAD", defaults=defaults)
     from pandad.daemon import main as daemon_main
 
     return daemon_main(args)

@@ -839,10 +839,12 @@ class _Loader:
 
 # --------------------------------------------------------------------------- the tool
 
-def config_val_main(names: List[str], subsystem: str) -> int:
+def config_val_main(names: List[str], subsystem: str,
+                    defaults: Optional[Mapping[str, str]] = None) -> int:
     """``pandad --config-val [-subsystem NAME] NAME...``: print each knob's expanded value,
     one a line, as ``condor_config_val`` does (``-subsystem SCHEDD`` shows what the plug-in
-    reads)."""
+    reads). ``defaults`` are built-in defaults (config text) of knobs HTCondor's own table
+    lacks: like condor_config_val, an undefined knob with a default prints the default."""
     names = list(names)
     while names and names[0].lstrip("-") in ("subsystem",) or (
             names and names[0].startswith("--subsystem=")):
@@ -859,6 +861,10 @@ def config_val_main(names: List[str], subsystem: str) -> int:
     try:
         config = HTCondorConfig.load(subsystem)
         values = [config.get(name) for name in names]
+        for i, (name, value) in enumerate(zip(names, values)):
+            default = (defaults or {}).get(name.upper())
+            if value is None and default:
+                values[i] = config.expand(default)
     except ConfigError as error:
         print(f"pandad: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

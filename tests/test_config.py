@@ -154,6 +154,13 @@ def test_config_val_command_output_and_exit_status(tmp_path):
     assert schedd.stdout == "for the schedd\n"
     missing = run("A", "NOPE")
     assert (missing.returncode, missing.stdout, missing.stderr) == (1, "1\n", "Not defined: NOPE\n")
+    # pandad's own knobs have built-in defaults, shown as condor_config_val shows HTCondor's.
+    defaults = run("PANDA_QUEUE_SIZE", "PANDA_STATISTICS_LOG")
+    assert (defaults.returncode, defaults.stdout) == (0, "131072\n/tmp/pandaStatisticsLog\n")
+    main.write_text("A = 1\nSPOOL = /var/spool/x\nPANDA_QUEUE_SIZE = 42\n")
+    expanded = run("PANDA_QUEUE_SIZE", "PANDA_PLUGIN_STATE_FILE")
+    assert expanded.stdout == "42\n/var/spool/x/panda_plugin.state\n"
+    main.write_text("A = 1\nB = $(A) two\nSCHEDD.B = for the schedd\n")
     main.write_text("A = 1\nbroken line here\n")
     bad = run("A")
     assert bad.returncode == 99
