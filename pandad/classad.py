@@ -203,6 +203,17 @@ def to_json_value(text: str) -> object:
         value = _convert_escapes(raw)
         return s if value is None else value
     if first in "0123456789+-.":
+        # Fast paths for the usual unsigned "123" and "123.5", with _number's rules; isascii()
+        # keeps out the other scripts' digits that isdigit() and float() accept.
+        if s.isdigit() and s.isascii():
+            value = int(s)
+            return value if value <= _INT64_MAX else s
+        whole, dot, fraction = s.partition(".")
+        if dot and whole.isdigit() and fraction.isdigit() and s.isascii():
+            real = float(s)
+            if real.is_integer():
+                return int(real) if real <= _INT64_MAX else real
+            return s if math.isinf(real) else real
         if _INT_RE.match(s):
             value = int(s)
             return value if _INT64_MIN <= value <= _INT64_MAX else s
