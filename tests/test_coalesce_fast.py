@@ -1,0 +1,178 @@
+"""The fast paths of pandad.coalesce / convert / classad against the plain code they replace
+(hypothesis): whole-batch line checks + ``_parse_plain`` give exactly ``wire.decode``'s verdicts,
+``Converter`` gives ``job_object``'s objects, and ``to_json_value``'s number fast paths give
+``_number``'s values, on generated input good and bad."""
+
+from collections import Counter
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from pandad import classad
+from pandad.classad import to_json_value
+from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce
+from pandad.convert import JSON_NAMES, Converter, _local_time
+from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
+
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
+
+
+def reference_coalesce(lines) -> Batch:
+    """coalesce as it was before the fast path: ``decode`` on every line."""
+    batch = Batch()
+    for line in lines:
+        try:
+            verb, job_id, condor_id, attrs = decode(line)
+        except BadRecord as error:
+            batch.bad += 1
+            batch.bad_reasons[bad_reason(error)] += 1
+            continue
+        adds, updates, removes = batch.adds, batch.updates, batch.removes
+        if verb == "UPDATE":
+            command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+            if command is None:
+                command = updates[job_id] = JobCommand(job_id)
+        elif verb == "ADD":
+            command = adds.get(job_id)
+            if command is None:
+                command = adds[job_id] = JobCommand(job_id, condor_id)
+                for group in (updates, removes):
+                    earlier = group.pop(job_id, None)
+                    if earlier is not None:
+                        command.absorb(earlier)
+            elif condor_id:
+                command.condor_id = condor_id
+        else:
+            command = removes.get(job_id)
+            if command is None:
+                command = removes[job_id] = JobCommand(job_id)
+        command.merge(attrs)
+    return batch
+
+
+def snapshot(batch: Batch) -> tuple:
+    def group(commands):
+        return [(key, c.job_id, c.condor_id, list(c.attrs.items()), c.records)
+                for key, c in commands.items()]
+    return (group(batch.adds), group(batch.updates), group(batch.removes), batch.bad,
+            Counter(batch.bad_reasons))
+
+
+JOBS = st.sampled_from(["s#1.0#9", "s#2.0#9", 's#"3".0#9', "s#4\\.0#9", "é#5.0#9"])
+NAMES = st.sampled_from(["JobStatus", "jobstatus", "Owner", "QDate", "id", "Cmd", "_x1"])
+VALUES = st.sampled_from(["2", "1234.0", '"alice"', "undefined", "1e3", '"a\\tb"', "null",
+                          "{ 1, 2 }", "-5", "  7  "])
+PAIRS = st.lists(st.tuples(NAMES, VALUES), max_size=3)
+GOOD = st.one_of(
+    st.builds(lambda j, p: encode_add(j, j.split("#")[1] if "#" in j else "1.0", p), JOBS, PAIRS),
+    st.builds(encode_update, JOBS, PAIRS.filter(bool)),
+    st.builds(encode_remove, JOBS, PAIRS),
+).map(lambda record: record[:-1])
+NASTY = st.sampled_from([b"\v", b"\0", b"\n", b"\t", b"\xff", b"\xc3", b'"', b"\\", b" ", b"x",
+                         b"1bad", b"\vADD", b"\vUPDATE"])
+
+
+@st.composite
+def damaged(draw, good=GOOD):
+    line = draw(good)
+    for _ in range(draw(st.integers(0, 2))):
+        where = draw(st.integers(0, len(line)))
+        action = draw(st.sampled_from(["insert", "cut", "truncate"]))
+        if action == "insert":
+            line = line[:where] + draw(NASTY) + line[where:]
+        elif action == "cut":
+            line = line[:where] + line[where + 1:]
+        else:
+            line = line[:where]
+    return line
+
+
+LINES = st.lists(st.one_of(GOOD, damaged(), st.binary(max_size=20)), max_size=12)
+
+
+@PROPERTY_SETTINGS
+@given(LINES)
+@example([b"\vUPDATE\t\"j\"\tA\t1\v", b"UPDATE\t\"j\"\tA\t2"])   # VTs that add up to one a line
+@example([b"\vUPDATE\t\"j\"\tA\t1", b"\vUPDATE\t\"j\"\tA\t2\n\vX"])   # a newline inside a line
+@example([b"\vUPDATE\t\"j\"", b"\vADD\t\"j\"", b"\vADD\t\"j\"\t\"\"", b"\vREMOVE\t\"\""])
+def test_coalesce_matches_decode_line_by_line(lines):
+    assert snapshot(coalesce(lines)) == snapshot(reference_coalesce(lines))
+
+
+@PROPERTY_SETTINGS
+@given(LINES, LINES)
+def test_coalesce_into_a_carried_batch_matches(first, second):
+    assert (snapshot(coalesce(second, into=coalesce(first)))
+            == snapshot(reference_coalesce(first + second)))
+
+
+def reference_job_object(job_id, condor_id, attrs) -> dict:
+    obj = {"id": job_id}
+    if condor_id is not None:
+        obj["condorid"] = condor_id
+    for attr, text in attrs.items():
+        name = JSON_NAMES.get(attr.lower(), attr)
+        if name in ("id", "condorid"):
+            continue
+        value = to_json_value(text)
+        obj[name] = _local_time(value) if name == "submitted" else value
+    return obj
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.lists(st.tuples(NAMES, VALUES | st.text(max_size=70)), max_size=5),
+                max_size=6))
+def test_converter_remembers_nothing_that_changes_an_object(commands):
+    converter = Converter()
+    for index, pairs in enumerate(commands):
+        attrs = dict(pairs)
+        expected = reference_job_object(f"j{index}", None, attrs)
+        assert converter.job_object(f"j{index}", None, attrs.items()) == expected
+        assert repr(converter.job_object(f"j{index}", None, attrs.items())) == repr(expected)
+
+
+def reference_number(text: str) -> object:
+    s = text.strip(" \t\n\v\f\r")
+    if classad._INT_RE.match(s):
+        value = int(s)
+        return value if classad._INT64_MIN <= value <= classad._INT64_MAX else s
+    return classad._number(s)
+
+
+NUMBERS = st.one_of(
+    st.from_regex(r"\A[0-9]{1,25}(\.[0-9]{0,25})?\Z"),
+    st.text(alphabet="0123456789.+-eE_ ٣²", min_size=1, max_size=30).filter(
+        lambda s: s.strip(" ")[:1] in tuple("0123456789+-.")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NUMBERS)
+@example("9" * 400 + ".5")                       # overflows to inf: the text
+@example("9223372036854775807")
+@example("9223372036854775808")
+@example("9223372036854775808.0")
+@example("1_000")
+@example("1.")
+def test_number_fast_paths_match_number(text):
+    got, expected = to_json_value(text), reference_number(text)
+    assert type(got) is type(expected) and repr(got) == repr(expected)
+
+
+def test_plain_records_skip_decode_once_their_names_are_known(monkeypatch):
+    import pandad.coalesce
+
+    calls = []
+
+    def counting_decode(line):
+        calls.append(line)
+        return decode(line)
+
+    monkeypatch.setattr(pandad.coalesce, "decode", counting_decode)
+    lines = [encode_update(f"s#{i}.0#9", [("JobStatus", "2"), ("RemoteWallClockTime", "1.5")])[:-1]
+             for i in range(100)]
+    lines.append(encode_add("s#7.0#9", "7.0", [("jobstatus", "1")])[:-1])
+    batch = coalesce(lines)
+    assert calls == [lines[0], lines[-1]]            # the first sight of each name
+    assert len(batch.updates) == 99 and batch.adds["s#7.0#9"].records == 2
+    assert batch.adds["s#7.0#9"].attrs["jobstatus"] == ("jobstatus", "1")
