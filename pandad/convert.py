@@ -7,11 +7,11 @@ dicts, never by joining strings.
 
 import re
 import time
-from typing import Dict, Mapping, Optional
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from pandad.classad import to_json_value
 
-__all__ = ["json_name", "job_object", "condor_id_from_job_id", "JSON_NAMES"]
+__all__ = ["json_name", "job_object", "condor_id_from_job_id", "JSON_NAMES", "Converter"]
 
 # ClassAd attribute (lower case) → the monitor's field, as the C++ plug-in sent them.
 JSON_NAMES: Dict[str, str] = {
@@ -29,6 +29,10 @@ JSON_NAMES: Dict[str, str] = {
 # Keys the object itself owns; an attribute of the same name must not overwrite them.
 _RESERVED = frozenset({"id", "condorid"})
 _CONDOR_ID_RE = re.compile(r"[0-9]+\.[0-9]+\Z")
+# Value texts up to this length are remembered by a Converter: short values (status codes,
+# sizes, hosts, owners, "undefined") repeat across the jobs of a batch; long ones seldom do.
+_MEMO_TEXT_MAX = 64
+_MISSING = object()
 
 
 def json_name(attr: str) -> str:
@@ -46,24 +50,51 @@ def _local_time(value: object) -> object:
         return value
 
 
+class Converter:
+    """``job_object`` for the many commands of one batch, remembering what it worked out.
+
+    ``json_name`` per attribute name and ``to_json_value`` per short value text are pure, so a
+    remembered result is the result; the memory goes with the converter (one per batch).
+    """
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self) -> None:
+        self._names: Dict[str, str] = {}       # attribute name → the monitor's field
+        self._values: Dict[str, object] = {}   # value text (≤ _MEMO_TEXT_MAX) → JSON value
+
+    def job_object(self, job_id: str, condor_id: Optional[str],
+                   attrs: Iterable[Tuple[str, str]]) -> dict:
+        """As ``job_object``, from (name, value text) pairs."""
+        obj: dict = {"id": job_id}
+        if condor_id is not None:
+            obj["condorid"] = condor_id
+        names = self._names
+        values = self._values
+        for attr, text in attrs:
+            name = names.get(attr)
+            if name is None:
+                name = names[attr] = JSON_NAMES.get(attr.lower(), attr)
+            if name in _RESERVED:
+                continue
+            value = values.get(text, _MISSING)
+            if value is _MISSING:
+                value = to_json_value(text)
+                if len(text) <= _MEMO_TEXT_MAX:
+                    values[text] = value
+            if name == "submitted":
+                value = _local_time(value)
+            obj[name] = value
+        return obj
+
+
 def job_object(job_id: str, condor_id: Optional[str], attrs: Mapping[str, str]) -> dict:
     """``{"id": job_id, ["condorid": condor_id,] <json_name(attr)>: <JSON value>, ...}``.
 
     ``QDate`` becomes ``submitted`` in local time. An attribute literally named ``id`` or
     ``condorid`` is left out: it would overwrite the job's identity.
     """
-    obj: dict = {"id": job_id}
-    if condor_id is not None:
-        obj["condorid"] = condor_id
-    for attr, text in attrs.items():
-        name = JSON_NAMES.get(attr.lower(), attr)
-        if name in _RESERVED:
-            continue
-        value = to_json_value(text)
-        if name == "submitted":
-            value = _local_time(value)
-        obj[name] = value
-    return obj
+    return Converter().job_object(job_id, condor_id, attrs.items())
 
 
 def condor_id_from_job_id(job_id: str) -> Optional[str]:

@@ -37,7 +37,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, JobCommand, coalesce
-from pandad.convert import condor_id_from_job_id, job_object
+from pandad.convert import Converter, condor_id_from_job_id, job_object
 from pandad.transport import TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -52,6 +52,9 @@ REJECTIONS_LOGGED = 10                           # named per cycle; the rest as 
 SLICE_REQUESTS = 2
 # One encoder for every body: json.dumps with arguments would build a new one per object.
 _JSON = json.JSONEncoder(separators=(",", ":"))
+# A body is aimed at this share of max_request_bytes: the objects' sizes are estimated from
+# the previous body, and an estimate a little short saves encoding a body twice.
+BODY_FILL = 0.9
 
 # One encoded command in a request body.
 Item = Tuple[JobCommand, bytes]
@@ -94,6 +97,16 @@ def encode(method: str, command: JobCommand, condor_id: Optional[str] = None) ->
 
 def body_of(items: List[Item]) -> bytes:
     return b"[" + b",".join(encoded for _, encoded in items) + b"]"
+
+
+def encode_objects(objects: List[dict]) -> bytes:
+    """A JSON array of ``objects``, encoded at once (one C encoder for the whole list).
+
+    ``ensure_ascii`` makes the text ASCII, so its length is the body's length in bytes. The
+    objects come from ``convert`` (str, int, finite float, bool, None values), which every
+    JSON encoder takes, so this does not fail on input.
+    """
+    return _JSON.encode(objects).encode("ascii")
 
 
 def split_items(items: List[Item], max_bytes: int) -> Iterator[List[Item]]:
@@ -263,41 +276,86 @@ class Flusher:
                 self._send_commands(method, list(commands.values()), cycle)
 
     def _send_commands(self, method: str, commands: List[JobCommand], cycle: _Cycle) -> None:
-        if cycle.down:
-            cycle.failed.extend((method, command) for command in commands)
-            return
-        items: List[Item] = []
-        for command in commands:
-            try:
-                items.append((command, encode(method, command)))
-            except (ValueError, TypeError) as error:
-                # A value convert cannot turn into JSON: bad input, never fatal.
-                self._settle("records_bad", command.records)
-                self._stats.add("records_bad_unconvertible", command.records)
-                log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
-        for group in split_items(items, self._settings.max_request_bytes):
-            self._send_group(method, group, cycle)
+        """Convert, encode and send ``commands`` a body at a time (one body held at once)."""
+        converter = Converter()
+        for group, body in self._bodies(method, commands, converter):
+            if cycle.down:
+                cycle.failed.extend((method, command) for command in group)
+            else:
+                self._send_group(method, group, body, cycle, converter)
 
-    def _send_group(self, method: str, group: List[Item], cycle: _Cycle) -> None:
+    def _bodies(self, method: str, commands: List[JobCommand],
+                converter: Converter) -> Iterator[Tuple[List[JobCommand], bytes]]:
+        """(commands, JSON array body) within ``max_request_bytes``, in order.
+
+        A list of objects is encoded at once; how many go in a body is estimated from the
+        bytes per object so far, and a body over the limit is cut to fit and encoded again.
+        An object larger than the limit on its own is sent alone (the monitor decides).
+        """
+        max_bytes = self._settings.max_request_bytes
+        per_object = 100.0                       # bytes per encoded object, learnt as we go
+        ready: List[Tuple[JobCommand, dict]] = []
+        pending = iter(commands)
+        while True:
+            want = max(1, int(max_bytes * BODY_FILL / per_object))
+            for command in pending:
+                converted = self._convert(method, command, converter)
+                if converted is not None:
+                    ready.append((command, converted))
+                    if len(ready) >= want:
+                        break
+            if not ready:
+                return
+            count = min(want, len(ready))
+            body = encode_objects([obj for _, obj in ready[:count]])
+            while len(body) > max_bytes and count > 1:
+                count = max(1, min(count - 1, int(count * max_bytes * BODY_FILL / len(body))))
+                body = encode_objects([obj for _, obj in ready[:count]])
+            per_object = len(body) / count
+            yield [command for command, _ in ready[:count]], body
+            del ready[:count]
+
+    def _convert(self, method: str, command: JobCommand, converter: Converter,
+                 condor_id: Optional[str] = None) -> Optional[dict]:
+        """The command's JSON object (``condorid`` only on POST); None if it cannot be one."""
+        if method == "POST":
+            condor_id = condor_id or command.condor_id
+        else:
+            condor_id = None
+        try:
+            return converter.job_object(command.job_id, condor_id, command.attrs.values())
+        except (ValueError, TypeError) as error:
+            self._unconvertible(command, error)
+            return None
+
+    def _unconvertible(self, command: JobCommand, error: Exception) -> None:
+        # A value convert cannot turn into JSON: bad input, never fatal.
+        self._settle("records_bad", command.records)
+        self._stats.add("records_bad_unconvertible", command.records)
+        log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
+
+    def _send_group(self, method: str, group: List[JobCommand], body: bytes, cycle: _Cycle,
+                    converter: Converter) -> None:
         if cycle.down:
-            cycle.failed.extend((method, command) for command, _ in group)
+            cycle.failed.extend((method, command) for command in group)
             return
-        status = self._request(method, body_of(group), len(group), cycle)
+        status = self._request(method, body, len(group), cycle)
         if retryable(status):
             cycle.down = True
-            cycle.failed.extend((method, command) for command, _ in group)
+            cycle.failed.extend((method, command) for command in group)
         elif 200 <= status < 300:
-            self._accept([command for command, _ in group])
+            self._accept(group)
         elif 400 <= status < 500 and len(group) > 1:
             # Isolate the rejected commands: each half on its own.
             half = len(group) // 2
-            self._send_group(method, group[:half], cycle)
-            self._send_group(method, group[half:], cycle)
+            for part in (group[:half], group[half:]):
+                for commands, part_body in self._bodies(method, part, converter):
+                    self._send_group(method, commands, part_body, cycle, converter)
         elif 400 <= status < 500:
-            self._upsert_or_reject(method, group[0][0], status, cycle)
+            self._upsert_or_reject(method, group[0], status, cycle)
         else:
             # 1xx/3xx: nothing to isolate or retry; the monitor did not take them.
-            for command, _ in group:
+            for command in group:
                 cycle.rejected.append((method, command, str(status)))
 
     def _upsert_or_reject(self, method: str, command: JobCommand, status: int,
