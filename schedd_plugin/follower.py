@@ -41,7 +41,7 @@ Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
 
 import logging
 import os
-from typing import Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from schedd_plugin.callbacks import ClassAdLogPlugin
 from schedd_plugin.logparse import (BEGIN_TRANSACTION, DELETE_ATTRIBUTE, DESTROY_CLASSAD,
@@ -55,6 +55,8 @@ __all__ = ["Follower", "load_log", "LoadResult"]
 log = logging.getLogger("panda_plugin.follower")
 
 CHUNK_BYTES = 1 << 20
+# A line as _complete_lines returns it: bytes, or str for a plain-ASCII chunk.
+Line = Union[bytes, str]
 # The first line is a 107 of a few dozen bytes; a longer read only costs time.
 _FIRST_LINE_BYTES = 256
 
@@ -69,12 +71,14 @@ class LoadResult(NamedTuple):
     corrupt: Tuple[int, ...]  # offsets of the corrupt lines skipped
 
 
-def _complete_lines(fd: int, offset: int, chunk_size: int,
-                    limit: Optional[int] = None) -> Iterator[Tuple[int, List[bytes]]]:
+def _complete_lines(fd: int, offset: int, chunk_size: int, limit: Optional[int] = None,
+                    text: bool = False) -> Iterator[Tuple[int, List[Line]]]:
     """``(offset of the first line, complete lines without b"\\n")`` from ``offset`` to EOF.
 
     A tail without ``\\n`` is not returned: the caller reads it again later from its start.
-    With ``limit``, nothing at or after that offset is read.
+    With ``limit``, nothing at or after that offset is read.  With ``text``, a chunk that is
+    all ASCII without NUL or CR (nearly every chunk) comes as ``str`` lines, decoded in one
+    call; their lengths are still their byte lengths.
     """
     start = rpos = offset
     pending = b""
@@ -87,8 +91,12 @@ def _complete_lines(fd: int, offset: int, chunk_size: int,
             return
         rpos += len(data)
         buf = pending + data if pending else data
-        lines = buf.split(b"\n")
-        pending = lines.pop()
+        if text and buf.isascii() and b"\0" not in buf and b"\r" not in buf:
+            lines = buf.decode("ascii").split("\n")
+            pending = lines.pop().encode("ascii")
+        else:
+            lines = buf.split(b"\n")
+            pending = lines.pop()
         if lines:
             yield start, lines
             start = rpos - len(pending)
@@ -289,13 +297,13 @@ class Follower:
         fd = self._fd
         assert fd is not None
         got = False
-        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size):
+        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size, text=True):
             got = True
             if not self._process(start, lines):
                 break
         return got
 
-    def _process(self, start: int, lines: List[bytes]) -> bool:
+    def _process(self, start: int, lines: List[Line]) -> bool:
         """Apply ``lines`` (the first at offset ``start``); False when reading must stop."""
         parse = parse_line
         txn = self._txn
@@ -304,8 +312,26 @@ class Follower:
         ok = True
         for line in lines:
             end = pos + len(line) + 1
+            # SetAttribute, most of the log, on parse_line's own fast path but inline, for the
+            # str lines of an ASCII chunk: "103 key name value", single spaces, no tab in key
+            # or name, a value that does not start with a blank.  Anything else: parse_line.
+            if isinstance(line, str) and line[:4] == "103 ":
+                parts = line.split(" ", 3)
+                if len(parts) == 4:
+                    key, name, value = parts[1], parts[2], parts[3]
+                    if (key and name and value and value[0] != " " and value[0] != "\t"
+                            and "\t" not in key and "\t" not in name):
+                        consumed += 1
+                        op = (SET_ATTRIBUTE, key, name, value, ())
+                        if txn is not None:
+                            txn.append(op)
+                        else:
+                            self._apply(op)
+                            self._committed = end
+                        pos = end
+                        continue
             try:
-                op = parse(line)
+                op = parse(line if isinstance(line, bytes) else line.encode("ascii"))
             except CorruptLine as e:
                 if pos in self._known_corrupt:
                     consumed += 1
@@ -356,7 +382,7 @@ class Follower:
         self._count("log_lines_read", consumed)
         return ok
 
-    def _record_follows(self, lines: List[bytes], index: int, offset: int) -> bool:
+    def _record_follows(self, lines: List[Line], index: int, offset: int) -> bool:
         """Is there a valid complete record after a corrupt line (in ``lines`` or the file)?"""
         for line in lines[index:]:
             if _parses(line):
@@ -566,9 +592,9 @@ class Follower:
             self.stats.add(name, n)
 
 
-def _parses(line: bytes) -> bool:
+def _parses(line: Line) -> bool:
     try:
-        parse_line(line)
+        parse_line(line if isinstance(line, bytes) else line.encode("ascii"))
     except CorruptLine:
         return False
     return True
