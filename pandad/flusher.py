@@ -47,9 +47,10 @@ OTHER_VERB = {"POST": "PUT", "PUT": "POST"}      # DELETE has no other verb
 BACKOFF_FIRST = 1.0                              # seconds before the first retry
 BACKOFF_MAX = 60.0                               # the backoff doubles up to this
 REJECTIONS_LOGGED = 10                           # named per cycle; the rest as a count
-# A slice is this many request bodies' worth of record lines: big enough that bodies are full,
-# small enough that one slice decoded (about 10 × its bytes) stays a few MiB.
-SLICE_REQUESTS = 2
+# A slice is this many request bodies' worth of record lines: enough that bodies are nearly
+# full (a JSON object takes about as many bytes as its records), few enough that one slice
+# decoded and converted (about 10 × its bytes) stays a few MiB.
+SLICE_REQUESTS = 1
 # One encoder for every body: json.dumps with arguments would build a new one per object.
 _JSON = json.JSONEncoder(separators=(",", ":"))
 # A body is aimed at this share of max_request_bytes: the objects' sizes are estimated from

@@ -238,8 +238,10 @@ class RecordSplitter:
             chunk = chunk[newline + 1:]
             self._discarding = False
             bad = 1
-        data = self._tail + chunk if self._tail else chunk
-        lines = data.split(b"\n")
+        lines = chunk.split(b"\n")
+        if self._tail:
+            # Only the unfinished line is joined, not the whole chunk copied behind it.
+            lines[0] = self._tail + lines[0]
         tail = lines.pop()
         limit = self.max_record_bytes
         if len(tail) > limit:

@@ -318,7 +318,7 @@ def test_drain_sends_what_is_left_then_returns(base_settings):
 
 
 def test_a_big_buffer_goes_in_slices_in_the_records_order(base_settings):
-    """Slices of 2 × max_request_bytes: a job ADDed in the first slice and updated in a later
+    """Slices of max_request_bytes: a job ADDed in the first slice and updated in a later
     one gets its POST before the PUT, and every record is counted once."""
     with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
         rig = Rig(base_settings, server.url, max_request_bytes=2000)
