@@ -42,7 +42,7 @@ from pandad.transport import Transport, TransportError
 from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
 
 SUBSYSTEM = "PANDAD"
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 18
 EXIT_INTERNAL_ERROR = 1
 # Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
 WAKE_EOF = 0

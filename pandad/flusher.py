@@ -50,7 +50,7 @@ REJECTIONS_LOGGED = 10                           # named per cycle; the rest as 
 # A slice is this many request bodies' worth of record lines: enough that bodies are nearly
 # full (a JSON object takes about as many bytes as its records), few enough that one slice
 # decoded and converted (about 10 × its bytes) stays a few MiB.
-SLICE_REQUESTS = 1
+SLICE_REQUESTS = 0.5
 # One encoder for every body: json.dumps with arguments would build a new one per object.
 _JSON = json.JSONEncoder(separators=(",", ":"))
 # A body is aimed at this share of max_request_bytes: the objects' sizes are estimated from
@@ -294,17 +294,24 @@ class Flusher:
         An object larger than the limit on its own is sent alone (the monitor decides).
         """
         max_bytes = self._settings.max_request_bytes
+        with_condor_id = method == "POST"        # condorid only on POST
+        job_object = converter.job_object
         per_object = 100.0                       # bytes per encoded object, learnt as we go
         ready: List[Tuple[JobCommand, dict]] = []
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
             for command in pending:
-                converted = self._convert(method, command, converter)
-                if converted is not None:
-                    ready.append((command, converted))
-                    if len(ready) >= want:
-                        break
+                try:
+                    converted = job_object(command.job_id,
+                                           command.condor_id if with_condor_id else None,
+                                           command.attrs.values())
+                except (ValueError, TypeError) as error:
+                    self._unconvertible(command, error)
+                    continue
+                ready.append((command, converted))
+                if len(ready) >= want:
+                    break
             if not ready:
                 return
             count = min(want, len(ready))
@@ -315,19 +322,6 @@ class Flusher:
             per_object = len(body) / count
             yield [command for command, _ in ready[:count]], body
             del ready[:count]
-
-    def _convert(self, method: str, command: JobCommand, converter: Converter,
-                 condor_id: Optional[str] = None) -> Optional[dict]:
-        """The command's JSON object (``condorid`` only on POST); None if it cannot be one."""
-        if method == "POST":
-            condor_id = condor_id or command.condor_id
-        else:
-            condor_id = None
-        try:
-            return converter.job_object(command.job_id, condor_id, command.attrs.values())
-        except (ValueError, TypeError) as error:
-            self._unconvertible(command, error)
-            return None
 
     def _unconvertible(self, command: JobCommand, error: Exception) -> None:
         # A value convert cannot turn into JSON: bad input, never fatal.
