@@ -23,6 +23,12 @@
   progress, or NULs that become data).  A corrupt line followed by complete records is
   counted, logged in one line, and the follower resyncs: the whole file is reloaded and
   diffed like a rotation.  A corrupt line already seen is skipped, so this never loops.
+- Only a snapshot is ever diffed against the mirror, and the schedd never writes one without
+  its ``107`` first line.  A file without one (emptied, truncated or replaced under a running
+  schedd) would otherwise tell the monitor that every job left: instead the mirror is kept,
+  the file is followed as a continuation of the log (what is appended is replayed as usual),
+  a corrupt line in it is skipped rather than resynced from, and ``log_not_snapshot`` counts
+  each time.  A path that is not a regular file (a directory, say) is waited on, logged once.
 
 Start-up (the first :meth:`Follower.poll`):
 
@@ -36,11 +42,13 @@ Start-up (the first :meth:`Follower.poll`):
   queue, with its effective attributes (pandad's upsert heals a monitor that has the job).
 
 Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
-``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``.
+``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``, ``log_rotations_missed``,
+``log_not_snapshot``.
 """
 
 import logging
 import os
+import stat
 from typing import Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from schedd_plugin.callbacks import ClassAdLogPlugin
@@ -231,12 +239,22 @@ class Follower:
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            if not self._missing_logged:
-                log.warning("%s does not exist (yet); waiting for it", self.path)
-                self._missing_logged = True
+            self._wait_for_file("does not exist (yet)")
+            return None
+        except OSError as e:
+            self._wait_for_file(f"cannot be opened ({e.strerror})")
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self._wait_for_file("is not a regular file (a directory?)")
             return None
         self._missing_logged = False
         return fd
+
+    def _wait_for_file(self, problem: str) -> None:
+        if not self._missing_logged:
+            log.warning("%s %s; waiting for the job queue log", self.path, problem)
+            self._missing_logged = True
 
     def _start(self) -> bool:
         fd = self._open()
@@ -342,7 +360,7 @@ class Follower:
                     self._known_corrupt.add(pos)
                     self._count("log_corrupt_lines")
                     consumed += 1
-                    if self._draining:
+                    if self._draining or self._first is None:
                         log.warning("%s: corrupt line at offset %d skipped (%s)",
                                     self.path, pos, e)
                         pos = end
@@ -433,6 +451,13 @@ class Follower:
             st = os.stat(self.path)
         except FileNotFoundError:
             return False  # rename() replaces the file atomically; this is someone else
+        if not stat.S_ISREG(st.st_mode):
+            # Not the schedd's doing either: keep the file we have until a log is back.
+            self._wait_for_file("is not a regular file (a directory?)")
+            return False
+        if self._missing_logged:
+            log.info("%s is a regular file again; following it", self.path)
+            self._missing_logged = False
         fd = self._fd
         assert fd is not None
         if (st.st_dev, st.st_ino) != (self._dev, self._ino):
@@ -529,6 +554,8 @@ class Follower:
         """Load the current file and replay its differences to the mirror; reading goes on
         from the end of what was loaded (see :func:`load_log`)."""
         assert self._fd is not None
+        if len(self.mirror) and _first_line_id(self._fd) is None:
+            return self._keep_mirror_without_snapshot()
         fresh = Mirror()
         result = load_log(self._fd, fresh, chunk_size=self.chunk_size,
                           snapshot_only=snapshot_only)
@@ -539,6 +566,17 @@ class Follower:
         self._txn = None
         self._read_offset = self._committed = result.committed
         return self._diff_into(fresh)
+
+    def _keep_mirror_without_snapshot(self) -> int:
+        """The file has no 107 first line, so it is no snapshot of the queue: diffing it would
+        destroy every job.  Keep the mirror; reading goes on from where it stands (0 for a
+        file just entered), so what the schedd appends is replayed as usual."""
+        self._count("log_not_snapshot")
+        log.warning("%s is not a job queue snapshot (no 107 first line: emptied, truncated or "
+                    "replaced under the schedd?); keeping the %d ads known, removing none, "
+                    "and following what is appended", self.path, len(self.mirror))
+        self._txn = None
+        return 0
 
     def _note_corrupt(self, offsets: Tuple[int, ...]) -> None:
         new = [offset for offset in offsets if offset not in self._known_corrupt]

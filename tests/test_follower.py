@@ -304,11 +304,36 @@ def test_rewrite_in_place_with_a_new_sequence_is_a_rotation(tmp_path):
     assert os.stat(feed.path).st_ino == ino
     assert feed.records() == [removed(7), updated(8, X="1", Pad='"' + "x" * 200 + '"')]
     assert feed.count("log_rotations") == 1
-    # A first line that is no longer a 107 is a rotation too.
+    # A first line that is no longer a 107 is a rotation too, but no snapshot: the schedd
+    # never writes one without its 107. Nothing is diffed away (Pad stays); the file is
+    # followed as a continuation of the log, so its records are replayed as they come.
     feed.path.write_bytes(state(8) + b"103 8.0 X 2\n" + b"103 0.0 Pad 1\n" * 40)
-    assert feed.records() == [updated(8, X="2", Pad="null")]
+    records = feed.records()
+    assert [verb for verb, *_ in records if verb == "REMOVE"] == []
+    assert records[-1] == updated(8, X="2")
+    assert all("Pad" not in attrs or attrs["Pad"] != "null" for *_, attrs in records)
     assert feed.count("log_rotations") == 2
+    assert feed.count("log_not_snapshot") == 1
     assert feed.count("log_corrupt_lines") == 0
+
+
+def test_log_truncated_to_zero_removes_nothing_and_follows_what_is_appended(tmp_path):
+    # An admin's `> job_queue.log` under a running schedd: the schedd keeps its queue in
+    # memory and goes on appending. Diffing the empty file would REMOVE every job.
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    os.truncate(feed.path, 0)
+    assert feed.records() == []
+    assert feed.count("log_not_snapshot") == 1
+    with open(feed.path, "ab") as f:
+        f.write(txn(b"103 7.0 JobStatus 2") + txn(b"102 8.0"))
+    assert feed.records() == [updated(7, JobStatus="2"), removed(8)]
+    # The schedd's next rotation brings a real snapshot, diffed as usual.
+    rotated = tmp_path / "job_queue.log.tmp"
+    rotated.write_bytes(b"107 4 CreationTimestamp 1767000000\n" + state(7))
+    os.rename(rotated, feed.path)
+    assert feed.records() == [updated(7, JobStatus="1")]
+    assert feed.count("log_not_snapshot") == 1
 
 
 def test_shrunk_file_is_a_rotation(tmp_path):

@@ -125,10 +125,13 @@ def test_symlink_swapped_to_another_log(plugin_on_symlink):
 def test_log_truncated_to_zero(plugin_on_symlink):
     plugin, link, first, _ = plugin_on_symlink
     mark = len(plugin.log_text())
+    sent = len(plugin.records())
     os.truncate(first, 0)
-    line = plugin.wait_log("rotated", after=mark)
-    assert "job_queue.log" in line
+    line = plugin.wait_log("not a job queue snapshot", after=mark)
+    assert "job_queue.log" in line and "removing none" in line
     plugin.assert_alive()
+    # An emptied log is no news about the jobs: nothing was sent, least of all REMOVEs.
+    assert len(plugin.records()) == sent
     # Written again from scratch (a wiped spool): the plug-in follows the new content.
     simulated_log(first, seed=3)
     wait_until(lambda: any(j.startswith("s3.") for j in plugin.job_ids()), 15,
