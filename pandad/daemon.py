@@ -37,6 +37,7 @@ from pandad.config import ConfigError, HTCondorConfig
 from pandad.flusher import Flusher
 from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
 from pandad.logsetup import redact_url, redact_urls, setup_logging
+from pandad.process import unblock_signals
 from pandad.stats import Statistics, StatisticsLog, render
 from pandad.transport import Transport, TransportError
 from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
@@ -342,6 +343,7 @@ class Daemon:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
+    unblock_signals()
     try:
         settings = load_settings()
     except ConfigError as error:

@@ -42,6 +42,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 from pandad.config import ConfigError, HTCondorConfig
 from pandad.knobs import EXIT_CONFIG_ERROR, PluginSettings, load_plugin_settings
 from pandad.logsetup import redact_urls, setup_logging
+from pandad.process import unblock_signals
 from pandad.stats import Statistics
 from schedd_plugin.state import Position, load_position, save_position
 
@@ -72,7 +73,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "the position; starts at the beginning of the log")
     parser.add_argument("--resume", action="store_true",
                         help="with --dry-run: start from the saved position")
-    return parser.parse_args(argv)
+    # condor_master may pass DaemonCore-style flags (-f, -p 0, -local-name X); a daemon that
+    # refused them would be restarted in a loop. They are ignored, and logged once logging is
+    # up. A long option nobody knows is still an error: `--dry-rn` must not run for real.
+    args, unknown = parser.parse_known_args(argv)
+    misspelled = [arg for arg in unknown if arg.startswith("--")]
+    if misspelled:
+        parser.error(f"unrecognized arguments: {' '.join(misspelled)}")
+    args.ignored = unknown
+    return args
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> PluginSettings:
@@ -366,6 +375,7 @@ class PluginProcess:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    unblock_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.resume and not args.dry_run:
         args.resume = False                      # without --dry-run, resuming is the default
@@ -376,6 +386,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("configuration error: %s", redact_urls(str(e)))
         return EXIT_CONFIG_ERROR
     setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
+    if args.ignored:
+        log.warning("ignoring arguments panda_plugin does not know: %s", " ".join(args.ignored))
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
                  "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")
