@@ -91,6 +91,10 @@ KNOBS: Tuple[Knob, ...] = (
          "changes."),
     Knob("PANDA_VERIFY_SERVER", "true", "bool", "verify_server", "pandad",
          "Verify the monitor's TLS certificate and host name. Turn off only for tests."),
+    Knob("PANDA_HTTP_PROXY", "", "proxy", "http_proxy", "pandad",
+         "Web proxy to reach the monitor through: `http://[user:password@]host:port`, or "
+         "`none`; empty = the environment's `https_proxy`/`http_proxy`/`no_proxy`, "
+         "as libcurl."),
     Knob("PANDAD_LOG", None, "path", "log", "pandad",
          "pandad's log file (unset, or under systemd: standard error)."),
     Knob("MAX_PANDAD_LOG", "10485760", "size0", "max_log", "pandad",
@@ -152,6 +156,7 @@ class PandadSettings:
     x509_proxy: Optional[str] = None
     token_file: Optional[str] = None
     verify_server: bool = True
+    http_proxy: str = ""
     log: Optional[str] = None
     max_log: int = 10485760
     debug: str = ""
@@ -285,6 +290,26 @@ def _url(text: str) -> str:
     return url
 
 
+def _proxy(text: str) -> str:
+    """PANDA_HTTP_PROXY: empty (the environment decides), ``none``, or an http:// URL."""
+    value = text.strip()
+    if not value or value.lower() == "none":
+        return value.lower()
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (bad port?)") from None
+    if parts.scheme.lower() != "http":
+        raise ValueError("must be empty, none, or an http://host:port URL (only http://"
+                         " proxies are supported)")
+    if not parts.hostname or port == 0:
+        raise ValueError("has no host" if not parts.hostname else "has port 0")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be http://host:port with no path")
+    return value
+
+
 def _argv(text: str) -> Tuple[str, ...]:
     try:
         argv = tuple(shlex.split(text))
@@ -310,6 +335,7 @@ _PARSERS: Dict[str, Callable[[str], object]] = {
     "bool": _bool,
     "path": lambda text: text.strip(),
     "text": lambda text: text.strip(),
+    "proxy": _proxy,
     "argv": _argv,
     "attributes": _attributes,
     "daemon_name": lambda text: text.strip(),
