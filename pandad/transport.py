@@ -21,6 +21,14 @@ holding certificate, key and chain) and the bearer-token file are checked before
 request and re-read when they change on disk (device, inode, size, mtime), so a renewed proxy
 or token is used without a restart. A missing or unreadable credential fails that request
 ("other", naming the file), it never crashes the daemon.
+
+A web proxy (``PANDA_HTTP_PROXY``, or when that is empty the environment as libcurl reads it:
+``https_proxy``/``HTTPS_PROXY`` for https, ``http_proxy`` for http, ``no_proxy``/``NO_PROXY``)
+is chosen once, when the Transport is made. Only http:// proxies: an https monitor is reached
+through a CONNECT tunnel (``http.client``'s set_tunnel, ``Proxy-Authorization`` on the CONNECT
+only), inside which TLS verifies the MONITOR's certificate and host name and the client
+certificate and Authorization header go to the monitor; an http monitor gets absolute-URI
+requests. The deadline covers the proxy's socket as it covers a direct one.
 """
 
 import base64
@@ -28,12 +36,13 @@ import http.client
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
 import time
 import urllib.request
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pandad.logsetup import redact_url
@@ -42,6 +51,7 @@ log = logging.getLogger("pandad.transport")
 
 KINDS = ("refused", "timeout", "reset", "tls", "other")
 _ERROR_BODY_LOG_BYTES = 200
+_CURL_PROXY_PORT = 1080        # libcurl's port for a proxy URL without one
 
 
 class TransportError(Exception):
@@ -177,6 +187,10 @@ class _Response(http.client.HTTPResponse):
             raise http.client.RemoteDisconnected("connection closed inside the response headers")
 
 
+class _TunnelRefused(OSError):
+    """The proxy answered CONNECT with something other than 200."""
+
+
 class _DeadlineConnection(http.client.HTTPConnection):
     """An HTTP(S) connection whose every step is bounded by one ``_Deadline``."""
 
@@ -204,14 +218,36 @@ class _DeadlineConnection(http.client.HTTPConnection):
                 errors.append(error)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._context is not None:
-                sock = self._context.wrap_socket(sock, server_hostname=self.host)
-                deadline.watch(sock)
             sock.settimeout(deadline.remaining())
             self.sock = sock
+            if self._tunnel_host:
+                self._connect_tunnel()
+            if self._context is not None:
+                # The handshake starts only once the TLS socket is watched: wrap_socket
+                # detaches the plain socket, so the watchdog could not wake a handshake
+                # begun inside it. Through a tunnel the MONITOR's name is verified.
+                tls = self._context.wrap_socket(
+                    self.sock, server_hostname=self._tunnel_host or self.host,
+                    do_handshake_on_connect=False)
+                self.sock = tls
+                deadline.watch(tls)
+                tls.settimeout(deadline.remaining())
+                tls.do_handshake()
             return
         refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
         raise (refused or errors or [OSError(f"no address for {self.host}")])[0]
+
+    def _connect_tunnel(self) -> None:
+        """CONNECT through the proxy (set_tunnel was called); a refusal says so clearly."""
+        try:
+            self._tunnel()
+        except OSError as error:
+            text = str(error)
+            prefix = "Tunnel connection failed: "
+            if type(error) is not OSError or not text.startswith(prefix):
+                raise
+            raise _TunnelRefused(f"the proxy refused the tunnel to {self._tunnel_host}:"
+                                 f"{self._tunnel_port}: {text[len(prefix):]}") from None
 
     # Each blocking step also gets what is left of the deadline as its socket timeout, so
     # the request ends in time even if the watchdog could not run.
@@ -228,7 +264,8 @@ class _DeadlineConnection(http.client.HTTPConnection):
 
 
 class _Handler(urllib.request.AbstractHTTPHandler):
-    """urllib's HTTP/HTTPS handler, opening a ``_DeadlineConnection`` to PANDA_URL."""
+    """urllib's HTTP/HTTPS handler, opening a ``_DeadlineConnection`` to PANDA_URL's host, or
+    to the proxy's (urllib then calls set_tunnel for https, or sends absolute URIs)."""
 
     def __init__(self, host: str, port: int, deadline: _Deadline,
                  context: Optional[ssl.SSLContext]) -> None:
@@ -243,6 +280,96 @@ class _Handler(urllib.request.AbstractHTTPHandler):
 
     https_open = http_open
     http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+# -- the web proxy ---------------------------------------------------------------------------
+
+class ProxyChoice(NamedTuple):
+    """What ``choose_proxy`` decided, and why (for the one start-up log line)."""
+    url: Optional[str]         # the proxy to use; None = connect directly
+    source: str                # where the proxy URL came from ("" if none was configured)
+    skipped_by: str = ""       # why a configured proxy is not used ("no_proxy", ...)
+
+
+def choose_proxy(setting: str, scheme: str, host: str,
+                 environ: Mapping[str, str]) -> ProxyChoice:
+    """The proxy for ``scheme://host``, from PANDA_HTTP_PROXY or the environment as libcurl.
+
+    ``setting`` is PANDA_HTTP_PROXY: a URL is used whatever the environment says, ``none``
+    means never a proxy, empty leaves it to the environment: ``https_proxy`` then
+    ``HTTPS_PROXY`` for https, only ``http_proxy`` (lower-case, as curl) for http, unless
+    ``no_proxy`` (or ``NO_PROXY``) names the host. An empty variable counts as unset.
+    """
+    setting = setting.strip()
+    if setting and setting.lower() != "none":
+        return ProxyChoice(setting, "PANDA_HTTP_PROXY")
+    names = ("https_proxy", "HTTPS_PROXY") if scheme == "https" else ("http_proxy",)
+    name, url = next(((n, environ[n].strip()) for n in names if environ.get(n, "").strip()),
+                     ("", ""))
+    if not url:
+        return ProxyChoice(None, "")
+    if setting:
+        return ProxyChoice(None, name, "PANDA_HTTP_PROXY = none")
+    no_proxy_name = "no_proxy" if environ.get("no_proxy") else "NO_PROXY"
+    if no_proxy_matches(environ.get(no_proxy_name, ""), host):
+        return ProxyChoice(None, name, no_proxy_name)
+    return ProxyChoice(url, name)
+
+
+def no_proxy_matches(no_proxy: str, host: str) -> bool:
+    """Whether ``host`` is in a no_proxy list, as curl matches it.
+
+    Entries are separated by commas or blanks; ``*`` matches every host; a name matches
+    itself and its subdomains (a leading dot changes nothing); an IP address matches an
+    equal address or a network written as address/bits.
+    """
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        address: Any = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in re.split(r"[\s,]+", no_proxy.lower()):
+        if entry == "*":
+            return True
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = entry.strip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+class _Proxy(NamedTuple):
+    host: str
+    port: int
+    authorization: Optional[str]   # "Basic ..." from the URL's user:password
+    for_log: str                   # the URL with its password replaced by ***
+
+
+def _parse_proxy(url: str, source: str) -> _Proxy:
+    """An http:// proxy URL (no scheme = http://, as curl); anything else: TransportError."""
+    text = url if "://" in url else "http://" + url
+    for_log = redact_url(text)
+    try:
+        parts = urlsplit(text)
+        port = parts.port or _CURL_PROXY_PORT
+    except ValueError:
+        raise TransportError("other", f"{source} = {for_log} is not a valid proxy URL") \
+            from None
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise TransportError("other", f"{source} = {for_log} is not an http://host:port proxy"
+                             f" (pandad supports only http:// proxies; PANDA_HTTP_PROXY sets"
+                             f" one, or none)")
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+    return _Proxy(parts.hostname, port, authorization, for_log)
 
 
 # -- credential files ------------------------------------------------------------------------
@@ -282,7 +409,8 @@ class _CredentialFiles:
 class Transport:
     """Sends one request at a time to ``settings.url``; see the module docstring."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, environ: Optional[Mapping[str, str]] = None) -> None:
+        """``environ`` (default os.environ) is where an empty PANDA_HTTP_PROXY looks."""
         self._timeout = float(settings.update_timeout or 0)
         self._url_for_log = redact_url(settings.url)
         parts = urlsplit(settings.url)
@@ -317,12 +445,28 @@ class Transport:
         elif settings.x509_proxy or settings.cert_file:
             log.warning("a client certificate is configured but PANDA_URL %s is not https:"
                         " it is not used", self._url_for_log)
+        self._proxy = self._proxy_for(parts.scheme, os.environ if environ is None else environ)
         self._token: Optional[_CredentialFiles] = None
         if settings.token_file:
             self._token = _CredentialFiles([(settings.token_file, "token file")],
                                            self._read_token)
             if not self._https:
                 log.warning("the bearer token is sent to %s without TLS", self._url_for_log)
+
+    # -- the web proxy ------------------------------------------------------------------------
+
+    def _proxy_for(self, scheme: str, environ: Mapping[str, str]) -> Optional[_Proxy]:
+        choice = choose_proxy(getattr(self._settings, "http_proxy", "") or "", scheme,
+                              self._host, environ)
+        if choice.url is None:
+            if choice.skipped_by:
+                log.info("not using the web proxy in %s for %s (%s)", choice.source,
+                         self._url_for_log, choice.skipped_by)
+            return None
+        proxy = _parse_proxy(choice.url, choice.source)
+        log.info("sending to %s through the web proxy %s (from %s)", self._url_for_log,
+                 proxy.for_log, choice.source)
+        return proxy
 
     # -- TLS ----------------------------------------------------------------------------------
 
@@ -413,7 +557,17 @@ class Transport:
         request = urllib.request.Request(self._url, data=body, headers=headers, method=method)
         deadline = _Deadline(self._timeout)
         opener = urllib.request.OpenerDirector()
-        opener.add_handler(_Handler(self._host, self._port, deadline, context))
+        proxy = self._proxy
+        if proxy is None:
+            opener.add_handler(_Handler(self._host, self._port, deadline, context))
+        else:
+            # urllib's own proxy path: for https a CONNECT tunnel (Proxy-Authorization moves
+            # to the CONNECT, never inside the tunnel), for http an absolute-URI request.
+            host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+            request.set_proxy(f"{host}:{proxy.port}", "http")
+            if proxy.authorization:
+                request.add_unredirected_header("Proxy-Authorization", proxy.authorization)
+            opener.add_handler(_Handler(proxy.host, proxy.port, deadline, context))
         response = None
         try:
             response = opener.open(request)
@@ -440,6 +594,8 @@ class Transport:
         kind, what = _classify(error)
         if deadline.expired or kind == "timeout":
             kind, what = "timeout", f"no complete answer within {deadline.timeout:g} s"
+        if self._proxy is not None:
+            what += f" (through the web proxy {self._proxy.for_log})"
         return TransportError(kind, f"{method} {self._url_for_log}: {what}")
 
 
@@ -447,6 +603,8 @@ def _classify(error: BaseException) -> Tuple[str, str]:
     """(kind, one-line reason) for an exception raised while sending."""
     if isinstance(error, socket.timeout):
         return "timeout", "timed out"
+    if isinstance(error, _TunnelRefused):
+        return "refused", str(error)
     if isinstance(error, ConnectionRefusedError):
         return "refused", "connection refused"
     if isinstance(error, (ssl.SSLError, ssl.CertificateError)):
