@@ -297,7 +297,9 @@ class Flusher:
         with_condor_id = method == "POST"        # condorid only on POST
         job_object = converter.job_object
         per_object = 100.0                       # bytes per encoded object, learnt as we go
-        ready: List[Tuple[JobCommand, dict]] = []
+        # The commands ready and their objects, side by side (no tuple per command).
+        ready: List[JobCommand] = []
+        objects: List[dict] = []
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
@@ -309,19 +311,20 @@ class Flusher:
                 except (ValueError, TypeError) as error:
                     self._unconvertible(command, error)
                     continue
-                ready.append((command, converted))
+                ready.append(command)
+                objects.append(converted)
                 if len(ready) >= want:
                     break
             if not ready:
                 return
             count = min(want, len(ready))
-            body = encode_objects([obj for _, obj in ready[:count]])
+            body = encode_objects(objects[:count])
             while len(body) > max_bytes and count > 1:
                 count = max(1, min(count - 1, int(count * max_bytes * BODY_FILL / len(body))))
-                body = encode_objects([obj for _, obj in ready[:count]])
+                body = encode_objects(objects[:count])
             per_object = len(body) / count
-            yield [command for command, _ in ready[:count]], body
-            del ready[:count]
+            yield ready[:count], body
+            del ready[:count], objects[:count]
 
     def _unconvertible(self, command: JobCommand, error: Exception) -> None:
         # A value convert cannot turn into JSON: bad input, never fatal.
