@@ -72,6 +72,8 @@ def chain_knobs(directory: str, url: str, python: str = sys.executable) -> Dict[
         # The feed is on when an entry of SCHEDD.PLUGINS has the base name panda_plugin.
         "SCHEDD.PLUGINS": os.path.join(directory, "libexec", "panda_plugin"),
         "PANDA_URL": url,
+        # The monitor is local: never through a web proxy from the environment.
+        "PANDA_HTTP_PROXY": "none",
         "PANDAD": " ".join(shlex.quote(part) for part in (python, "-m", "pandad")),
         "PANDA_STATISTICS_LOG": os.path.join(logs, "PandaStatistics"),
         "PANDA_STATISTICS_INTERVAL": "0.5",

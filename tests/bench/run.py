@@ -128,6 +128,7 @@ def child_env(config: Path) -> Dict[str, str]:
 
 def pandad_knobs(directory: Path, url: str, **extra: str) -> Dict[str, str]:
     knobs = {"PANDA_URL": url,
+             "PANDA_HTTP_PROXY": "none",     # the sink is local: never through a web proxy
              "PANDA_STATISTICS_LOG": str(directory / "PandaStatistics"),
              "PANDAD_LOG": str(directory / "PandadLog"),
              "PANDA_STATISTICS_INTERVAL": "1",
