@@ -194,7 +194,11 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
         if verb == "\vUPDATE":
             # A job in removes was removed after any ADD of it (an ADD after a REMOVE
             # supersedes it), so the REMOVE is its latest state.
-            command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+            # Most slices hold UPDATEs alone: one lookup then.
+            if removes or adds:
+                command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+            else:
+                command = updates.get(job_id)
             if command is None:
                 command = updates[job_id] = JobCommand(job_id)
         elif verb == "\vADD":
