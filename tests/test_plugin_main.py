@@ -20,7 +20,7 @@ import pytest
 from pandad.wire import decode
 from schedd_plugin.main import sd_notify
 from schedd_plugin.state import load_position
-from tests.support import FIXTURES, python_command, python_env, wait_until
+from tests.support import FIXTURES, kill_if_running, python_command, python_env, wait_until
 
 FIXTURE_01 = FIXTURES / "01_real_first_log_spooled_submit.log"
 JOB_01 = "test_schedd_96043@f4hp7ql65f-2.local#1.0#1763853169"
@@ -225,9 +225,7 @@ def test_sigterm_saves_position_and_stops_pandad(tmp_path):
         assert notify.next() == "STOPPING=1"
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         notify.close()
     stderr = (tmp_path / "plugin.stderr").read_text()
     assert load_position(str(tmp_path / "position")).offset == log.stat().st_size, stderr
@@ -276,9 +274,7 @@ def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         notify.close()
 
 
@@ -296,9 +292,7 @@ def test_sigquit_exits_at_once_and_pandad_still_sees_eof(tmp_path):
         proc.send_signal(signal.SIGQUIT)
         assert proc.wait(timeout=10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         notify.close()
     # The plug-in's exit closed the pipe: its pandad gets EOF and finishes on its own.
     wait_until((tmp_path / "received.eof").exists, timeout=20, message="pandad to see EOF")

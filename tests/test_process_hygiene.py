@@ -8,7 +8,7 @@ mistyped long option rather than run for real.
 import signal
 import subprocess
 
-from tests.support import FIXTURES, python_command, python_env, wait_until
+from tests.support import FIXTURES, kill_if_running, python_command, python_env, wait_until
 
 BLOCKED = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT}
 
@@ -38,9 +38,7 @@ def test_pandad_started_with_signals_blocked_still_stops_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
 
 
 def test_panda_plugin_ignores_daemoncore_flags_and_unblocks_signals(tmp_path):
@@ -64,9 +62,7 @@ def test_panda_plugin_ignores_daemoncore_flags_and_unblocks_signals(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert "ignoring arguments panda_plugin does not know: -f -p 0" in stderr.read_text()
 
 

@@ -62,6 +62,13 @@ def require_module(name: str):
         pytest.skip(f"Python module {name} is not installed")
 
 
+def kill_if_running(proc, timeout: float = 10.0) -> None:
+    """Test teardown: make sure a child started by the test is gone (SIGKILL if it runs)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
                message: str = "condition") -> T:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` s."""

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from tests.support import python_command, python_env, wait_until
+from tests.support import kill_if_running, python_command, python_env, wait_until
 
 # Every record read ends in exactly one of these (DESIGN §4, Accounting).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
@@ -90,9 +90,7 @@ class PandadProcess:
 
     def stop(self) -> None:
         """Make sure the process is gone (test teardown)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        kill_if_running(self.proc)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
