@@ -10,15 +10,13 @@ continue fixture 03's cluster 42, so 03 is replayed first.
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict
 
 import pytest
 
-from pandad import convert, wire
-from schedd_plugin.callbacks import PandaPlugin
-from schedd_plugin.follower import Follower
-from schedd_plugin.mirror import Mirror
+from pandad import convert
 from tests.support import FIXTURES
+from tests.support.feed import Feed
 
 F01 = "01_real_first_log_spooled_submit.log"
 F03 = "03_synth_multiproc_submit.log"
@@ -30,39 +28,8 @@ F08 = "08_synth_compacted_rotated_log.log"
 F09 = "09_synth_torn_tail_unterminated_txn.log"
 F10 = "10_synth_endtxn_timestamp_comments.log"
 
-Decoded = Tuple[str, str, Optional[str], Dict[str, str]]
-
-
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-class Feed:
-    """A real job_queue.log in tmp_path, a follower on it, and the records it wrote."""
-
-    def __init__(self, tmp_path: Path, initial: bytes = b"") -> None:
-        self.path = tmp_path / "job_queue.log"
-        self.path.write_bytes(initial)
-        self.mirror = Mirror()
-        self.out: List[bytes] = []
-        self.plugin = PandaPlugin(self.mirror, self.out.append, None, "ap1.example.org")
-        self.follower = Follower(str(self.path), self.plugin, self.mirror)
-
-    def append(self, data: bytes) -> None:
-        with open(self.path, "ab") as f:
-            f.write(data)
-
-    def replace(self, data: bytes) -> None:
-        """Rotate as the schedd does: write job_queue.log.tmp, rename it over the log."""
-        tmp = self.path.with_name("job_queue.log.tmp")
-        tmp.write_bytes(data)
-        os.rename(tmp, self.path)
-
-    def records(self) -> List[Decoded]:
-        self.follower.poll()
-        decoded = [wire.decode(r.rstrip(b"\n")) for r in self.out]
-        self.out.clear()
-        return [(r.verb, r.job_id, r.condor_id, dict(r.attrs)) for r in decoded]
 
 
 # ---------------------------------------------------------------- 01: the real log
@@ -305,7 +272,7 @@ def test_08_as_the_rotation_of_03_and_04(tmp_path):
     assert feed.records() == []
     feed.append(fixture(F03) + fixture(F04))
     assert feed.records() == ADDS_03 + UPDATES_04
-    feed.replace(fixture(F08))
+    feed.rotate(fixture(F08))
     # Only the real differences: 42.2 left the queue; 42.0's snapshot lacks what this
     # (made-up) compaction dropped, so those attributes are gone, or fall back to the
     # cluster ad's value (LastSuspensionTime, NumJobStarts).  ClaimId: in both, never sent.

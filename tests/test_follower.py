@@ -5,12 +5,11 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from pandad import wire
-from pandad.stats import Statistics
-from schedd_plugin.callbacks import ClassAdLogPlugin, PandaPlugin
+from schedd_plugin.callbacks import ClassAdLogPlugin
 from schedd_plugin.follower import Follower
 from schedd_plugin.mirror import Mirror
 from schedd_plugin.state import Position
+from tests.support.feed import Feed as SharedFeed
 
 HEAD = b"107 3 CreationTimestamp 1767000000\n"
 
@@ -49,36 +48,12 @@ def removed(cluster: int, proc: int = 0) -> tuple:
     return ("REMOVE", f"s#{cluster}.{proc}#1", None, {})
 
 
-class Feed:
+class Feed(SharedFeed):
+    """The shared harness with this file's defaults: a log that starts with HEAD, schedd "s"."""
+
     def __init__(self, tmp_path: Path, initial: Optional[bytes] = HEAD,
                  position: Optional[Position] = None) -> None:
-        self.path = tmp_path / "job_queue.log"
-        if initial is not None:
-            self.path.write_bytes(initial)
-        self.stats = Statistics()
-        self.mirror = Mirror()
-        self.out: List[bytes] = []
-        self.plugin = PandaPlugin(self.mirror, self.out.append, None, "s")
-        self.follower = Follower(str(self.path), self.plugin, self.mirror, position,
-                                 stats=self.stats)
-
-    def append(self, data: bytes) -> None:
-        with open(self.path, "ab") as f:
-            f.write(data)
-
-    def rotate(self, data: bytes) -> None:
-        tmp = self.path.with_name("job_queue.log.tmp")
-        tmp.write_bytes(data)
-        os.rename(tmp, self.path)
-
-    def records(self) -> List[tuple]:
-        self.follower.poll()
-        decoded = [wire.decode(r.rstrip(b"\n")) for r in self.out]
-        self.out.clear()
-        return [(r.verb, r.job_id, r.condor_id, dict(r.attrs)) for r in decoded]
-
-    def count(self, name: str) -> float:
-        return self.stats.get(name)
+        super().__init__(tmp_path, initial, position, schedd_name="s")
 
 
 class Recorder(ClassAdLogPlugin):
