@@ -37,6 +37,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Op
                     Sequence, Set, Tuple)
 
 from pandad.devmonitor import JOBS_PATH, DevMonitor, JobStore
+from pandad.stats import read_statistics
 
 DEFAULT_SECONDS = 20.0
 DEFAULT_JOBS = 200
@@ -48,7 +49,6 @@ ACCOUNTING_COUNTERS = ("records_sent", "records_rejected", "records_lost_transpo
 # Keys the monitor's objects carry that are not ClassAd attributes.
 IDENTITY_KEYS = frozenset({"id", "condorid", "removed"})
 
-_STAT_LINE = re.compile(r"^\[[0-9: -]+\] ([^:]+): (.*)$")
 _ROTATIONS = re.compile(r"simulate: (\d+) jobs submitted, (\d+) changes written, (\d+) rotations")
 
 # ------------------------------------------------------------------ configuration (pure)
@@ -88,24 +88,6 @@ def config_text(knobs: Mapping[str, str]) -> str:
 
 
 # ------------------------------------------------------------------ statistics (pure)
-
-
-def parse_statistics(text: str) -> Dict[str, str]:
-    """The latest value of every figure in a statistics log's text ({} when there is none)."""
-    values: Dict[str, str] = {}
-    for line in text.splitlines():
-        match = _STAT_LINE.match(line)
-        if match:
-            values[match.group(1)] = match.group(2)
-    return values
-
-
-def read_statistics(path: str) -> Dict[str, str]:
-    try:
-        with open(path, "rb") as f:
-            return parse_statistics(f.read().decode("utf-8", "replace"))
-    except FileNotFoundError:
-        return {}
 
 
 def counter(stats: Mapping[str, str], name: str) -> int:

@@ -8,6 +8,7 @@ readable names, so an admin used to the old log finds them first.
 
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -169,6 +170,30 @@ def render(snapshot: Mapping[str, Number], now: float) -> str:
 
 _OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO planted at the path must not hang us
+
+
+# One line of a block ``render`` wrote: "[YYYY-MM-DD HH:MM:SS] name: value".
+_STATISTICS_LINE = re.compile(r"^\[[0-9: -]+\] ([^:]+): (.*)$")
+
+
+def parse_statistics(text: str) -> Dict[str, str]:
+    """The latest value of every figure in a statistics log's text ({} when there is none):
+    the reading side of ``render``, for tools and tests."""
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        match = _STATISTICS_LINE.match(line)
+        if match:
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+def read_statistics(path: str) -> Dict[str, str]:
+    """``parse_statistics`` of the file at ``path`` ({} when it does not exist yet)."""
+    try:
+        with open(path, "rb") as f:
+            return parse_statistics(f.read().decode("utf-8", "replace"))
+    except FileNotFoundError:
+        return {}
 
 
 class StatisticsLog:

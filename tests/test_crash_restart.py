@@ -218,7 +218,7 @@ def test_plugin_sigkill_and_sigterm_restarts_lose_nothing(feed_factory):
         # pandad saw end of input: it flushes what it read, writes its final books, exits.
         wait_until(lambda: pandad not in feed.chain.pandad_processes(), 30,
                    message="the orphaned pandad to finish")
-        from pandad.demo import read_statistics
+        from pandad.stats import read_statistics
 
         stats = read_statistics(stats_log)
         assert_accounted(stats)

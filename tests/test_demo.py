@@ -14,7 +14,8 @@ import pytest
 from pandad.convert import job_object
 from pandad.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem, compare,
                          config_text, chain_knobs, drained, log_event, parse_plugin_counters,
-                         parse_statistics, percentile)
+                         percentile)
+from pandad.stats import parse_statistics
 from schedd_plugin.simulate import ScheddSimulator
 from tests.support import python_command, python_env, wait_until
 

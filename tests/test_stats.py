@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pandad.stats import STATISTICS, Statistics, StatisticsLog, render
+from pandad.stats import (STATISTICS, Statistics, StatisticsLog, parse_statistics,
+                          read_statistics, render)
 
 LINE_RE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] [^:\n]+: \S.*")
 
@@ -203,3 +204,16 @@ def test_log_refuses_a_symlink_swapped_in_after_open(tmp_path):
         with pytest.raises(OSError, match="symbolic link"):
             log.write("two\n")
     assert target.read_text() == ""
+
+
+def test_parse_statistics_reads_back_what_render_wrote(tmp_path):
+    first = render({"records_read": 3, "records_sent": 2}, now=1767225600)
+    second = render({"records_read": 5, "records_sent": 5, "responses_201": 4}, now=1767225660)
+    values = parse_statistics(first + second)
+    # The latest block wins, figure by figure.
+    assert (values["records_read"], values["records_sent"], values["responses_201"]) == (
+        "5", "5", "4")
+    log = tmp_path / "PandaStatistics"
+    assert read_statistics(str(log)) == {}
+    log.write_text(first)
+    assert read_statistics(str(log))["records_sent"] == "2"

@@ -138,7 +138,7 @@ def pandad_knobs(directory: Path, url: str, **extra: str) -> Dict[str, str]:
 
 
 def read_statistics(path: Path) -> Dict[str, str]:
-    from pandad.demo import read_statistics as read
+    from pandad.stats import read_statistics as read
 
     return read(str(path))
 

@@ -7,18 +7,17 @@
     assert proc.statistics()["records_sent"] == 1
 """
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+from pandad.stats import read_statistics
 from tests.support import kill_if_running, python_command, python_env, wait_until
 
 # Every record read ends in exactly one of these (DESIGN §4, Accounting).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
                 "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
-_STAT_LINE = re.compile(r"^\[[0-9: -]+\] ([^:]+): (.*)$")
 
 FAST_KNOBS = {
     "PANDA_FLUSH_INTERVAL": "0.1",
@@ -116,14 +115,7 @@ class PandadProcess:
 
     def statistics(self) -> Dict[str, str]:
         """The latest value of every figure in the statistics log ({} before the first block)."""
-        values: Dict[str, str] = {}
-        if not self.statistics_log.exists():
-            return values
-        for line in self.statistics_log.read_text().splitlines():
-            match = _STAT_LINE.match(line)
-            if match:
-                values[match.group(1)] = match.group(2)
-        return values
+        return read_statistics(str(self.statistics_log))
 
     def counter(self, name: str) -> int:
         return int(float(self.statistics().get(name, "0")))
