@@ -3,13 +3,17 @@
 The plug-in must never wait on pandad (DESIGN §5), so the write end of pandad's stdin is
 non-blocking and every write is one attempt:
 
-* A record goes into the pipe whole, or not at all. When ``os.write`` takes only part of a
-  record (the pipe filled up mid-record), the unwritten tail goes to a small *spill* buffer,
-  which is written out first on the next ``write()`` or ``pump()``. While the spill buffer holds
-  anything, new records queue behind it as long as they fit under ``spill_bytes``; a record that
-  does not fit is dropped whole (``records_dropped_pipe_full``). The tail of the one torn record
-  is always kept, even when it alone is larger than ``spill_bytes``, because bytes already in the
-  pipe cannot be taken back; so the spill holds at most max(spill_bytes, one record).
+* Records are gathered in a small *spill* buffer and written with one ``os.writev`` when it
+  holds ``BATCH_BYTES`` (or ``spill_bytes``, if smaller), and by every ``pump()``, which the
+  plug-in's loop calls after each poll: one system call per batch rather than per record, and
+  no record waits longer than the poll that made it.
+* A record goes into the pipe whole, or not at all. When the pipe takes only part of a record
+  (it filled up mid-record), the unwritten tail stays at the head of the spill buffer and is
+  written out first. While the pipe is full, new records queue behind it as long as they fit
+  under ``spill_bytes``; a record that does not fit is dropped whole
+  (``records_dropped_pipe_full``). The tail of the one torn record is always kept, even when it
+  alone is larger than ``spill_bytes``, because bytes already in the pipe cannot be taken back;
+  so the spill holds at most max(spill_bytes, one record).
 * While pandad is not running, records are dropped (``records_dropped_pandad_down``). When it
   exits, the spill buffer goes with it (its tail would be a torn record to the next pandad).
 * Each episode of drops gets a log line when it starts (so an admin sees it at once) and one
@@ -28,8 +32,9 @@ exit"), not to signals a terminal sends the plug-in's process group.
 
 Counters in the ``stats`` object: ``records_written`` (whole records that reached the pipe),
 ``bytes_written``, ``records_dropped_pipe_full``, ``records_dropped_pandad_down``,
-``pandad_restarts``, and the gauge ``spill_bytes``. Records offered = written + dropped + the
-records still waiting in the spill buffer (``spill_records``).
+``pandad_restarts``, and the gauge ``spill_bytes`` (set when the spill buffer is written out,
+so after every ``pump()``). Records offered = written + dropped + the records still waiting in
+the spill buffer (``spill_records``).
 """
 
 import errno
@@ -41,6 +46,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from itertools import islice
 from typing import Callable, Deque, Mapping, Optional, Sequence
 
 log = logging.getLogger("panda_plugin.pipe")
@@ -52,6 +58,12 @@ PIPE_MAX_SIZE_FILE = "/proc/sys/fs/pipe-max-size"
 
 EXIT_CONFIG_ERROR = 99  # pandad's "do not restart" (pandad.knobs.EXIT_CONFIG_ERROR)
 
+# Records are written in batches of about this many bytes: a system call per record cost as
+# much as making the record. 64 KiB is a pipe's default capacity on Linux.
+BATCH_BYTES = 64 * 1024
+# Buffers handed to one os.writev (Linux's IOV_MAX is 1024).
+WRITEV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+
 
 class PandadPipe:
     """pandad as a child process, and the non-blocking pipe on its stdin."""
@@ -62,7 +74,7 @@ class PandadPipe:
                  min_backoff: float = 1.0, max_backoff: float = 60.0,
                  stable_after: float = 60.0) -> None:
         self.argv = tuple(argv)          # replaced on SIGHUP; used at the next (re)start
-        self.spill_bytes = spill_bytes
+        self.spill_bytes = spill_bytes  # settable at run time (SIGHUP)
         self.pipe_bytes = pipe_bytes
         self.stats = stats
         self._env = dict(env) if env is not None else None
@@ -94,6 +106,15 @@ class PandadPipe:
     # ----------------------------------------------------------------- public interface
 
     @property
+    def spill_bytes(self) -> int:
+        return self._spill_bytes
+
+    @spill_bytes.setter
+    def spill_bytes(self, value: int) -> None:
+        self._spill_bytes = value
+        self._batch_bytes = min(BATCH_BYTES, value)
+
+    @property
     def pid(self) -> Optional[int]:
         """pandad's pid while it runs (for logs and tests)."""
         return self._proc.pid if self._proc is not None and self._fd is not None else None
@@ -112,24 +133,35 @@ class PandadPipe:
             self._signal(self._proc, signal.SIGHUP)
 
     def write(self, record: bytes) -> bool:
-        """Offer one whole record; True if it is in the pipe or queued whole in the spill buffer."""
+        """Offer one whole record; True if it is in the pipe or queued whole in the spill buffer.
+
+        The record may wait in the spill buffer until it holds a batch or until ``pump()``.
+        """
         if self._fd is None:
             self._ensure_running()
             if self._fd is None:
                 self._drop_down(1, len(record))
                 return False
-        if self._spill and not self._flush_spill():
-            if self._fd is None:                      # pandad went away while flushing
-                self._drop_down(1, len(record))
-                return False
-            if self._spill_size + len(record) > self.spill_bytes:
-                self._drop_full(1, len(record))
-                return False
-            self._spill.append(record)
-            self._spill_size += len(record)
-            self._update_gauge()
-            return True
-        return self._write_direct(record)
+        size = len(record)
+        if self._spill_size + size > self._batch_bytes:
+            # A batch is ready: write it out before queueing more.
+            if self._spill and not self._flush_spill():
+                if self._fd is None:                  # pandad went away while flushing
+                    self._drop_down(1, size)
+                    return False
+                # The pipe is full: queue behind it while there is room.
+                if self._spill_size + size > self.spill_bytes:
+                    self._drop_full(1, size)
+                    return False
+                self._spill.append(record)
+                self._spill_size += size
+                self._update_gauge()
+                return True
+            if size > self._batch_bytes:
+                return self._write_direct(record)
+        self._spill.append(record)
+        self._spill_size += size
+        return True
 
     def pump(self) -> None:
         """Notice an exited pandad, restart it when its backoff is over, finish the spill buffer."""
@@ -220,20 +252,29 @@ class PandadPipe:
 
     def _flush_spill(self) -> bool:
         """Write as much of the spill buffer as the pipe takes; True when it is empty."""
+        spill = self._spill
         written_records = 0
         written_bytes = 0
         try:
-            while self._spill:
-                head = self._spill[0]
-                n = os.write(self._fd, memoryview(head)[self._spill_offset:])
+            while spill:
+                chunk = list(islice(spill, 0, WRITEV_MAX))
+                if self._spill_offset:
+                    chunk[0] = memoryview(chunk[0])[self._spill_offset:]
+                n = os.writev(self._fd, chunk)
                 written_bytes += n
                 self._spill_size -= n
-                if self._spill_offset + n < len(head):
-                    self._spill_offset += n
-                    break
-                self._spill.popleft()
-                self._spill_offset = 0
-                written_records += 1
+                # Retire the records written whole; a torn one stays, with its offset.
+                for piece in chunk:
+                    if n < len(piece):
+                        self._spill_offset += n
+                        break
+                    n -= len(piece)
+                    spill.popleft()
+                    self._spill_offset = 0
+                    written_records += 1
+                else:
+                    continue
+                break
         except BlockingIOError:
             pass
         except OSError as e:
@@ -242,7 +283,11 @@ class PandadPipe:
             return False
         self._count_written(written_records, written_bytes)
         self._update_gauge()
-        return not self._spill
+        if spill:
+            return False
+        if self._full_episode is not None:
+            self._end_full_episode()
+        return True
 
     def _count_written(self, records: int, nbytes: int) -> None:
         if records:

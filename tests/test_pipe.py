@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pandad.stats import Statistics
-from schedd_plugin.pipe import F_GETPIPE_SZ, PandadPipe
+from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe
 from tests.support import COPY_STDIN_CHILD, wait_until
 
 # Exits with status 3 after reading one line.
@@ -115,6 +115,28 @@ def test_spill_buffer_is_finished_first(tmp_path, stats):
     assert open(out, "rb").read() == big + small
 
 
+def test_records_are_written_in_batches_and_by_pump(tmp_path, stats):
+    pipe, out = copy_pipe(tmp_path, stats, spill_bytes=1 << 20, pipe_bytes=1 << 20)
+    small = [record(i, 100) for i in range(10)]
+    for rec in small:
+        assert pipe.write(rec)
+    # Under a batch: nothing written yet, every record accounted as waiting.
+    assert counters(stats)["records_written"] == 0 and pipe.spill_records == 10
+    pipe.pump()
+    assert counters(stats)["records_written"] == 10 and pipe.spill_records == 0
+    # A batch's worth goes out without a pump, in as many system calls as batches.
+    many = [record(i, 100) for i in range(10, 10 + 3 * BATCH_BYTES // 100)]
+    for rec in many:
+        assert pipe.write(rec)
+    assert counters(stats)["records_written"] >= 10 + 2 * BATCH_BYTES // 100
+    assert pipe._spill_size <= BATCH_BYTES
+    pipe.pump()
+    assert counters(stats)["records_written"] == len(small) + len(many)
+    assert counters(stats)["spill_bytes"] == 0
+    assert pipe.close(timeout=10) == 0
+    assert open(out, "rb").read() == b"".join(small + many)
+
+
 def test_exact_drop_counts_and_two_log_lines_per_episode(tmp_path, stats, caplog):
     pipe, out = copy_pipe(tmp_path, stats, spill_bytes=1000, pipe_bytes=4096)
     os.kill(pipe.pid, signal.SIGSTOP)
@@ -128,6 +150,7 @@ def test_exact_drop_counts_and_two_log_lines_per_episode(tmp_path, stats, caplog
         drain(pipe)
         assert pipe.write(record(1000, 100))   # flow resumed: the episode ends
         results.append(True)
+        pipe.pump()                            # the plug-in's loop pumps after every poll
     c = counters(stats)
     assert c["records_dropped_pipe_full"] == results.count(False) > 0
     assert c["records_written"] == results.count(True)
