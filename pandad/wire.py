@@ -20,7 +20,8 @@ from typing import Iterable, List, NamedTuple, Optional, Tuple
 from pandad.classad import quote, unquote
 
 __all__ = [
-    "VERBS", "BadRecord", "Record", "encode_add", "encode_update", "encode_remove", "decode",
+    "VERBS", "BadRecord", "Record", "encode_add", "encode_update", "encode_update_from",
+    "update_prefix", "encode_remove", "decode",
     "RecordSplitter", "REASON_TOO_LONG", "REASON_UNTERMINATED",
 ]
 
@@ -135,8 +136,24 @@ def encode_update(job_id: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
     pairs = _encode_pairs(attrs)
     if not pairs:
         raise ValueError("an UPDATE needs at least one attribute")
-    return ("\vUPDATE\t" + _quote_id("job id", job_id) + "\t" + "\t".join(pairs)
-            + "\n").encode("utf-8")
+    return (update_prefix(job_id) + "\t".join(pairs) + "\n").encode("utf-8")
+
+
+def update_prefix(job_id: str) -> str:
+    """How every UPDATE record of ``job_id`` starts, for ``encode_update_from``."""
+    return "\vUPDATE\t" + _quote_id("job id", job_id) + "\t"
+
+
+def encode_update_from(prefix: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
+    """``encode_update`` for the job whose ``update_prefix`` is ``prefix``.
+
+    A writer that sends many UPDATEs of the same jobs keeps their prefixes, and so quotes and
+    checks each job id once rather than once a record.
+    """
+    pairs = _encode_pairs(attrs)
+    if not pairs:
+        raise ValueError("an UPDATE needs at least one attribute")
+    return (prefix + "\t".join(pairs) + "\n").encode("utf-8")
 
 
 def encode_remove(job_id: str, attrs: Iterable[Tuple[str, str]] = ()) -> bytes:

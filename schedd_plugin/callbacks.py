@@ -124,6 +124,7 @@ class PandaPlugin(ClassAdLogPlugin):
         self._order: List[_Pending] = []          # every entry, in order of first touch
         self._created: Dict[int, int] = {}        # cluster -> its jobs created in this batch
         self._job_ids: Dict[str, str] = {}        # job key -> job id (cache)
+        self._update_prefixes: Dict[str, str] = {}  # job key -> wire.update_prefix (cache)
         self._fallback_logged = False
         self._bad_names_logged: Dict[str, bool] = {}
 
@@ -184,7 +185,7 @@ class PandaPlugin(ClassAdLogPlugin):
             entry.destroyed = True
             # A later 101 of the same key starts a new entry, after this one.
             del self._pending[key]
-            self._job_ids.pop(key, None)
+            self._forget_job_id(key)
         if not self._in_transaction:
             self._flush()
 
@@ -194,7 +195,7 @@ class PandaPlugin(ClassAdLogPlugin):
             # A job new in this transaction: its ADD will carry the value (the hot path of
             # a submit and of a start-up replay).
             if len(name) == 11 and name.lower() == "globaljobid":
-                self._job_ids.pop(key, None)
+                self._forget_job_id(key)
             return
         ad = self.mirror.ads.get(key)
         if ad is not None:
@@ -202,7 +203,7 @@ class PandaPlugin(ClassAdLogPlugin):
                 # _changed's job branch, inline: this is the hot path of every live change.
                 lname = name.lower()
                 if lname == "globaljobid":
-                    self._job_ids.pop(key, None)
+                    self._forget_job_id(key)
                 wanted = self._wanted_cache.get(lname)
                 if wanted is None:
                     wanted = self._wanted(lname)
@@ -244,7 +245,7 @@ class PandaPlugin(ClassAdLogPlugin):
         kind = ad.kind
         if kind == JOB:
             if lname == "globaljobid":
-                self._job_ids.pop(ad.key, None)
+                self._forget_job_id(ad.key)
             if self._wanted(lname):
                 entry = self._pending.get(ad.key) or self._entry(ad.key, ad)
                 if not entry.created:
@@ -252,6 +253,7 @@ class PandaPlugin(ClassAdLogPlugin):
         elif kind == CLUSTER:
             if lname == "globaljobid":
                 self._job_ids.clear()
+                self._update_prefixes.clear()
             if self._wanted(lname):
                 self._fan_out(ad.cluster, lname, name, value)
 
@@ -267,6 +269,11 @@ class PandaPlugin(ClassAdLogPlugin):
             entry = self._entry(proc.key, proc)
             if not entry.created:
                 entry.changes[lname] = (name, value)
+
+    def _forget_job_id(self, key: str) -> None:
+        """Job ``key``'s GlobalJobId changed or the job left: drop what was cached of it."""
+        self._job_ids.pop(key, None)
+        self._update_prefixes.pop(key, None)
 
     def _job_id(self, key: str, ad: Ad) -> str:
         job_id = self._job_ids.get(key)
@@ -306,6 +313,7 @@ class PandaPlugin(ClassAdLogPlugin):
         self._pending = {}
         self._created = {}
         job_ids = self._job_ids
+        prefixes = self._update_prefixes
         for entry in order:
             ad = entry.ad
             if entry.destroyed:
@@ -324,8 +332,14 @@ class PandaPlugin(ClassAdLogPlugin):
                         pairs.append((name, old_to_new(value)))
                     else:
                         pairs.append((name, _new_syntax(value)))
+                # The hot path of every live change: the job's quoted id is kept.
                 try:
-                    record = wire.encode_update(job_id, pairs)
+                    prefix = prefixes.get(entry.key)
+                    if prefix is None:
+                        prefix = wire.update_prefix(job_id)
+                        if not entry.destroyed:
+                            prefixes[entry.key] = prefix
+                    record = wire.encode_update_from(prefix, pairs)
                 except ValueError:
                     self._emit(wire.encode_update, job_id, pairs)
                 else:

@@ -215,6 +215,28 @@ def test_a_job_without_globaljobid_uses_the_schedd_name():
     ]
 
 
+def test_updates_follow_a_changed_globaljobid():
+    # The plug-in keeps each job's id between records; every way the id can change must reach
+    # the next UPDATE: set on the job, deleted (back to the cluster's or the fallback), or set
+    # on the cluster ad that the job inherits it from.
+    s = Schedd()
+    s.txn("101 09.-1 Job Machine", "101 9.0 Job Machine", "103 9.0 JobStatus 1")
+    s.play("103 9.0 JobStatus 2")
+    s.play('103 9.0 GlobalJobId "s#9.0#1"')
+    s.play("103 9.0 JobStatus 3")
+    s.play('103 09.-1 GlobalJobId "c#9.0#2"')
+    s.play("103 9.0 GlobalJobId_unrelated 1")
+    s.play("104 9.0 GlobalJobId")
+    s.play("103 9.0 JobStatus 4")
+    s.play('103 09.-1 GlobalJobId "c#9.0#3"')
+    s.play("103 9.0 JobStatus 5")
+    ids = [(verb, job_id, attrs.get("JobStatus")) for verb, job_id, _, attrs in s.records()
+           if "JobStatus" in attrs]
+    assert ids == [("ADD", "ap1.example.org#9.0", "1"), ("UPDATE", "ap1.example.org#9.0", "2"),
+                   ("UPDATE", "s#9.0#1", "3"), ("UPDATE", "c#9.0#2", "4"),
+                   ("UPDATE", "c#9.0#3", "5")]
+
+
 def test_values_are_rewritten_to_new_syntax_and_valid_utf8():
     s = Schedd()
     s.txn("101 9.0 Job Machine", '103 9.0 GlobalJobId "s#9.0#1"',

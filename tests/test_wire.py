@@ -112,6 +112,20 @@ def test_encode_refuses_empty_update_and_empty_ids():
         encode_remove("a\x00b")
 
 
+def test_encode_update_from_a_kept_prefix_is_encode_update():
+    for job_id, pairs in ((JOB, [("A", "1")]), ('q"uote\\d', [("A", '"x"'), ("B", "null")])):
+        assert wire.encode_update_from(wire.update_prefix(job_id), pairs) \
+            == encode_update(job_id, pairs)
+    prefix = wire.update_prefix(JOB)
+    with pytest.raises(ValueError):
+        wire.encode_update_from(prefix, [])
+    with pytest.raises(ValueError, match="old_to_new"):
+        wire.encode_update_from(prefix, [("A", "1\t2")])
+    for bad_id in ("", "a\x00b"):
+        with pytest.raises(ValueError):
+            wire.update_prefix(bad_id)
+
+
 def test_encode_accepts_any_iterable_of_pairs():
     pairs = iter([("A", "1"), ("B", "2")])
     assert decode(encode_update(JOB, pairs)[:-1]).attrs == (("A", "1"), ("B", "2"))
