@@ -150,6 +150,12 @@ def encode_update_from(prefix: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
     A writer that sends many UPDATEs of the same jobs keeps their prefixes, and so quotes and
     checks each job id once rather than once a record.
     """
+    if attrs.__class__ is list and len(attrs) == 1:
+        # The usual live change: one plain attribute (what _encode_pairs checks, inline).
+        name, value = attrs[0]
+        if (name.__class__ is str and value.__class__ is str and name.isidentifier()
+                and name.isascii() and value.isprintable()):
+            return (prefix + name + "\t" + value + "\n").encode("utf-8")
     pairs = _encode_pairs(attrs)
     if not pairs:
         raise ValueError("an UPDATE needs at least one attribute")

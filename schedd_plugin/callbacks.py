@@ -99,7 +99,8 @@ class _Pending:
         # lower-case name -> (name, old-syntax value, or None for gone)
         self.changes: Dict[str, Tuple[str, Optional[str]]] = {}
         self.job_id = ""
-        self.snapshot: List[Tuple[str, str]] = []
+        # A job created and destroyed in the batch: its pairs at its destruction.
+        self.snapshot: Optional[List[Tuple[str, str]]] = None
 
 
 class PandaPlugin(ClassAdLogPlugin):
@@ -162,7 +163,8 @@ class PandaPlugin(ClassAdLogPlugin):
 
     def end_transaction(self) -> None:
         self._in_transaction = False
-        self._flush()
+        if self._order:
+            self._flush()
 
     def new_classad(self, key: str, mytype: str, targettype: str) -> None:
         ad = self.mirror.ads.get(key)
@@ -310,8 +312,9 @@ class PandaPlugin(ClassAdLogPlugin):
         if not order:
             return
         self._order = []
-        self._pending = {}
-        self._created = {}
+        self._pending.clear()
+        if self._created:
+            self._created.clear()
         job_ids = self._job_ids
         prefixes = self._update_prefixes
         for entry in order:
@@ -325,13 +328,14 @@ class PandaPlugin(ClassAdLogPlugin):
                 self._emit(wire.encode_add, job_id, pairs, f"{ad.cluster}.{ad.proc}")
             elif entry.changes:
                 pairs = []
-                for name, value in entry.changes.values():
+                for pair in entry.changes.values():
+                    value = pair[1]
                     if value is None:
-                        pairs.append((name, NULL))
-                    elif value.isascii():
-                        pairs.append((name, old_to_new(value)))
-                    else:
-                        pairs.append((name, _new_syntax(value)))
+                        pair = (pair[0], NULL)
+                    elif not (value.isascii() and value.isprintable() and "\\" not in value):
+                        pair = (pair[0], _new_syntax(value))
+                    # else: old_to_new would return the value as it is
+                    pairs.append(pair)
                 # The hot path of every live change: the job's quoted id is kept.
                 try:
                     prefix = prefixes.get(entry.key)

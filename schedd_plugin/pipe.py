@@ -45,8 +45,9 @@ import select
 import signal
 import subprocess
 import time
+from bisect import bisect_right
 from collections import deque
-from itertools import islice
+from itertools import accumulate, islice, repeat
 from typing import Callable, Deque, Mapping, Optional, Sequence
 
 log = logging.getLogger("panda_plugin.pipe")
@@ -262,19 +263,26 @@ class PandadPipe:
                     chunk[0] = memoryview(chunk[0])[self._spill_offset:]
                 n = os.writev(self._fd, chunk)
                 written_bytes += n
+                if n == self._spill_size and len(chunk) == len(spill):
+                    # All of it (the usual case): no record-by-record bookkeeping.
+                    written_records += len(chunk)
+                    spill.clear()
+                    self._spill_offset = 0
+                    self._spill_size = 0
+                    break
                 self._spill_size -= n
                 # Retire the records written whole; a torn one stays, with its offset.
-                for piece in chunk:
-                    if n < len(piece):
-                        self._spill_offset += n
-                        break
-                    n -= len(piece)
+                ends = list(accumulate(map(len, chunk)))
+                whole = bisect_right(ends, n)
+                for _ in repeat(None, whole):
                     spill.popleft()
-                    self._spill_offset = 0
-                    written_records += 1
+                written_records += whole
+                if whole:
+                    self._spill_offset = n - ends[whole - 1]
                 else:
-                    continue
-                break
+                    self._spill_offset += n
+                if whole < len(chunk):
+                    break
         except BlockingIOError:
             pass
         except OSError as e:

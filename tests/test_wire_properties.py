@@ -5,6 +5,7 @@ accounted for."""
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pandad import wire
 from pandad.classad import old_to_new
 from pandad.wire import BadRecord, Record, RecordSplitter, decode, encode_add, encode_remove, \
     encode_update
@@ -35,6 +36,23 @@ def test_add_round_trip(job_id, condor_id, pairs):
 def test_update_round_trip(job_id, pairs):
     assert decode(encode_update(job_id, pairs)[:-1]) == Record("UPDATE", job_id, None,
                                                                tuple(pairs))
+
+
+def _outcome(encode, *args):
+    try:
+        return encode(*args)
+    except ValueError as e:
+        return f"ValueError: {e}"
+
+
+@PROPERTY_SETTINGS
+@given(JOB_IDS, st.lists(st.tuples(st.one_of(NAMES, st.text(max_size=8)),
+                                   st.one_of(VALUES, st.text(max_size=8))), max_size=3))
+def test_update_from_a_prefix_is_encode_update(job_id, pairs):
+    # encode_update_from has its own inline checks for one pair: any name, any value, the
+    # same record or the same error as encode_update.
+    assert _outcome(wire.encode_update_from, wire.update_prefix(job_id), pairs) \
+        == _outcome(encode_update, job_id, pairs)
 
 
 @PROPERTY_SETTINGS
