@@ -297,12 +297,16 @@ class PandaPlugin(ClassAdLogPlugin):
     def _effective_pairs(self, key: str) -> List[Tuple[str, str]]:
         pairs = []
         cached_wanted, wanted = self._wanted_cache.get, self._wanted
-        for lname, (name, value) in self.mirror.effective_attrs(key).items():
+        for lname, pair in self.mirror.effective_attrs(key).items():
             keep = cached_wanted(lname)
             if keep is None:
                 keep = wanted(lname)
             if keep:
-                pairs.append((name, _new_syntax(value)))
+                value = pair[1]
+                if not (value.isascii() and value.isprintable() and "\\" not in value):
+                    pair = (pair[0], _new_syntax(value))
+                # else: _new_syntax would return the value as it is (the mirror's pair is sent)
+                pairs.append(pair)
         return pairs
 
     # -- records -------------------------------------------------------------------------
