@@ -67,6 +67,9 @@ CHUNK_BYTES = 1 << 20
 Line = Union[bytes, str]
 # The first line is a 107 of a few dozen bytes; a longer read only costs time.
 _FIRST_LINE_BYTES = 256
+# What parse_line returns for "105 " and "106 ".
+_BEGIN = LogOp(BEGIN_TRANSACTION, "", None, None, ())
+_END = LogOp(END_TRANSACTION, "", None, None, ())
 
 
 class LoadResult(NamedTuple):
@@ -328,17 +331,27 @@ class Follower:
         pos = start
         consumed = 0
         ok = True
+        # The str lines of a plain-ASCII chunk (nearly every chunk) have their common records
+        # parsed inline, with the checks of parse_line's own fast paths and the same results;
+        # anything else, and every line of a bytes chunk, goes through parse_line.
+        text = bool(lines) and isinstance(lines[0], str)
+        # One test for the whole chunk instead of one per key and name (a tab is rare).
+        tabs = text and "\t" in "".join(lines)
         for line in lines:
             end = pos + len(line) + 1
-            # SetAttribute, most of the log, on parse_line's own fast path but inline, for the
-            # str lines of an ASCII chunk: "103 key name value", single spaces, no tab in key
-            # or name, a value that does not start with a blank.  Anything else: parse_line.
-            if isinstance(line, str) and line[:4] == "103 ":
-                parts = line.split(" ", 3)
-                if len(parts) == 4:
-                    key, name, value = parts[1], parts[2], parts[3]
-                    if (key and name and value and value[0] != " " and value[0] != "\t"
-                            and "\t" not in key and "\t" not in name):
+            op = None
+            if text:
+                head = line[:4]
+                if head == "103 ":
+                    # SetAttribute, most of the log: "103 key name value", single spaces, no
+                    # tab in key or name, a value that is not empty and does not start with a
+                    # blank (value[:1] is "" for an empty one, and "" is in any string).
+                    try:
+                        _, key, name, value = line.split(" ", 3)
+                    except ValueError:  # fewer than four words: parse_line says why
+                        key = name = value = ""
+                    if (key and name and value[:1] not in " \t"
+                            and (not tabs or "\t" not in key and "\t" not in name)):
                         consumed += 1
                         op = (SET_ATTRIBUTE, key, name, value, ())
                         if txn is not None:
@@ -348,32 +361,48 @@ class Follower:
                             self._committed = end
                         pos = end
                         continue
-            try:
-                op = parse(line if isinstance(line, bytes) else line.encode("ascii"))
-            except CorruptLine as e:
-                if pos in self._known_corrupt:
-                    consumed += 1
-                    pos = end
-                    continue
-                self._txn = txn
-                if self._draining or self._record_follows(lines, consumed + 1, end):
-                    self._known_corrupt.add(pos)
-                    self._count("log_corrupt_lines")
-                    consumed += 1
-                    if self._draining or self._first is None:
-                        log.warning("%s: corrupt line at offset %d skipped (%s)",
-                                    self.path, pos, e)
+                elif line == "106 ":
+                    op = _END
+                elif line == "105 ":
+                    op = _BEGIN
+                elif head == "104 ":
+                    # "104 key name", exactly two single-space separated words, no tab.
+                    parts = line.split(" ")
+                    if len(parts) == 3 and parts[1] and parts[2] and (
+                            not tabs or "\t" not in line):
+                        op = (DELETE_ATTRIBUTE, parts[1], parts[2], None, ())
+                elif head == "102 ":
+                    # "102 key" (parse_line takes its slow path for these: same result).
+                    parts = line.split(" ")
+                    if len(parts) == 2 and parts[1] and (not tabs or "\t" not in line):
+                        op = (DESTROY_CLASSAD, parts[1], None, None, ())
+            if op is None:
+                try:
+                    op = parse(line if isinstance(line, bytes) else line.encode("ascii"))
+                except CorruptLine as e:
+                    if pos in self._known_corrupt:
+                        consumed += 1
                         pos = end
                         continue
-                    log.warning("%s: corrupt line at offset %d (%s); resyncing from the "
-                                "whole file", self.path, pos, e)
-                    self._count("log_lines_read", consumed)
-                    self._resync()
-                    return False
-                # Nothing valid after it (yet): a write in progress, or NULs that may turn
-                # into data.  Read it again next poll.
-                ok = False
-                break
+                    self._txn = txn
+                    if self._draining or self._record_follows(lines, consumed + 1, end):
+                        self._known_corrupt.add(pos)
+                        self._count("log_corrupt_lines")
+                        consumed += 1
+                        if self._draining or self._first is None:
+                            log.warning("%s: corrupt line at offset %d skipped (%s)",
+                                        self.path, pos, e)
+                            pos = end
+                            continue
+                        log.warning("%s: corrupt line at offset %d (%s); resyncing from the "
+                                    "whole file", self.path, pos, e)
+                        self._count("log_lines_read", consumed)
+                        self._resync()
+                        return False
+                    # Nothing valid after it (yet): a write in progress, or NULs that may turn
+                    # into data.  Read it again next poll.
+                    ok = False
+                    break
             consumed += 1
             code = op[0]
             if txn is not None:
@@ -433,12 +462,27 @@ class Follower:
     def _replay(self, txn: List[LogOp]) -> None:
         plugin = self.plugin
         plugin.begin_transaction()
-        # SetAttribute is nearly every op: handled inline, with the methods bound once.
-        mirror_set, plugin_set, apply = self.mirror.set_attribute, plugin.set_attribute, self._apply
+        # SetAttribute and DeleteAttribute are nearly every op: handled inline (what
+        # Mirror.set_attribute / delete_attribute do, then the callback), methods bound once.
+        ads_get, apply = self.mirror.ads.get, self._apply
+        plugin_set, plugin_delete = plugin.set_attribute, plugin.delete_attribute
         for op in txn:
-            if op[0] == SET_ATTRIBUTE:
-                if mirror_set(op[1], op[2], op[3]):
-                    plugin_set(op[1], op[2], op[3])
+            code = op[0]
+            if code == SET_ATTRIBUTE:
+                key = op[1]
+                ad = ads_get(key)
+                if ad is not None:
+                    name, value = op[2], op[3]
+                    ad.attrs[name.lower()] = (name, value)
+                    plugin_set(key, name, value)
+            elif code == DELETE_ATTRIBUTE:
+                # Mirror.delete_attribute inline: an absent attribute is still called back.
+                key = op[1]
+                ad = ads_get(key)
+                if ad is not None:
+                    name = op[2]
+                    ad.attrs.pop(name.lower(), None)
+                    plugin_delete(key, name)
             else:
                 apply(op)
         plugin.end_transaction()

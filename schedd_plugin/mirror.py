@@ -130,6 +130,8 @@ class Mirror:
                     del self._procs[ad.cluster]
         return True
 
+    # Follower._replay does what set_attribute and delete_attribute do inline (its hot path):
+    # a change here must be made there too.
     def set_attribute(self, key: str, name: str, value: str) -> bool:
         ad = self.ads.get(key)
         if ad is None:

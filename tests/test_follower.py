@@ -352,3 +352,83 @@ def test_two_rotations_between_polls_read_the_kept_intermediate_file(tmp_path):
     feed.rotate(b"107 7 CreationTimestamp 1767000000\n" + state(10))
     assert feed.records() == [removed(8), added(10)]
     assert feed.count("log_rotations_missed") == 1
+
+
+# -- the inline parsing of plain-ASCII chunks against parse_line --------------------------------
+
+# Mostly near-valid lines (single spaces, the common op codes), with every kind of oddity.
+_CODES = ["103"] * 4 + ["104"] * 2 + ["101", "102", "105", "106", "107", "108", "1O3", "",
+                                       "103x"]
+_TOKENS = ["1.0", "01.-1", "2.0", "A", "b", "a\tb", "(empty)", "Job", "#c", "", '"v  w"', "\tq",
+           "1", "3", " ", "\t"]
+_SEPARATORS = [" "] * 6 + ["  ", "\t", " \t"]
+# Lines where a shortcut in the inline parsing would differ from parse_line.
+_TRICKY = [b"103 1.0 A \t", b"103 1.0 A  ", b"103 1.0 A ", b"103 1.0 A \t1", b"103 1.0 A  1",
+           b"103 1.0\tA 1", b"103 1.0 A\tB 1", b"103  1.0 A 1", b"103 1.0  A 1", b"103\t1.0 A 1",
+           b"103 1.0 A", b"103 1.0", b"103", b"103 ", b"104 1.0 A B", b"104 1.0\tA",
+           b"104 1.0 A ", b"104  1.0 A", b"104 1.0", b"102 1.0 A", b"102 1.0 ", b"102  1.0",
+           b"102 1.0\t", b"102", b"102 ", b"105", b"105  ", b"105 x", b"106", b"106  ",
+           b"106 #c", b"106 x", b"105\t", b"106\t"]
+
+
+def _follow(tmp_path: Path, name: str, lines: List[bytes]):
+    """Follow a log to which ``lines`` are appended live; everything observable."""
+    import logging
+
+    from pandad.stats import Statistics
+
+    path = tmp_path / name
+    path.write_bytes(HEAD + b"101 1.0 Job Machine\n101 01.-1 Job Machine\n")
+    mirror = Mirror()
+    rec = Recorder(mirror)
+    stats = Statistics()
+    follower = Follower(str(path), rec, mirror, stats=stats)
+    handler = logging.Handler()
+    messages: List[str] = []
+    handler.emit = lambda record: messages.append(record.getMessage().replace(name, "LOG"))
+    logger = logging.getLogger("panda_plugin.follower")
+    logger.addHandler(handler)
+    try:
+        follower.poll()
+        with open(path, "ab") as f:
+            f.write(b"".join(line + b"\n" for line in lines))
+        while follower.poll():
+            pass
+    finally:
+        logger.removeHandler(handler)
+    ads = {key: (ad.mytype, ad.targettype, dict(ad.attrs)) for key, ad in mirror.ads.items()}
+    position = follower.position
+    follower.close()
+    return rec.calls, stats.snapshot(), (position.seq, position.offset), ads, messages
+
+
+def test_inline_parsing_of_ascii_chunks_agrees_with_parse_line(tmp_path):
+    """A chunk that is plain ASCII has its common lines parsed inline by the follower; one
+    with a byte outside ASCII goes through parse_line alone.  The same log, differing only in
+    one value's bytes at its end, must give the same callbacks, counters, position and logs."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    token = st.tuples(st.sampled_from(_SEPARATORS), st.sampled_from(_TOKENS))
+    line = st.builds(lambda code, words, tail: (code + "".join(s + w for s, w in words)
+                                                + tail).encode("ascii"),
+                     st.sampled_from(_CODES), st.lists(token, max_size=4),
+                     st.sampled_from(["", " ", "\t"]))
+    runs = iter(range(10 ** 9))
+
+    for tricky in _TRICKY:
+        run = next(runs)
+        ascii_ = _follow(tmp_path, f"a{run}.log", [tricky, b'103 1.0 Z "xx"'])
+        other = _follow(tmp_path, f"b{run}.log", [tricky, '103 1.0 Z "é"'.encode()])
+        assert repr(ascii_).replace('"xx"', '"é"') == repr(other), tricky
+
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.one_of(line, st.sampled_from(_TRICKY)), max_size=25))
+    def check(lines: List[bytes]) -> None:
+        run = next(runs)
+        ascii_ = _follow(tmp_path, f"a{run}.log", lines + [b'103 1.0 Z "xx"'])
+        other = _follow(tmp_path, f"b{run}.log", lines + ['103 1.0 Z "é"'.encode()])
+        assert repr(ascii_).replace('"xx"', '"é"') == repr(other)
+
+    check()
