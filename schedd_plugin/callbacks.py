@@ -319,17 +319,15 @@ class PandaPlugin(ClassAdLogPlugin):
         self._pending.clear()
         if self._created:
             self._created.clear()
-        job_ids = self._job_ids
         prefixes = self._update_prefixes
         for entry in order:
-            ad = entry.ad
-            if entry.destroyed:
-                job_id = entry.job_id
-            else:
-                job_id = job_ids.get(entry.key) or self._job_id(entry.key, ad)
+            key = entry.key
+            destroyed = entry.destroyed
             if entry.created:
-                pairs = entry.snapshot if entry.destroyed else self._effective_pairs(entry.key)
-                self._emit(wire.encode_add, job_id, pairs, f"{ad.cluster}.{ad.proc}")
+                ad = entry.ad
+                pairs = entry.snapshot if destroyed else self._effective_pairs(key)
+                self._emit(wire.encode_add, self._entry_job_id(entry), pairs,
+                           f"{ad.cluster}.{ad.proc}")
             elif entry.changes:
                 pairs = []
                 for pair in entry.changes.values():
@@ -340,20 +338,27 @@ class PandaPlugin(ClassAdLogPlugin):
                         pair = (pair[0], _new_syntax(value))
                     # else: old_to_new would return the value as it is
                     pairs.append(pair)
-                # The hot path of every live change: the job's quoted id is kept.
+                # The hot path of every live change: the job's UPDATE prefix (its quoted id)
+                # is kept until the job's id changes or the job leaves.
+                prefix = None if destroyed else prefixes.get(key)
                 try:
-                    prefix = prefixes.get(entry.key)
                     if prefix is None:
-                        prefix = wire.update_prefix(job_id)
-                        if not entry.destroyed:
-                            prefixes[entry.key] = prefix
+                        prefix = wire.update_prefix(self._entry_job_id(entry))
+                        if not destroyed:
+                            prefixes[key] = prefix
                     record = wire.encode_update_from(prefix, pairs)
                 except ValueError:
-                    self._emit(wire.encode_update, job_id, pairs)
+                    self._emit(wire.encode_update, self._entry_job_id(entry), pairs)
                 else:
                     self.write(record)
-            if entry.destroyed:
-                self._emit(wire.encode_remove, job_id, [])
+            if destroyed:
+                self._emit(wire.encode_remove, entry.job_id, [])
+
+    def _entry_job_id(self, entry: _Pending) -> str:
+        """The id a pending entry's records carry (a destroyed job's was noted as it left)."""
+        if entry.destroyed:
+            return entry.job_id
+        return self._job_ids.get(entry.key) or self._job_id(entry.key, entry.ad)
 
     def _emit(self, encode: Callable[..., bytes], job_id: str,
               pairs: List[Tuple[str, str]], condor_id: Optional[str] = None) -> None:
