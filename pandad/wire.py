@@ -77,21 +77,18 @@ def _snippet(data: object, limit: int = 40) -> str:
 
 def _encode_pairs(attrs: Iterable[Tuple[str, str]]) -> List[str]:
     # The hot path of every record. For ASCII text, str.isidentifier() is exactly _NAME_RE,
-    # and one search over all the fields finds a framing character in any value (a valid
-    # name holds none). Anything odd goes through _checked_pairs for the precise error.
+    # and a printable value holds no framing character (the regex decides for the others).
+    # Anything odd, str subclasses included, goes through _checked_pairs for the precise error.
     pairs = attrs if isinstance(attrs, (list, tuple)) else list(attrs)
     fields: List[str] = []
     append = fields.append
     for name, value in pairs:
-        if not (isinstance(name, str) and name.isidentifier() and name.isascii()
-                and isinstance(value, str)):
+        if not (name.__class__ is str and value.__class__ is str and name.isidentifier()
+                and name.isascii()
+                and (value.isprintable() or _VALUE_FORBIDDEN_RE.search(value) is None)):
             return _checked_pairs(pairs)
         append(name)
         append(value)
-    if fields:
-        text = "".join(fields)
-        if not text.isprintable() and _VALUE_FORBIDDEN_RE.search(text) is not None:
-            return _checked_pairs(pairs)
     return fields
 
 

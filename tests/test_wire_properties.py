@@ -56,6 +56,13 @@ def test_update_from_a_prefix_is_encode_update(job_id, pairs):
 
 
 @PROPERTY_SETTINGS
+@given(st.lists(st.tuples(st.one_of(NAMES, st.text(max_size=8)),
+                          st.one_of(VALUES, st.text(max_size=8))), max_size=4))
+def test_the_fast_pair_checks_agree_with_the_precise_ones(pairs):
+    assert _outcome(wire._encode_pairs, pairs) == _outcome(wire._checked_pairs, pairs)
+
+
+@PROPERTY_SETTINGS
 @given(JOB_IDS, PAIRS)
 def test_remove_round_trip(job_id, pairs):
     assert decode(encode_remove(job_id, pairs)[:-1]) == Record("REMOVE", job_id, None,
