@@ -23,11 +23,20 @@ they can be (one ``\v`` per line, no NUL, valid UTF-8: ``_batch_texts``), and th
 (plain quoted ids, attribute names already seen in the batch) is split and merged without a
 ``decode`` call (``_parse_plain``). Any other line goes through ``decode``, so what is accepted
 and what is bad, and why, is exactly ``decode``'s verdict (tests/test_coalesce_fast.py).
+
+A job whose only record in the batch is a plain UPDATE, the usual case, gets no
+``JobCommand`` at first: ``Batch.update_entries`` holds that record's fields as a tuple
+(``PlainUpdate``: verb, quoted id, name, value, ...), which the flusher converts as it is,
+and ``command_of`` turns it into the ``JobCommand`` it stands for where one is needed (a
+second record of the job, a failure, a rejection, ``Batch.updates``). A tuple of strings
+leaves the cyclic GC's books at its first collection, where a ``JobCommand`` and its dict of
+tuples stay there until the slice is sent: with a thousand jobs a slice, the collector's
+passes over them cost more than the merge itself.
 """
 
 from collections import Counter
 from itertools import repeat
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from pandad.wire import BadRecord, decode
 
@@ -73,29 +82,67 @@ class JobCommand:
                 f"attrs={len(self.attrs)}, records={self.records})")
 
 
-class Batch:
-    """The commands of one cycle: adds (POST), updates (PUT), removes (DELETE), by GlobalJobId."""
+# One plain UPDATE record's fields ("\vUPDATE", '"<job id>"', name, value, ...): the command
+# of a job with no other record in the batch (module docstring).
+PlainUpdate = Tuple[str, ...]
+# What a Batch holds per job: a JobCommand, or in ``update_entries`` also a PlainUpdate.
+Entry = Union[JobCommand, PlainUpdate]
 
-    __slots__ = ("adds", "updates", "removes", "bad", "bad_reasons")
+
+def command_of(entry: Entry) -> JobCommand:
+    """The JobCommand an entry stands for (a PlainUpdate becomes a new one of one record)."""
+    if type(entry) is not tuple:
+        return entry                                        # type: ignore[return-value]
+    command = JobCommand(entry[1][1:-1])
+    attrs = command.attrs
+    for index in range(2, len(entry), 2):
+        attrs[entry[index].lower()] = (entry[index], entry[index + 1])
+    command.records = 1
+    return command
+
+
+def records_of(entries: Iterable[Entry]) -> int:
+    """Input records held by ``entries`` (a PlainUpdate holds one)."""
+    return sum(1 if type(entry) is tuple else entry.records   # type: ignore[union-attr]
+               for entry in entries)
+
+
+class Batch:
+    """The commands of one cycle: adds (POST), updates (PUT), removes (DELETE), by GlobalJobId.
+
+    ``update_entries`` are the updates as coalesce and the flusher keep them, a JobCommand or
+    a PlainUpdate per job; ``updates`` makes every entry a JobCommand first.
+    """
+
+    __slots__ = ("adds", "update_entries", "removes", "bad", "bad_reasons")
 
     def __init__(self) -> None:
         self.adds: Dict[str, JobCommand] = {}
-        self.updates: Dict[str, JobCommand] = {}
+        self.update_entries: Dict[str, Entry] = {}
         self.removes: Dict[str, JobCommand] = {}
         self.bad = 0
         self.bad_reasons: Counter = Counter()
 
     @property
+    def updates(self) -> Dict[str, JobCommand]:
+        """The update commands by GlobalJobId, each a JobCommand (the same dict, in order)."""
+        entries = self.update_entries
+        for job_id, entry in list(entries.items()):
+            if type(entry) is tuple:
+                entries[job_id] = command_of(entry)
+        return entries                                      # type: ignore[return-value]
+
+    @property
     def records(self) -> int:
         """Input records held by the commands (bad records not included)."""
-        return sum(c.records for group in (self.adds, self.updates, self.removes)
-                   for c in group.values())
+        return (records_of(self.adds.values()) + records_of(self.update_entries.values())
+                + records_of(self.removes.values()))
 
     def __bool__(self) -> bool:
-        return bool(self.adds or self.updates or self.removes)
+        return bool(self.adds or self.update_entries or self.removes)
 
     def __repr__(self) -> str:
-        return (f"Batch(adds={len(self.adds)}, updates={len(self.updates)}, "
+        return (f"Batch(adds={len(self.adds)}, updates={len(self.update_entries)}, "
                 f"removes={len(self.removes)}, bad={self.bad})")
 
 
@@ -123,14 +170,14 @@ def _batch_texts(lines: List[bytes]) -> Optional[List[str]]:
     return texts if len(texts) == len(lines) else None     # a line held a newline
 
 
-def _parse_plain(text: str, names: Dict[str, str]) -> Optional[Tuple[List[str], str, int]]:
-    """(fields, job id, index of the first name) of a plain record, else None (ask decode).
+def _parse_plain(fields: List[str], names: Dict[str, str]) -> Optional[Tuple[str, int]]:
+    """(job id, index of the first name) of a plain record, else None (ask decode).
 
-    Plain: ``_batch_texts`` checked the line; a known verb with a matching number of fields,
-    quoted ids without escapes or inner quotes, and only attribute names ``decode`` accepted
-    earlier in the batch (``names``, name → lower case).
+    Plain: ``_batch_texts`` checked the line (``fields`` is it split at TABs); a known verb
+    with a matching number of fields, quoted ids without escapes or inner quotes, and only
+    attribute names ``decode`` accepted earlier in the batch (``names``, name → lower case).
+    ``coalesce`` checks a plain UPDATE the same way, inline.
     """
-    fields = text.split("\t")
     first = _FIRST_PAIR.get(fields[0])
     count = len(fields)
     if first is None or count < first or (count - first) % 2:
@@ -149,7 +196,7 @@ def _parse_plain(text: str, names: Dict[str, str]) -> Optional[Tuple[List[str], 
     for index in range(first, count, 2):
         if fields[index] not in names:
             return None
-    return fields, job_id, first
+    return job_id, first
 
 
 def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
@@ -159,20 +206,51 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
     """
     batch = Batch() if into is None else into
     adds = batch.adds
-    updates = batch.updates
+    updates = batch.update_entries
     removes = batch.removes
     lines = lines if isinstance(lines, list) else list(lines)
     texts = _batch_texts(lines)
     names: Dict[str, str] = {}          # attribute names decode accepted → lower case
+    lowers: Set[str] = set()            # their lower cases
+    # Whether two names in ``names`` differ in case alone. A record may then hold both: its
+    # JobCommand merges them into one attribute where its fields would convert to two keys,
+    # so no record is kept as a PlainUpdate from then on.
+    spellings = False
     # Every (name, value) pair merged, once: the jobs of a burst share most of their values,
     # and a shared pair costs a reference instead of a tuple and two strings (memory: a
     # batch's commands take a few times its bytes, not ten).
     pairs: Dict[Tuple[str, str], Tuple[str, str]] = {}
     condor_id: Optional[str]
+    entry: Optional[Entry]
     for line, text in zip(lines, repeat(None) if texts is None else texts):
-        plain = None if text is None else _parse_plain(text, names)
+        plain = None
+        if text is not None:
+            fields = text.split("\t")
+            if fields[0] == "\vUPDATE":
+                # The usual record, checked inline as _parse_plain checks one: quoted id,
+                # pairs, known names. Anything else about an UPDATE is for decode to judge.
+                count = len(fields)
+                ident = fields[1] if count > 3 and not count & 1 else ""
+                job_id = ident[1:-1]
+                if (job_id and ident[0] == '"' and ident[-1] == '"' and '"' not in job_id
+                        and "\\" not in job_id):
+                    for index in range(2, count, 2):
+                        if fields[index] not in names:
+                            break
+                    else:
+                        if removes or adds:
+                            entry = (removes.get(job_id) or adds.get(job_id)
+                                     or updates.get(job_id))
+                        else:
+                            entry = updates.get(job_id)
+                        if entry is None and not spellings:
+                            updates[job_id] = tuple(fields)     # a PlainUpdate
+                            continue
+                        plain = (job_id, 2)
+            else:
+                plain = _parse_plain(fields, names)
         if plain is not None:
-            fields, job_id, first = plain
+            job_id, first = plain
             verb = fields[0]
             condor_id = fields[2][1:-1] if first == 3 else None
         else:
@@ -189,25 +267,32 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
             first = 0
             for name in fields[0::2]:
                 if name not in names:
-                    names[name] = name.lower()
+                    lower = names[name] = name.lower()
+                    if lower in lowers:
+                        spellings = True
+                    lowers.add(lower)
         # The hot loop: dict lookups and the merge inlined, no call per record.
         if verb == "\vUPDATE":
             # A job in removes was removed after any ADD of it (an ADD after a REMOVE
             # supersedes it), so the REMOVE is its latest state.
             # Most slices hold UPDATEs alone: one lookup then.
             if removes or adds:
-                command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+                entry = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
             else:
-                command = updates.get(job_id)
-            if command is None:
+                entry = updates.get(job_id)
+            if entry is None:
                 command = updates[job_id] = JobCommand(job_id)
+            elif type(entry) is tuple:
+                command = updates[job_id] = command_of(entry)
+            else:
+                command = entry                             # type: ignore[assignment]
         elif verb == "\vADD":
             command = adds.get(job_id)
             if command is None:
                 command = adds[job_id] = JobCommand(job_id, condor_id)
-                earlier = updates.pop(job_id, None)
-                if earlier is not None:
-                    command.absorb(earlier)
+                entry = updates.pop(job_id, None)
+                if entry is not None:
+                    command.absorb(command_of(entry))
                 earlier = removes.pop(job_id, None)
                 if earlier is not None:
                     command.absorb(earlier)

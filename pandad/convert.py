@@ -7,7 +7,7 @@ dicts, never by joining strings.
 
 import re
 import time
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from pandad.classad import to_json_value
 
@@ -57,10 +57,12 @@ class Converter:
     remembered result is the result; the memory goes with the converter (one per batch).
     """
 
-    __slots__ = ("_names", "_values")
+    __slots__ = ("_names", "_plain", "_values")
 
     def __init__(self) -> None:
         self._names: Dict[str, str] = {}       # attribute name → the monitor's field
+        # The same for the names whose field needs no care (not id, condorid or submitted)
+        self._plain: Dict[str, str] = {}
         self._values: Dict[str, object] = {}   # value text (≤ _MEMO_TEXT_MAX) → JSON value
 
     def job_object(self, job_id: str, condor_id: Optional[str],
@@ -86,6 +88,42 @@ class Converter:
                 value = _local_time(value)
             obj[name] = value
         return obj
+
+    def fields_object(self, fields: Sequence[str]) -> Optional[dict]:
+        """``job_object`` of one UPDATE record's fields (``"\\vUPDATE"``, the quoted job id,
+        then name, value, ...: ``coalesce.PlainUpdate``), or None when it takes
+        ``job_object`` itself: a name it leaves out or converts (id, condorid, submitted),
+        two names for one key, or a value ``to_json_value`` refuses.
+        """
+        obj: dict = {"id": fields[1][1:-1]}
+        names = self._plain
+        values = self._values
+        try:
+            for index in range(2, len(fields), 2):
+                name = names.get(fields[index])
+                if name is None:
+                    name = self._plain_name(fields[index])
+                    if name is None:
+                        return None
+                text = fields[index + 1]
+                value = values.get(text, _MISSING)
+                if value is _MISSING:
+                    value = to_json_value(text)
+                    if len(text) <= _MEMO_TEXT_MAX:
+                        values[text] = value
+                obj[name] = value
+        except (ValueError, TypeError):
+            return None           # job_object says whether the command converts, and why not
+        # One key per pair, else two names shared a key (one name twice, RemoteWallClockTime
+        # and run_time): which value job_object keeps then depends on its merged attrs.
+        return obj if 2 * len(obj) == len(fields) else None
+
+    def _plain_name(self, attr: str) -> Optional[str]:
+        name = JSON_NAMES.get(attr.lower(), attr)
+        if name in _RESERVED or name == "submitted":
+            return None
+        self._plain[attr] = name
+        return name
 
 
 def job_object(job_id: str, condor_id: Optional[str], attrs: Mapping[str, str]) -> dict:

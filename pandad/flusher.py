@@ -36,7 +36,7 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
-from pandad.coalesce import Batch, JobCommand, coalesce
+from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
 from pandad.convert import Converter, condor_id_from_job_id, job_object
 from pandad.transport import TransportError
 
@@ -273,21 +273,25 @@ class Flusher:
             log.warning("skipped %d bad record(s): %s", batch.bad, reasons)
             batch.bad = 0
             batch.bad_reasons.clear()
-        for method, commands in zip(METHODS, (batch.adds, batch.updates, batch.removes)):
+        for method, commands in zip(METHODS, (batch.adds, batch.update_entries, batch.removes)):
             if commands:
                 self._send_commands(method, list(commands.values()), cycle)
 
-    def _send_commands(self, method: str, commands: List[JobCommand], cycle: _Cycle) -> None:
-        """Convert, encode and send ``commands`` a body at a time (one body held at once)."""
+    def _send_commands(self, method: str, commands: List[Entry], cycle: _Cycle) -> None:
+        """Convert, encode and send ``commands`` a body at a time (one body held at once).
+
+        The commands are a batch's entries: a PlainUpdate is made a JobCommand
+        (``command_of``) only where one is kept or named (failed, rejected, upserted).
+        """
         converter = Converter()
         for group, body in self._bodies(method, commands, converter):
             if cycle.down:
-                cycle.failed.extend((method, command) for command in group)
+                cycle.failed.extend((method, command_of(entry)) for entry in group)
             else:
                 self._send_group(method, group, body, cycle, converter)
 
-    def _bodies(self, method: str, commands: List[JobCommand],
-                converter: Converter) -> Iterator[Tuple[List[JobCommand], bytes]]:
+    def _bodies(self, method: str, commands: List[Entry],
+                converter: Converter) -> Iterator[Tuple[List[Entry], bytes]]:
         """(commands, JSON array body) within ``max_request_bytes``, in order.
 
         A list of objects is encoded at once; how many go in a body is estimated from the
@@ -297,22 +301,28 @@ class Flusher:
         max_bytes = self._settings.max_request_bytes
         with_condor_id = method == "POST"        # condorid only on POST
         job_object = converter.job_object
+        fields_object = converter.fields_object
         per_object = 100.0                       # bytes per encoded object, learnt as we go
         # The commands ready and their objects, side by side (no tuple per command).
-        ready: List[JobCommand] = []
+        ready: List[Entry] = []
         objects: List[dict] = []
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
-            for command in pending:
-                try:
-                    converted = job_object(command.job_id,
-                                           command.condor_id if with_condor_id else None,
-                                           command.attrs.values())
-                except (ValueError, TypeError) as error:
-                    self._unconvertible(command, error)
-                    continue
-                ready.append(command)
+            for entry in pending:
+                # A PlainUpdate converts from its fields (it has no condor_id) unless that
+                # needs job_object's care; a JobCommand from its attrs.
+                converted = fields_object(entry) if type(entry) is tuple else None
+                if converted is None:
+                    command = command_of(entry)
+                    try:
+                        converted = job_object(command.job_id,
+                                               command.condor_id if with_condor_id else None,
+                                               command.attrs.values())
+                    except (ValueError, TypeError) as error:
+                        self._unconvertible(command, error)
+                        continue
+                ready.append(entry)
                 objects.append(converted)
                 if len(ready) >= want:
                     break
@@ -333,15 +343,15 @@ class Flusher:
         self._stats.add("records_bad_unconvertible", command.records)
         log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
 
-    def _send_group(self, method: str, group: List[JobCommand], body: bytes, cycle: _Cycle,
+    def _send_group(self, method: str, group: List[Entry], body: bytes, cycle: _Cycle,
                     converter: Converter) -> None:
         if cycle.down:
-            cycle.failed.extend((method, command) for command in group)
+            cycle.failed.extend((method, command_of(entry)) for entry in group)
             return
         status = self._request(method, body, len(group), cycle)
         if retryable(status):
             cycle.down = True
-            cycle.failed.extend((method, command) for command in group)
+            cycle.failed.extend((method, command_of(entry)) for entry in group)
         elif 200 <= status < 300:
             self._accept(group)
         elif 400 <= status < 500 and len(group) > 1:
@@ -351,11 +361,11 @@ class Flusher:
                 for commands, part_body in self._bodies(method, part, converter):
                     self._send_group(method, commands, part_body, cycle, converter)
         elif 400 <= status < 500:
-            self._upsert_or_reject(method, group[0], status, cycle)
+            self._upsert_or_reject(method, command_of(group[0]), status, cycle)
         else:
             # 1xx/3xx: nothing to isolate or retry; the monitor did not take them.
-            for command in group:
-                cycle.rejected.append((method, command, str(status)))
+            for entry in group:
+                cycle.rejected.append((method, command_of(entry), str(status)))
 
     def _upsert_or_reject(self, method: str, command: JobCommand, status: int,
                           cycle: _Cycle) -> None:
@@ -411,8 +421,8 @@ class Flusher:
             self._unsettled -= records
             self._stats.add(counter, records)
 
-    def _accept(self, commands: List[JobCommand]) -> None:
-        self._settle("records_sent", sum(command.records for command in commands))
+    def _accept(self, commands: List[Entry]) -> None:
+        self._settle("records_sent", records_of(commands))
 
     def _settle_slice(self, cycle: _Cycle) -> None:
         """Count what the slice had rejected and lost; keep what is to be retried."""
@@ -435,7 +445,7 @@ class Flusher:
                 lost.append((method, command))
             else:
                 group = (carried.adds if method == "POST" else
-                         carried.updates if method == "PUT" else carried.removes)
+                         carried.update_entries if method == "PUT" else carried.removes)
                 group[command.job_id] = command
         cycle.failed = []
         if lost:
@@ -467,6 +477,6 @@ class Flusher:
             self._pending = carried
             self._retry_at = self._clock() + delay
             log.warning("will retry %d command(s) (%d record(s)) in %.0f s: %s",
-                        len(carried.adds) + len(carried.updates) + len(carried.removes),
+                        len(carried.adds) + len(carried.update_entries) + len(carried.removes),
                         carried.records, delay, cycle.reason)
         self._stats.set("records_pending_retry", self.pending_records)

@@ -1,8 +1,10 @@
 """The fast paths of pandad.coalesce / convert / classad against the plain code they replace
 (hypothesis): whole-batch line checks + ``_parse_plain`` give exactly ``wire.decode``'s verdicts,
-``Converter`` gives ``job_object``'s objects, and ``to_json_value``'s number fast paths give
-``_number``'s values, on generated input good and bad."""
+``Converter`` gives ``job_object``'s objects, plain UPDATEs kept as their fields give the same
+request bodies and counters, and ``to_json_value``'s number fast paths give ``_number``'s values,
+on generated input good and bad."""
 
+import json
 from collections import Counter
 
 from hypothesis import example, given, settings
@@ -10,8 +12,12 @@ from hypothesis import strategies as st
 
 from pandad import classad
 from pandad.classad import to_json_value
-from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce
+from pandad.buffer import RecordBuffer
+from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce, command_of
 from pandad.convert import JSON_NAMES, Converter, _local_time
+from pandad.flusher import Flusher
+from pandad.knobs import PandadSettings
+from pandad.stats import Statistics
 from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
@@ -129,6 +135,93 @@ def test_converter_remembers_nothing_that_changes_an_object(commands):
         expected = reference_job_object(f"j{index}", None, attrs)
         assert converter.job_object(f"j{index}", None, attrs.items()) == expected
         assert repr(converter.job_object(f"j{index}", None, attrs.items())) == repr(expected)
+
+
+class Recorder:
+    """A transport that takes every request and keeps (method, body)."""
+
+    def __init__(self) -> None:
+        self.requests = []
+
+    def send(self, method: str, body: bytes) -> int:
+        self.requests.append((method, body))
+        return {"POST": 201, "PUT": 200, "DELETE": 204}[method]
+
+
+def reference_requests(lines) -> tuple:
+    """The requests and counters of one cycle over ``lines``, from reference_coalesce and
+    reference_job_object: what the flusher sent before plain UPDATEs were kept as fields."""
+    batch = reference_coalesce(lines)
+    requests = []
+    sent = unconvertible = 0
+    for method, group in (("POST", batch.adds), ("PUT", batch.updates),
+                          ("DELETE", batch.removes)):
+        objects = []
+        for command in group.values():
+            try:
+                objects.append(reference_job_object(
+                    command.job_id, command.condor_id if method == "POST" else None,
+                    command.attributes()))
+            except ValueError:
+                unconvertible += command.records
+                continue
+            sent += command.records
+        if objects:
+            requests.append((method, json.dumps(objects, separators=(",", ":")).encode()))
+    return requests, sent, unconvertible
+
+
+# Names that need care (two spellings of one, id, QDate → submitted, two names for
+# "run_time"), and values to_json_value refuses (an integer of more digits than int() takes).
+CARE_NAMES = st.sampled_from(["JobStatus", "jobstatus", "Owner", "owner", "QDate", "id",
+                              "RemoteWallClockTime", "run_time", "_x1"])
+CARE_VALUES = VALUES | st.just("9" * 5000)
+UPDATES = st.lists(st.one_of(
+    st.builds(encode_update, JOBS, st.lists(st.tuples(CARE_NAMES, CARE_VALUES), min_size=1,
+                                            max_size=3)),
+    st.builds(lambda j, p: encode_add(j, "1.0", p), JOBS, PAIRS),
+    st.builds(encode_remove, JOBS, PAIRS),
+).map(lambda record: record[:-1]), max_size=12)
+
+
+@PROPERTY_SETTINGS
+@given(UPDATES)
+@example([encode_update("s#1.0#9", [("A", "1")])[:-1],
+          encode_update("s#2.0#9", [("A", "9" * 5000), ("A", "2")])[:-1],
+          encode_update("s#3.0#9", [("A", "9" * 5000)])[:-1]])
+@example([encode_update("s#1.0#9", [("JobStatus", "1")])[:-1],                 # two spellings
+          encode_update("s#2.0#9", [("jobstatus", "1")])[:-1],
+          encode_update("s#3.0#9", [("JobStatus", "1"), ("jobstatus", "2")])[:-1]])
+@example([encode_update("s#1.0#9", [("RemoteWallClockTime", "1"), ("run_time", "1")])[:-1],
+          encode_update("s#2.0#9", [("RemoteWallClockTime", "1"), ("run_time", "2"),
+                                    ("RemoteWallClockTime", "3")])[:-1]])    # one key, two names
+def test_plain_updates_give_the_bodies_and_counters_of_the_reference(lines):
+    recorder = Recorder()
+    stats = Statistics()
+    buffer = RecordBuffer(1 << 30, 0, 1 << 30)
+    assert buffer.put_many(lines) == len(lines)
+    Flusher(buffer, recorder, stats, PandadSettings(url="http://127.0.0.1:9/")).flush_once()
+    requests, sent, unconvertible = reference_requests(lines)
+    counters = stats.snapshot()
+    assert recorder.requests == requests
+    assert counters.get("records_sent", 0) == sent
+    assert counters.get("records_bad_unconvertible", 0) == unconvertible
+
+
+def test_plain_updates_stand_for_the_commands_they_would_have_been():
+    lines = [encode_update(f"s#{i}.0#9", [("JobStatus", "2"), ("Owner", '"a"')])[:-1]
+             for i in range(3)]
+    batch = coalesce(lines)
+    entries = batch.update_entries
+    assert [type(entry) for entry in entries.values()] == [JobCommand, tuple, tuple]
+    assert batch.records == 3
+    command = command_of(entries["s#1.0#9"])
+    assert (command.job_id, command.condor_id, command.records, command.attempts) == (
+        "s#1.0#9", None, 1, 0)
+    assert command.attrs == {"jobstatus": ("JobStatus", "2"), "owner": ("Owner", '"a"')}
+    # Batch.updates hands out JobCommands only, in the same order, in the same dict.
+    assert snapshot(batch) == snapshot(reference_coalesce(lines))
+    assert all(type(entry) is JobCommand for entry in entries.values())
 
 
 def reference_number(text: str) -> object:

@@ -186,6 +186,24 @@ def test_rejection_without_upsert_is_counted_and_logged(base_settings, caplog):
         rig.assert_accounted()
 
 
+def test_a_rejected_single_plain_update_is_named_and_counted(base_settings, caplog):
+    """Jobs with one plain UPDATE each (kept as its fields until needed): the unknown one is
+    isolated, named in the log and counted, the others applied."""
+    with DevMonitor() as monitor:
+        rig = Rig(base_settings, monitor.url, upsert=False)
+        rig.feed(*(encode_add(job(i), f"{i}.0") for i in range(8)))
+        rig.flusher.flush_once()
+        rig.feed(*(encode_update(job(i), [("JobStatus", "2"), ("ImageSize", "10")])
+                   for i in (0, 1, 2, 99, 3, 4, 5, 6, 7)))
+        with caplog.at_level("WARNING", logger="pandad"):
+            rig.flusher.flush_once()
+        assert all(monitor.jobs()[job(i)]["ImageSize"] == 10 for i in range(8))
+        assert rig.count("records_rejected") == 1 and rig.count("records_sent") == 8 + 8
+        assert [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()] == [
+            f"monitor rejected PUT of job {job(99)} (HTTP 400): 1 record(s) not applied"]
+        rig.assert_accounted()
+
+
 def test_rejected_post_of_an_existing_job_is_resent_as_put(base_settings):
     with DevMonitor() as monitor:
         rig = Rig(base_settings, monitor.url)
