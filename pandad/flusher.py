@@ -53,7 +53,10 @@ REJECTIONS_LOGGED = 10                           # named per cycle; the rest as 
 # 40 MiB (half: 40.6 MiB) at the price of twice the requests (~1,300 e2e objects a body).
 SLICE_REQUESTS = 0.25
 # One encoder for every body: json.dumps with arguments would build a new one per object.
-_JSON = json.JSONEncoder(separators=(",", ":"))
+# No circular-reference check: the objects are convert's flat dicts of str, int, float, bool
+# and None, which cannot hold a cycle, and the check costs a dict insert and delete per
+# object (~0.1 µs of the ~0.8 µs an e2e object takes to encode).
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 # A body is aimed at this share of max_request_bytes: the objects' sizes are estimated from
 # the previous body, and an estimate a little short saves encoding a body twice.
 BODY_FILL = 0.9
