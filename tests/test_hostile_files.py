@@ -25,6 +25,7 @@ from pandad.devmonitor import DevMonitor
 from pandad.wire import decode, encode_add
 from schedd_plugin.simulate import ScheddSimulator
 from tests.support import IN_CI, python_command, python_env, wait_until
+from tests.support.feed import Feed
 from tests.support.pandad_process import PandadProcess
 
 pytestmark = pytest.mark.slow
@@ -99,9 +100,15 @@ def plugin_on_symlink(tmp_path):
     link = tmp_path / "spool" / "job_queue.log"
     link.parent.mkdir()
     link.symlink_to(first)
+    # The records of the whole first log, from an in-process follower: the tests count
+    # records from the moment the plug-in has written all of them.
+    (tmp_path / "expected").mkdir()
+    expected = len(Feed(tmp_path / "expected", first.read_bytes()).records())
     plugin = DryRunPlugin(tmp_path, link)
-    wait_until(lambda: any(j.startswith("s1.") for j in plugin.job_ids()), 15,
-               message="records of the first log")
+    wait_until(lambda: len(plugin.records()) >= expected, 15,
+               message=f"the {expected} records of the first log")
+    assert len(plugin.records()) == expected
+    assert any(j.startswith("s1.") for j in plugin.job_ids())
     yield plugin, link, first, second
     plugin.stop()
 
