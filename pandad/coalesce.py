@@ -193,10 +193,15 @@ def _parse_plain(fields: List[str], names: Dict[str, str]) -> Optional[Tuple[str
         if not condor_id or fields[2][0] != '"' or fields[2][-1] != '"' or '"' in condor_id \
                 or "\\" in condor_id:
             return None
-    for index in range(first, count, 2):
+    return (job_id, first) if _names_known(fields, first, names) else None
+
+
+def _names_known(fields: List[str], first: int, names: Dict[str, str]) -> bool:
+    """Whether every attribute name of ``fields`` from index ``first`` is in ``names``."""
+    for index in range(first, len(fields), 2):
         if fields[index] not in names:
-            return None
-    return job_id, first
+            return False
+    return True
 
 
 def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
@@ -234,10 +239,15 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
                 job_id = ident[1:-1]
                 if (job_id and ident[0] == '"' and ident[-1] == '"' and '"' not in job_id
                         and "\\" not in job_id):
-                    for index in range(2, count, 2):
-                        if fields[index] not in names:
-                            break
+                    # One or two attributes, the usual UPDATEs, without a loop: setting one
+                    # up costs more than the lookups.
+                    if count == 6:
+                        known = fields[2] in names and fields[4] in names
+                    elif count == 4:
+                        known = fields[2] in names
                     else:
+                        known = _names_known(fields, 2, names)
+                    if known:
                         if removes or adds:
                             entry = (removes.get(job_id) or adds.get(job_id)
                                      or updates.get(job_id))
