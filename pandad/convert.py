@@ -7,7 +7,7 @@ dicts, never by joining strings.
 
 import re
 import time
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pandad.classad import to_json_value
 
@@ -117,6 +117,36 @@ class Converter:
         # One key per pair, else two names shared a key (one name twice, RemoteWallClockTime
         # and run_time): which value job_object keeps then depends on its merged attrs.
         return obj if 2 * len(obj) == len(fields) else None
+
+    def entry_objects(self, entries: Sequence[object]) -> Tuple[List[Optional[dict]], int]:
+        """(``fields_object`` of each PlainUpdate in ``entries``, None for anything else;
+        how many are None), in one loop: the flusher's way through a slice of updates."""
+        objects: List[Optional[dict]] = []
+        append = objects.append
+        names = self._plain
+        values = self._values
+        missing = 0
+        for fields in entries:
+            obj = None
+            if type(fields) is tuple:
+                # One or two attributes, the usual UPDATEs, as a dict display of remembered
+                # names and values (a loop costs more than the lookups); anything else, or
+                # not remembered yet (KeyError), through fields_object.
+                count = len(fields)
+                try:
+                    if count == 6:
+                        obj = {"id": fields[1][1:-1], names[fields[2]]: values[fields[3]],
+                               names[fields[4]]: values[fields[5]]}
+                    elif count == 4:
+                        obj = {"id": fields[1][1:-1], names[fields[2]]: values[fields[3]]}
+                except KeyError:
+                    pass
+                if obj is None or 2 * len(obj) != count:
+                    obj = self.fields_object(fields)
+            append(obj)
+            if obj is None:
+                missing += 1
+        return objects, missing
 
     def _plain_name(self, attr: str) -> Optional[str]:
         name = JSON_NAMES.get(attr.lower(), attr)

@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 import time
+from itertools import islice
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
@@ -304,7 +305,6 @@ class Flusher:
         max_bytes = self._settings.max_request_bytes
         with_condor_id = method == "POST"        # condorid only on POST
         job_object = converter.job_object
-        fields_object = converter.fields_object
         per_object = 100.0                       # bytes per encoded object, learnt as we go
         # The commands ready and their objects, side by side (no tuple per command).
         ready: List[Entry] = []
@@ -312,23 +312,31 @@ class Flusher:
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
-            for entry in pending:
-                # A PlainUpdate converts from its fields (it has no condor_id) unless that
-                # needs job_object's care; a JobCommand from its attrs.
-                converted = fields_object(entry) if type(entry) is tuple else None
-                if converted is None:
-                    command = command_of(entry)
-                    try:
-                        converted = job_object(command.job_id,
-                                               command.condor_id if with_condor_id else None,
-                                               command.attrs.values())
-                    except (ValueError, TypeError) as error:
-                        self._unconvertible(command, error)
-                        continue
-                ready.append(entry)
-                objects.append(converted)
-                if len(ready) >= want:
+            while len(ready) < want:
+                chunk = list(islice(pending, want - len(ready)))
+                if not chunk:
                     break
+                # PlainUpdates convert from their fields in one loop (no call per entry); a
+                # JobCommand, or a PlainUpdate that needs job_object's care, from its attrs.
+                converted, missing = converter.entry_objects(chunk)
+                if missing:
+                    unconvertible = False
+                    for index, entry in enumerate(chunk):
+                        if converted[index] is not None:
+                            continue
+                        command = command_of(entry)
+                        try:
+                            converted[index] = job_object(
+                                command.job_id, command.condor_id if with_condor_id else None,
+                                command.attrs.values())
+                        except (ValueError, TypeError) as error:
+                            self._unconvertible(command, error)
+                            unconvertible = True
+                    if unconvertible:
+                        chunk = [entry for entry, obj in zip(chunk, converted) if obj is not None]
+                        converted = [obj for obj in converted if obj is not None]
+                ready += chunk
+                objects += converted
             if not ready:
                 return
             count = min(want, len(ready))

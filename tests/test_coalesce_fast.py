@@ -188,7 +188,8 @@ UPDATES = st.lists(st.one_of(
 @given(UPDATES)
 @example([encode_update("s#1.0#9", [("A", "1")])[:-1],
           encode_update("s#2.0#9", [("A", "9" * 5000), ("A", "2")])[:-1],
-          encode_update("s#3.0#9", [("A", "9" * 5000)])[:-1]])
+          encode_update("s#3.0#9", [("A", "9" * 5000)])[:-1],
+          encode_update("s#4.0#9", [("A", "2"), ("A", "1")])[:-1]])
 @example([encode_update("s#1.0#9", [("JobStatus", "1")])[:-1],                 # two spellings
           encode_update("s#2.0#9", [("jobstatus", "1")])[:-1],
           encode_update("s#3.0#9", [("JobStatus", "1"), ("jobstatus", "2")])[:-1]])
@@ -206,6 +207,18 @@ def test_plain_updates_give_the_bodies_and_counters_of_the_reference(lines):
     assert recorder.requests == requests
     assert counters.get("records_sent", 0) == sent
     assert counters.get("records_bad_unconvertible", 0) == unconvertible
+
+
+@PROPERTY_SETTINGS
+@given(UPDATES, UPDATES)
+def test_entry_objects_are_fields_objects(first, second):
+    """A warm converter (names and values remembered from ``first``) and a cold one agree."""
+    converter = Converter()
+    converter.entry_objects(list(coalesce(first).update_entries.values()))
+    entries = list(coalesce(second).update_entries.values())
+    objects, missing = converter.entry_objects(entries)
+    expected = [Converter().fields_object(e) if type(e) is tuple else None for e in entries]
+    assert repr(objects) == repr(expected) and missing == expected.count(None)
 
 
 def test_plain_updates_stand_for_the_commands_they_would_have_been():
