@@ -105,12 +105,14 @@ def plugin_on_symlink(tmp_path):
     (tmp_path / "expected").mkdir()
     expected = len(Feed(tmp_path / "expected", first.read_bytes()).records())
     plugin = DryRunPlugin(tmp_path, link)
-    wait_until(lambda: len(plugin.records()) >= expected, 15,
-               message=f"the {expected} records of the first log")
-    assert len(plugin.records()) == expected
-    assert any(j.startswith("s1.") for j in plugin.job_ids())
-    yield plugin, link, first, second
-    plugin.stop()
+    try:
+        wait_until(lambda: len(plugin.records()) >= expected, 15,
+                   message=f"the {expected} records of the first log")
+        assert len(plugin.records()) == expected
+        assert any(j.startswith("s1.") for j in plugin.job_ids())
+        yield plugin, link, first, second
+    finally:
+        plugin.stop()
 
 
 def test_symlink_swapped_to_another_log(plugin_on_symlink):
