@@ -262,11 +262,14 @@ def bench_e2e(quick: bool, sink: Sink, workdir: Path) -> Dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-m", "pandad"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=child_env(config))
-    window = 250_000                 # records in flight: more than a cycle can take per second
+    # Records in flight: well over what pandad sends in a second, or the figure would be this
+    # window per flush interval rather than pandad's rate.
+    window = 1_000_000
     per_write = 10_000
-    # Distinct jobs, so every record is one object of its slice; made before the clock starts,
-    # so the feeder takes next to no CPU from pandad and the sink (2 CPUs for the three).
-    blocks = [update_records(start, per_write) for start in range(0, window, per_write)]
+    # Distinct jobs, so every record is one object of its slice (a job recurs 250,000 records
+    # later, never within a slice); made before the clock starts, so the feeder takes next to
+    # no CPU from pandad and the sink (2 CPUs for the three).
+    blocks = [update_records(start, per_write) for start in range(0, 250_000, per_write)]
     warmup, measure = (2.0, 6.0) if quick else (4.0, 20.0)
     base = sink.objects
     fed = 0
