@@ -29,7 +29,9 @@ def ensure_venv() -> None:
     if venv_python().exists() and stamp.exists() and stamp.read_text().strip() == wanted:
         return
     print(f"tests/run.py: installing test tools into {VENV}", flush=True)
-    venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
+    # Symlinks, as `python3 -m venv` makes on Linux: copying the interpreter over an existing
+    # venv's symlink to it fails (SameFileError).
+    venv.EnvBuilder(with_pip=True, clear=False, symlinks=True).create(VENV)
     pip = [str(venv_python()), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(pip + ["install", "-r", str(REQUIREMENTS)], check=True)
     stamp.write_text(wanted + "\n")
