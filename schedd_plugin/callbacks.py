@@ -358,7 +358,7 @@ class PandaPlugin(ClassAdLogPlugin):
         """The id a pending entry's records carry (a destroyed job's was noted as it left)."""
         if entry.destroyed:
             return entry.job_id
-        return self._job_ids.get(entry.key) or self._job_id(entry.key, entry.ad)
+        return self._job_id(entry.key, entry.ad)
 
     def _emit(self, encode: Callable[..., bytes], job_id: str,
               pairs: List[Tuple[str, str]], condor_id: Optional[str] = None) -> None:
