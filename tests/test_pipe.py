@@ -137,6 +137,29 @@ def test_records_are_written_in_batches_and_by_pump(tmp_path, stats):
     assert open(out, "rb").read() == b"".join(small + many)
 
 
+def test_records_waiting_in_a_batch_when_pandad_dies_are_counted_and_logged(tmp_path, stats,
+                                                                          caplog):
+    caplog.set_level(logging.WARNING, logger="panda_plugin.pipe")
+    pipe = PandadPipe([sys.executable, "-c", "import sys; sys.exit(3)"], 1 << 20, 0, stats,
+                      min_backoff=60.0)
+    try:
+        for i in range(5):
+            assert pipe.write(record(i, 100))      # under a batch: waiting, not in the pipe
+        os.waitid(os.P_PID, pipe.pid, os.WEXITED | os.WNOWAIT)   # exited, not yet reaped
+
+        def gone() -> bool:
+            pipe.pump()
+            return not pipe.running
+        wait_until(gone, timeout=10, message="the child to exit")
+        c = counters(stats)
+        assert (c["records_written"], c["records_dropped_pandad_down"]) == (0, 5)
+        assert pipe.spill_records == 0 and c["spill_bytes"] == 0
+        assert "pandad is not running: dropping records" in caplog.text
+    finally:
+        pipe.close(timeout=5)
+    assert "dropped 5 records" in caplog.text
+
+
 def test_exact_drop_counts_and_two_log_lines_per_episode(tmp_path, stats, caplog):
     pipe, out = copy_pipe(tmp_path, stats, spill_bytes=1000, pipe_bytes=4096)
     os.kill(pipe.pid, signal.SIGSTOP)
