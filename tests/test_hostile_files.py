@@ -176,6 +176,7 @@ def test_log_replaced_by_a_directory(plugin_on_symlink):
     assert "directory" in line.lower() or "rotated" in line or "does not exist" in line, line
     wait_until(lambda: "directory" in plugin.log_text()[mark:].lower(), 10,
                message=f"a log line saying the log is a directory:\n{plugin.log_text()[mark:]}")
+    assert "Traceback" not in plugin.log_text()[mark:]     # one line, not the catch-all's
     plugin.assert_alive()
     # The admin puts a log back: it is followed again.
     link.rmdir()
