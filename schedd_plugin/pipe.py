@@ -22,10 +22,11 @@ non-blocking and every write is one attempt:
 
 pandad's exit is noticed by polling its return code on every ``pump()`` (no SIGCHLD handler),
 and by a ``write()`` at once: the pipe's only reader is gone, so ``os.write`` fails with EPIPE.
-(``write()`` does not poll: ``Popen.poll`` costs as much as the write itself.) It is restarted with exponential backoff (``min_backoff`` doubling to ``max_backoff``),
-and the backoff resets once a pandad has stayed up for ``stable_after`` seconds. An exit with
-status 99 (a configuration error, HTCondor's "do not restart") waits the longest backoff, so a
-fixed configuration is picked up without flooding the log.
+(``write()`` does not poll: ``Popen.poll`` costs as much as the write itself.) It is restarted
+with exponential backoff (``min_backoff`` doubling to ``max_backoff``), and the backoff resets
+once a pandad has stayed up for ``stable_after`` seconds. An exit with status 99 (a
+configuration error, HTCondor's "do not restart") waits the longest backoff, so a fixed
+configuration is picked up without flooding the log.
 
 pandad runs in its own session: its lifetime is tied to the pipe (EOF on stdin means "flush and
 exit"), not to signals a terminal sends the plug-in's process group.
@@ -229,11 +230,8 @@ class PandadPipe:
             self._drop_down(1, len(record))
             return False
         if n == len(record):
-            stats = self.stats
-            stats.add("records_written")
-            stats.add("bytes_written", n)
-            if self._full_episode is not None:
-                self._end_full_episode()
+            self._count_written(1, n)
+            self._end_full_episode()
             return True
         if n == 0:
             # Nothing went in, so nothing is torn: queue the record whole if it fits.
@@ -293,8 +291,7 @@ class PandadPipe:
         self._update_gauge()
         if spill:
             return False
-        if self._full_episode is not None:
-            self._end_full_episode()
+        self._end_full_episode()
         return True
 
     def _count_written(self, records: int, nbytes: int) -> None:
