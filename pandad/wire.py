@@ -121,11 +121,8 @@ def _encode(fields: List[str]) -> bytes:
 
 def encode_add(job_id: str, condor_id: str, attrs: Iterable[Tuple[str, str]] = ()) -> bytes:
     """``\\vADD`` record for a new job, optionally with all its attributes."""
-    head = "\vADD\t" + _quote_id("job id", job_id) + "\t" + _quote_id("condor id", condor_id)
-    pairs = _encode_pairs(attrs)
-    if not pairs:
-        return (head + "\n").encode("utf-8")
-    return (head + "\t" + "\t".join(pairs) + "\n").encode("utf-8")
+    return _encode(["ADD", _quote_id("job id", job_id), _quote_id("condor id", condor_id)]
+                   + _encode_pairs(attrs))
 
 
 def encode_update(job_id: str, attrs: Iterable[Tuple[str, str]]) -> bytes:
