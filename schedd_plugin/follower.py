@@ -326,7 +326,6 @@ class Follower:
 
     def _process(self, start: int, lines: List[Line]) -> bool:
         """Apply ``lines`` (the first at offset ``start``); False when reading must stop."""
-        parse = parse_line
         txn = self._txn
         pos = start
         consumed = 0
@@ -378,7 +377,7 @@ class Follower:
                         op = (DESTROY_CLASSAD, parts[1], None, None, ())
             if op is None:
                 try:
-                    op = parse(line if isinstance(line, bytes) else line.encode("ascii"))
+                    op = _parse(line)
                 except CorruptLine as e:
                     if pos in self._known_corrupt:
                         consumed += 1
@@ -674,9 +673,14 @@ class Follower:
             self.stats.add(name, n)
 
 
+def _parse(line: Line) -> LogOp:
+    """``parse_line`` of a line in either form ``_complete_lines`` gives."""
+    return parse_line(line if isinstance(line, bytes) else line.encode("ascii"))
+
+
 def _parses(line: Line) -> bool:
     try:
-        parse_line(line if isinstance(line, bytes) else line.encode("ascii"))
+        _parse(line)
     except CorruptLine:
         return False
     return True
