@@ -62,10 +62,6 @@ _JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 # the previous body, and an estimate a little short saves encoding a body twice.
 BODY_FILL = 0.9
 
-# One encoded command in a request body.
-Item = Tuple[JobCommand, bytes]
-
-
 class _Cycle:
     """What one cycle learned: the commands it could not deliver and the ones rejected.
 
@@ -92,19 +88,6 @@ def retryable(status: Optional[int]) -> bool:
     return status is None or status == 429 or status >= 500
 
 
-def encode(method: str, command: JobCommand, condor_id: Optional[str] = None) -> bytes:
-    """The command's JSON object, as bytes; ``condorid`` only on POST."""
-    if method == "POST":
-        condor_id = condor_id or command.condor_id
-    else:
-        condor_id = None
-    return _JSON.encode(job_object(command.job_id, condor_id, command.attributes())).encode()
-
-
-def body_of(items: List[Item]) -> bytes:
-    return b"[" + b",".join(encoded for _, encoded in items) + b"]"
-
-
 def encode_objects(objects: List[dict]) -> bytes:
     """A JSON array of ``objects``, encoded at once (one C encoder for the whole list).
 
@@ -113,26 +96,6 @@ def encode_objects(objects: List[dict]) -> bytes:
     JSON encoder takes, so this does not fail on input.
     """
     return _JSON.encode(objects).encode("ascii")
-
-
-def split_items(items: List[Item], max_bytes: int) -> Iterator[List[Item]]:
-    """Groups of items whose JSON array body stays within ``max_bytes``.
-
-    An object larger than the limit on its own is sent alone (the monitor decides).
-    """
-    group: List[Item] = []
-    size = 2                                     # the brackets
-    for item in items:
-        extra = len(item[1]) + (1 if group else 0)   # the comma
-        if group and size + extra > max_bytes:
-            yield group
-            group = []
-            size = 2
-            extra = len(item[1])
-        group.append(item)
-        size += extra
-    if group:
-        yield group
 
 
 def backoff(failures: int) -> float:
@@ -388,8 +351,8 @@ class Flusher:
         if other == "POST":
             condor_id = command.condor_id or condor_id_from_job_id(command.job_id)
         self._stats.add("upserts_sent")
-        second = self._request(other, body_of([(command, encode(other, command, condor_id))]),
-                               1, cycle)
+        body = encode_objects([job_object(command.job_id, condor_id, command.attributes())])
+        second = self._request(other, body, 1, cycle)
         if retryable(second):
             # The monitor went away in between: retried (or lost) with the first verb.
             cycle.down = True

@@ -11,7 +11,7 @@ import pytest
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
 from pandad.devmonitor import DevMonitor
-from pandad.flusher import Flusher, backoff, split_items
+from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
 from pandad.stats import Statistics
 from pandad.transport import Transport
@@ -112,13 +112,6 @@ def test_bodies_are_split_at_max_request_bytes(base_settings):
         assert len(huge.body) > 5000 and len(json.loads(huge.body)) == 1
         assert rig.count("records_sent") == 301
         rig.assert_accounted()
-
-
-def test_split_items_packs_up_to_the_limit():
-    items = [(None, b"x" * 10) for _ in range(10)]
-    groups = list(split_items(items, 2 + 10 * 3 + 2))     # three objects and two commas
-    assert [len(g) for g in groups] == [3, 3, 3, 1]
-    assert [len(g) for g in split_items(items, 1)] == [1] * 10
 
 
 def test_devmonitor_gets_the_coalesced_final_state(base_settings):
