@@ -239,6 +239,14 @@ class _DeadlineConnection(http.client.HTTPConnection):
 
     def _connect_tunnel(self) -> None:
         """CONNECT through the proxy (set_tunnel was called); a refusal says so clearly."""
+        host = self._tunnel_host
+        # http.client before 3.12 writes an IPv6 address into the CONNECT line without its
+        # brackets ("CONNECT ::1:443"), which no proxy can parse. 3.12 and later add them
+        # unless they are there already. The bare address is put back for TLS, which
+        # verifies the monitor's certificate against it.
+        if ":" in host and not host.startswith("["):
+            self._tunnel_host = f"[{host}]"
+        target = f"{self._tunnel_host}:{self._tunnel_port}"
         try:
             self._tunnel()
         except OSError as error:
@@ -246,8 +254,10 @@ class _DeadlineConnection(http.client.HTTPConnection):
             prefix = "Tunnel connection failed: "
             if type(error) is not OSError or not text.startswith(prefix):
                 raise
-            raise _TunnelRefused(f"the proxy refused the tunnel to {self._tunnel_host}:"
-                                 f"{self._tunnel_port}: {text[len(prefix):]}") from None
+            raise _TunnelRefused(f"the proxy refused the tunnel to {target}:"
+                                 f" {text[len(prefix):]}") from None
+        finally:
+            self._tunnel_host = host
 
     # Each blocking step also gets what is left of the deadline as its socket timeout, so
     # the request ends in time even if the watchdog could not run.

@@ -165,6 +165,27 @@ def test_https_monitor_through_connect(tmp_path, pki, alice, proxy, credential) 
     assert BODY not in proxy.client_bytes
 
 
+def test_https_monitor_at_an_ipv6_address_through_connect(tmp_path, pki, alice, proxy) -> None:
+    # http.client before 3.12 writes "CONNECT ::1:PORT", which a proxy cannot parse; the
+    # monitor's certificate names only the address, so TLS checks it without brackets.
+    with TLSServer(pki, pki.server("ipv6-only", ("IP:::1",)), host="::1") as server:
+        sender = transport(tmp_path, server.url, http_proxy=proxy.url, ca_file=str(pki.ca.cert),
+                           cert_file=str(alice.cert), key_file=str(alice.key))
+        assert sender.send("POST", BODY) == 201
+        assert server.peers == [["alice"]]
+    assert [(seen.method, seen.target) for seen in proxy.requests] == \
+        [("CONNECT", f"[::1]:{server.port}")]
+
+
+def test_http_monitor_at_an_ipv6_address_through_the_proxy(tmp_path, proxy) -> None:
+    with DevMonitor("::1") as monitor:
+        assert monitor.url.startswith("http://[::1]:")
+        assert transport(tmp_path, monitor.url, http_proxy=proxy.url).send("POST", BODY) == 201
+        assert [(seen.method, seen.target) for seen in proxy.requests] == \
+            [("POST", monitor.url)]
+        assert monitor.request_counts() == {"POST 201": 1}
+
+
 def test_https_monitor_with_a_wrong_certificate_fails_through_the_tunnel(tmp_path, pki, alice,
                                                                          proxy) -> None:
     with TLSServer(pki, pki.server("elsewhere", ("DNS:elsewhere.example",))) as server:
@@ -248,6 +269,15 @@ def test_a_proxy_refusing_connect_is_a_clear_error(tmp_path, status) -> None:
     assert caught.value.kind == "refused"
     assert f"the proxy refused the tunnel to 127.0.0.1:9: {status}" in str(caught.value)
     assert proxy.url in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_refused_tunnel_to_an_ipv6_address_names_it_in_brackets(tmp_path) -> None:
+    with ForwardingProxy(status=502) as proxy:
+        with pytest.raises(TransportError) as caught:
+            transport(tmp_path, "https://[::1]:9/api/jobs/", http_proxy=proxy.url,
+                      update_timeout=5.0).send("POST", BODY)
+    assert "the proxy refused the tunnel to [::1]:9: 502" in str(caught.value)
+    assert [(seen.method, seen.target) for seen in proxy.requests] == [("CONNECT", "[::1]:9")]
 
 
 def test_an_unreachable_proxy_is_named(tmp_path) -> None:

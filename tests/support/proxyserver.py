@@ -5,7 +5,8 @@
         proxy.requests                               # [Seen("CONNECT", "127.0.0.1:8443", {...})]
         proxy.client_bytes                           # every byte clients sent it, tunnels too
 
-``CONNECT host:port`` opens a byte tunnel to the target; an absolute-URI request
+``CONNECT host:port`` (``[address]:port`` for IPv6) opens a byte tunnel to the target; an
+absolute-URI request
 (``POST http://host:port/path``, any method) is forwarded with its path only and without the
 hop-by-hop ``Proxy-*`` headers, and the answer relayed back. Targets must be on loopback.
 
@@ -23,7 +24,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_REASONS = {200: "Connection established", 403: "Forbidden",
+_REASONS = {200: "Connection established", 400: "Bad Request", 403: "Forbidden",
             407: "Proxy Authentication Required", 502: "Bad Gateway"}
 
 
@@ -94,6 +95,9 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _tunnel(self, target: str) -> None:
         host, _, port = target.rpartition(":")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            self._answer(400)          # RFC 3986 authority: an IPv6 address is in brackets
+            return
         upstream = self._upstream(host, int(port))
         if upstream is None:
             return

@@ -1,9 +1,10 @@
-"""A throw-away PKI made with the ``openssl`` program, and a real TLS server on 127.0.0.1.
+"""A throw-away PKI made with the ``openssl`` program, and a real TLS server on loopback.
 
     pki = TestPKI(tmp_path / "pki", openssl=require_tool("openssl"))
     with TLSServer(pki) as server:                  # https://127.0.0.1:PORT/api/jobs/
         ...
         server.peers                                # client certificate CNs, per request
+    with TLSServer(pki, pki.server("v6", ("IP:::1",)), host="::1"):   # https://[::1]:PORT/...
 
 ``TestPKI`` makes a CA, server certificates (subjectAltName IP:127.0.0.1 and DNS:localhost),
 client certificates, RFC 3820 proxy files (proxy certificate + its key + the user certificate
@@ -13,6 +14,7 @@ directory with c_rehash-style ``<hash>.0`` names. Keys are EC P-256: fast to mak
 
 import http.server
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -156,15 +158,20 @@ class _Server(http.server.ThreadingHTTPServer):
         pass
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class TLSServer:
-    """HTTPS on 127.0.0.1 requiring a client certificate from ``pki``'s CA (proxies allowed).
+    """HTTPS on ``host`` (default 127.0.0.1) requiring a client certificate from ``pki``'s CA
+    (proxies allowed).
 
     ``peers``: per request, the client certificate's CNs; ``authorizations``: the
     Authorization headers; ``handshake_errors``: why handshakes failed.
     """
 
     def __init__(self, pki: TestPKI, server_cert: Optional[CertKey] = None,
-                 require_client_cert: bool = True) -> None:
+                 require_client_cert: bool = True, host: str = "127.0.0.1") -> None:
         server_cert = server_cert or pki.server()
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(server_cert.cert, server_cert.key)
@@ -176,10 +183,12 @@ class TLSServer:
         self._peers: List[List[str]] = []
         self._authorizations: List[Optional[str]] = []
         self._handshake_errors: List[str] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, 0), _Handler)
         self._server.owner = self
         self.port = self._server.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}/api/jobs/"
+        netloc = f"[{host}]" if ":" in host else host
+        self.url = f"https://{netloc}:{self.port}/api/jobs/"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True, name="tls-server")
         self._thread.start()
