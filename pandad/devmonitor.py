@@ -23,6 +23,7 @@ import argparse
 import html
 import json
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -310,6 +311,9 @@ class _MonitorServer(ThreadingHTTPServer):
 
     def __init__(self, address: Tuple[str, int], monitor: "DevMonitor") -> None:
         self.monitor = monitor
+        # An IPv6 literal (it always holds a colon) needs an IPv6 socket to bind it.
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
 

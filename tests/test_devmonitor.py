@@ -189,6 +189,13 @@ def test_main_prints_url_first_and_exits_0_on_sigterm(tmp_path) -> None:
         process.stderr.close()
 
 
+def test_an_ipv6_address_is_listened_on() -> None:
+    with DevMonitor("::1") as monitor:
+        assert monitor.url.startswith("http://[::1]:")
+        assert request(monitor.url, "POST", [{"id": "a"}])[0] == 201
+        assert monitor.jobs() == {"a": {"id": "a", "removed": False}}
+
+
 def test_main_exits_1_when_the_port_is_taken(monitor: DevMonitor, capsys) -> None:
     assert main(["--port", str(monitor.port)]) == 1
     assert "cannot start" in capsys.readouterr().err
