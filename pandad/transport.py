@@ -125,6 +125,11 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
+def _bracketed(host: str) -> str:
+    """``host`` as it stands before ":port": an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _resolve(host: str, port: int, deadline: _Deadline) -> List[Tuple[Any, ...]]:
     """getaddrinfo bounded by the deadline (it has no timeout of its own)."""
     try:
@@ -241,11 +246,10 @@ class _DeadlineConnection(http.client.HTTPConnection):
         """CONNECT through the proxy (set_tunnel was called); a refusal says so clearly."""
         host = self._tunnel_host
         # http.client before 3.12 writes an IPv6 address into the CONNECT line without its
-        # brackets ("CONNECT ::1:443"), which no proxy can parse. 3.12 and later add them
+        # brackets ("CONNECT ::1:443"), which no proxy can parse; 3.12 and later add them
         # unless they are there already. The bare address is put back for TLS, which
         # verifies the monitor's certificate against it.
-        if ":" in host and not host.startswith("["):
-            self._tunnel_host = f"[{host}]"
+        self._tunnel_host = _bracketed(host)
         target = f"{self._tunnel_host}:{self._tunnel_port}"
         try:
             self._tunnel()
@@ -573,8 +577,7 @@ class Transport:
         else:
             # urllib's own proxy path: for https a CONNECT tunnel (Proxy-Authorization moves
             # to the CONNECT, never inside the tunnel), for http an absolute-URI request.
-            host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-            request.set_proxy(f"{host}:{proxy.port}", "http")
+            request.set_proxy(f"{_bracketed(proxy.host)}:{proxy.port}", "http")
             if proxy.authorization:
                 request.add_unredirected_header("Proxy-Authorization", proxy.authorization)
             opener.add_handler(_Handler(proxy.host, proxy.port, deadline, context))

@@ -6,9 +6,9 @@
         proxy.client_bytes                           # every byte clients sent it, tunnels too
 
 ``CONNECT host:port`` (``[address]:port`` for IPv6) opens a byte tunnel to the target; an
-absolute-URI request
-(``POST http://host:port/path``, any method) is forwarded with its path only and without the
-hop-by-hop ``Proxy-*`` headers, and the answer relayed back. Targets must be on loopback.
+absolute-URI request (``POST http://host:port/path``, any method) is forwarded with its path
+only and without the hop-by-hop ``Proxy-*`` headers, and the answer relayed back. Targets must
+be on loopback.
 
 Misbehaviours for tests: ``mode="hang"`` reads the request and never answers;
 ``mode="stall_tunnel"`` answers CONNECT with 200 and then relays nothing;
