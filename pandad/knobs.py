@@ -11,6 +11,7 @@ Values are read as HTCondor reads them (``pandad.config``): pandad's with subsys
 """
 
 import ast
+import math
 import os
 import re
 import shlex
@@ -30,6 +31,10 @@ __all__ = ["EXIT_CONFIG_ERROR", "KNOBS", "Knob", "PandadSettings", "PluginSettin
 PLUGIN_FILE_NAMES = ("panda_plugin", "panda-plugin.so")
 
 AUTO_QUEUE_MAX_SIZE = 16 * 1024 * 1024      # PANDA_QUEUE_MAX_SIZE = 0: max(this, 4 x size)
+HOUR = 3600
+DAY = 24 * HOUR
+GIB = 1 << 30
+TIB = 1 << 40
 
 
 class Knob(NamedTuple):
@@ -40,6 +45,9 @@ class Knob(NamedTuple):
     program: str             # "pandad" or "plugin"
     meaning: str             # one line, for docs/configuration.md
     sighup: str = "yes"      # whether a SIGHUP applies it while running
+    # (least, most) a numeric knob may be: every value in it is safe to sleep, wait or
+    # allocate with (threading and select take at most ~292 years, fcntl a C int).
+    limits: Optional[Tuple[float, float]] = None
 
 
 KNOBS: Tuple[Knob, ...] = (
@@ -49,32 +57,37 @@ KNOBS: Tuple[Knob, ...] = (
          "`https://bigpanda.cern.ch/condor/api/jobs/`. Required."),
     Knob("PANDA_UPDATE_TIMEOUT", "0", "seconds", "update_timeout", "pandad",
          "Seconds one HTTP request may take in all before it is given up and its commands "
-         "are lost (0 = wait forever)."),
+         "are lost (0 = wait forever).", limits=(0, DAY)),
     Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
-         "Bytes of records pandad buffers before the grace window opens."),
+         "Bytes of records pandad buffers before the grace window opens.", limits=(1, 4 * GIB)),
     Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
          "Seconds the buffer keeps accepting records after it first exceeds "
-         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains."),
-    Knob("PANDA_QUEUE_MAX_SIZE", "0", "size0", "queue_max_size", "pandad",
+         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains.",
+         limits=(0, DAY)),
+    Knob("PANDA_QUEUE_MAX_SIZE", "0", "size", "queue_max_size", "pandad",
          "Hard ceiling in bytes, even inside the grace window. 0 = automatic: "
-         "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE."),
+         "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE.",
+         limits=(0, 16 * GIB)),
     Knob("PANDA_FLUSH_INTERVAL", "1", "seconds", "flush_interval", "pandad",
-         "Least seconds between two send cycles (0 = send as soon as records arrive)."),
+         "Least seconds between two send cycles (0 = send as soon as records arrive).",
+         limits=(0, HOUR)),
     Knob("PANDA_MAX_REQUEST_BYTES", "524288", "size", "max_request_bytes", "pandad",
-         "Largest HTTP request body; bigger batches are split."),
+         "Largest HTTP request body; bigger batches are split.", limits=(1, GIB)),
     Knob("PANDA_MAX_RECORD_BYTES", "524288", "size", "max_record_bytes", "pandad",
-         "Longest record pandad accepts from the plug-in; longer ones are counted bad."),
+         "Longest record pandad accepts from the plug-in; longer ones are counted bad.",
+         limits=(1, GIB)),
     Knob("PANDA_SHUTDOWN_GRACE", "5", "seconds", "shutdown_grace", "pandad",
-         "Seconds pandad spends on its final flush at SIGTERM or end of input."),
+         "Seconds pandad spends on its final flush at SIGTERM or end of input.", limits=(0, DAY)),
     Knob("PANDA_RETRY_LIMIT", "0", "count", "retry_limit", "pandad",
          "Send cycles a failed command (connection error, timeout, 429, 5xx) is retried in; "
-         "0 = never (at most once)."),
+         "0 = never (at most once).", limits=(0, 1000000)),
     Knob("PANDA_UPSERT", "true", "bool", "upsert", "pandad",
          "Re-send a rejected ADD as UPDATE and a rejected UPDATE as ADD, once."),
     Knob("PANDA_STATISTICS_LOG", "/tmp/pandaStatisticsLog", "path", "statistics_log",
          "pandad", "File pandad appends its statistics to."),
-    Knob("PANDA_STATISTICS_INTERVAL", "60", "interval", "statistics_interval", "pandad",
-         "Seconds between two statistics entries (written only when something changed)."),
+    Knob("PANDA_STATISTICS_INTERVAL", "60", "seconds", "statistics_interval", "pandad",
+         "Seconds between two statistics entries (written only when something changed).",
+         limits=(1, DAY)),
     Knob("PANDA_CA_FILE", None, "path", "ca_file", "pandad",
          "PEM file of CA certificates to verify the monitor with (default: the system's)."),
     Knob("PANDA_CA_DIR", None, "path", "ca_dir", "pandad",
@@ -97,8 +110,8 @@ KNOBS: Tuple[Knob, ...] = (
          "as libcurl."),
     Knob("PANDAD_LOG", None, "path", "log", "pandad",
          "pandad's log file (unset, or under systemd: standard error)."),
-    Knob("MAX_PANDAD_LOG", "10485760", "size0", "max_log", "pandad",
-         "Bytes at which PANDAD_LOG is rotated to PANDAD_LOG.old (0 = never)."),
+    Knob("MAX_PANDAD_LOG", "10485760", "size", "max_log", "pandad",
+         "Bytes at which PANDAD_LOG is rotated to PANDAD_LOG.old (0 = never).", limits=(0, TIB)),
     Knob("PANDAD_DEBUG", "", "text", "debug", "pandad",
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     # the plug-in (subsystem SCHEDD)
@@ -111,20 +124,21 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("PANDA_JOB_ATTRIBUTES", "", "attributes", "job_attributes", "plugin",
          "Job attributes to send, space or comma separated, case-insensitive; "
          "empty = all."),
-    Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "interval", "poll_interval", "plugin",
-         "Seconds between two looks at JOB_QUEUE_LOG."),
+    Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "seconds", "poll_interval", "plugin",
+         "Seconds between two looks at JOB_QUEUE_LOG.", limits=(0.01, HOUR)),
     Knob("PANDA_PLUGIN_STATE_FILE", "$(SPOOL)/panda_plugin.state", "path", "state_file",
          "plugin", "Where the plug-in saves its position in JOB_QUEUE_LOG.", "restart"),
-    Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size0", "spill_bytes", "plugin",
+    Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size", "spill_bytes", "plugin",
          "Bytes of partly written records the plug-in keeps when the pipe is full; beyond "
-         "that whole records are dropped and counted."),
-    Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size0", "pipe_bytes", "plugin",
+         "that whole records are dropped and counted.", limits=(0, GIB)),
+    Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size", "pipe_bytes", "plugin",
          "Pipe size the plug-in asks the kernel for (Linux caps it at "
-         "/proc/sys/fs/pipe-max-size)."),
+         "/proc/sys/fs/pipe-max-size).", limits=(0, GIB)),
     Knob("PANDA_PLUGIN_LOG", None, "path", "log", "plugin",
          "The plug-in's log file (unset, or under systemd: standard error)."),
-    Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size0", "max_log", "plugin",
-         "Bytes at which PANDA_PLUGIN_LOG is rotated to PANDA_PLUGIN_LOG.old (0 = never)."),
+    Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size", "max_log", "plugin",
+         "Bytes at which PANDA_PLUGIN_LOG is rotated to PANDA_PLUGIN_LOG.old (0 = never).",
+         limits=(0, TIB)),
     Knob("PANDA_PLUGIN_DEBUG", "", "text", "debug", "plugin",
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     Knob("SCHEDD_NAME", "$(FULL_HOSTNAME)", "daemon_name", "schedd_name", "plugin",
@@ -184,20 +198,26 @@ class PluginSettings:
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
 _SIZE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*")
+_DIGITS = re.compile(r"[-+]?[0-9]+")
+_INFINITE = 1 << 1024           # stands for a value beyond any range (and any double)
 _ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Add, ast.Sub,
                ast.Mult, ast.Div, ast.Mod, ast.USub, ast.UAdd)
 
 
 def _number(text: str) -> Union[int, float]:
-    """An integer or real as HTCondor takes one: a literal or simple ClassAd arithmetic."""
+    """An integer or real as HTCondor takes one: a literal or simple ClassAd arithmetic.
+
+    Never NaN; a real too large for a double is infinite, which any range refuses.
+    """
     stripped = text.strip()
     try:
         return int(stripped)
     except ValueError:
-        pass
+        if _DIGITS.fullmatch(stripped):    # more digits than Python converts
+            raise ValueError("is too large") from None
     try:
         tree = ast.parse(stripped, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError):       # ValueError: more digits than Python converts
         raise ValueError("is not a number") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ARITHMETIC) or (
@@ -208,6 +228,10 @@ def _number(text: str) -> Union[int, float]:
         value = _arith(tree.body)
     except ZeroDivisionError:
         raise ValueError("divides by zero") from None
+    except OverflowError:                   # an integer too large for a real, mixed with one
+        raise ValueError("is too large") from None
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("is not a number")
     return value
 
 
@@ -235,42 +259,65 @@ def _arith(node: ast.AST) -> Union[int, float]:
 def _integer(text: str) -> int:
     value = _number(text)
     if isinstance(value, float):
+        if math.isinf(value):
+            return _INFINITE if value > 0 else -_INFINITE
         if not value.is_integer():
             raise ValueError("is not an integer")
         value = int(value)
     return value
 
 
-def _size(text: str, minimum: int) -> int:
+def _size(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if match and match.group(2).lower() in _UNITS:
-        value = int(match.group(1)) * _UNITS[match.group(2).lower()]
-    else:
-        value = _integer(text)
-    if value < minimum:
-        raise ValueError("must not be negative" if minimum == 0 else f"must be at least {minimum}")
-    return value
+        try:
+            return int(match.group(1)) * _UNITS[match.group(2).lower()]
+        except ValueError:                  # more digits than Python converts
+            return _INFINITE
+    return _integer(text)
 
 
 def _seconds(text: str) -> float:
-    value = float(_number(text))
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    value = _number(text)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
-def _interval(text: str) -> float:
-    value = float(_number(text))
-    if value <= 0:
-        raise ValueError("must be more than 0")
-    return value
+def _size_text(value: float) -> str:
+    """A byte count as an admin would write it: ``4G`` rather than 4294967296."""
+    for unit in ("T", "G", "M", "K"):
+        scale = _UNITS[unit.lower()]
+        if value >= scale and value % scale == 0:
+            return f"{int(value // scale)}{unit}"
+    return f"{value:g}"
 
 
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+def _shown(knob: Knob, value: float) -> str:
+    if knob.kind == "size":
+        return _size_text(value)
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def range_text(knob: Knob) -> str:
+    """The documented range of a numeric knob, e.g. ``0 to 86400`` or ``1 to 4G``."""
+    assert knob.limits is not None
+    low, high = knob.limits
+    return f"{_shown(knob, low)} to {_shown(knob, high)}"
+
+
+def _check_range(knob: Knob, value: float) -> None:
+    """Raise ValueError unless ``value`` is within the knob's limits."""
+    assert knob.limits is not None
+    low, high = knob.limits
+    if value < low:
+        reason = "must not be negative" if low == 0 else f"must be at least {_shown(knob, low)}"
+    elif value > high:
+        reason = f"must be at most {_shown(knob, high)}"
+    else:
+        return
+    raise ValueError(f"{reason} (range {range_text(knob)})")
 
 
 def _bool(text: str) -> bool:
@@ -325,13 +372,12 @@ def _attributes(text: str) -> Optional[FrozenSet[str]]:
     return names or None
 
 
+NUMERIC_KINDS = frozenset({"seconds", "size", "count"})   # each such knob has limits
 _PARSERS: Dict[str, Callable[[str], object]] = {
     "url": _url,
     "seconds": _seconds,
-    "interval": _interval,
-    "size": lambda text: _size(text, 1),
-    "size0": lambda text: _size(text, 0),
-    "count": _count,
+    "size": _size,
+    "count": _integer,
     "bool": _bool,
     "path": lambda text: text.strip(),
     "text": lambda text: text.strip(),
@@ -367,7 +413,9 @@ def _values(config: HTCondorConfig, program: str) -> Dict[str, object]:
             values[knob.field] = None if knob.kind in ("path", "attributes") else ""
             continue
         try:
-            values[knob.field] = _PARSERS[knob.kind](text)
+            values[knob.field] = value = _PARSERS[knob.kind](text)
+            if knob.kind in NUMERIC_KINDS:
+                _check_range(knob, value)  # type: ignore[arg-type]
         except ValueError as error:
             raise _error(config, knob.name, text, str(error)) from None
     return values
@@ -440,12 +488,15 @@ def load_plugin_settings(config: HTCondorConfig) -> PluginSettings:
 
 def markdown_table(program: str) -> str:
     """The knobs of ``program`` as the Markdown table docs/configuration.md holds."""
-    lines: List[str] = ["| knob | default | SIGHUP | meaning |", "|---|---|---|---|"]
+    lines: List[str] = ["| knob | default | range | SIGHUP | meaning |",
+                        "|---|---|---|---|---|"]
     for knob in KNOBS:
         if knob.program == program:
             if knob.default is None:
                 default = "none (required)" if knob.kind == "url" else "unset"
             else:
                 default = f"`{knob.default}`" if knob.default else "empty"
-            lines.append(f"| `{knob.name}` | {default} | {knob.sighup} | {knob.meaning} |")
+            limits = range_text(knob) if knob.limits else ""
+            lines.append(f"| `{knob.name}` | {default} | {limits} | {knob.sighup} "
+                         f"| {knob.meaning} |")
     return "\n".join(lines)

@@ -127,6 +127,23 @@ def test_sighup_with_a_bad_configuration_keeps_the_old_one(tmp_path):
         assert pandad.wait(10) == 0
 
 
+def test_sighup_with_an_out_of_range_knob_keeps_the_old_value(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.write(*adds(0, 3))
+        wait_until(lambda: len(monitor.jobs()) == 3, 10, message="first jobs")
+        pandad.write_config(PANDA_SHUTDOWN_GRACE="1e308")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("keeping the old one")
+        lines = [line for line in pandad.log_text().splitlines() if "SIGHUP" in line]
+        assert len(lines) == 1 and "PANDA_SHUTDOWN_GRACE = '1e308' must be at most" in lines[0]
+        pandad.write(*adds(3, 3))
+        wait_until(lambda: len(monitor.jobs()) == 6, 10, message="jobs after the bad SIGHUP")
+        # The old grace (5 s) still bounds the final flush: no OverflowError at exit.
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+        assert "Traceback" not in pandad.log_text() + pandad.stderr_text()
+
+
 def test_statistics_log_is_written_periodically_and_at_exit(tmp_path):
     with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
         pandad.write(*adds(0, 5))
@@ -156,6 +173,17 @@ def test_unwritable_statistics_log_is_not_fatal(tmp_path):
      "PANDA_QUEUE_SIZE"),
     ({"PANDA_URL": "ftp://monitor.example.org/jobs/"}, "ftp"),
     ({"PANDA_URL": "ftp://user:s3cret@monitor.example.org/jobs/"}, "user:***@"),
+    # Out of range (issue 13): these loaded, then raised OverflowError or busy-looped.
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_UPDATE_TIMEOUT": "1e10"},
+     "PANDA_UPDATE_TIMEOUT = '1e10' must be at most 86400 (range 0 to 86400)"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_SHUTDOWN_GRACE": "1e308"},
+     "PANDA_SHUTDOWN_GRACE = '1e308' must be at most 86400"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_QUEUE_SIZE": "1e99"},
+     "PANDA_QUEUE_SIZE = '1e99' must be at most 4G"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_STATISTICS_INTERVAL": "1e-300"},
+     "PANDA_STATISTICS_INTERVAL = '1e-300' must be at least 1"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_FLUSH_INTERVAL": "1e999 - 1e999"},
+     "PANDA_FLUSH_INTERVAL = '1e999 - 1e999' is not a number"),
 ])
 def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phrase):
     config = tmp_path / "condor_config"
