@@ -342,7 +342,8 @@ class Daemon:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
+    """``pandad``: the daemon on stdin. ``argv`` (DaemonCore flags such as -f, already
+    checked by ``pandad.cli``) is ignored, with a warning."""
     unblock_signals()
     try:
         settings = load_settings()
@@ -351,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
         return EXIT_CONFIG_ERROR
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+    if argv:
+        log.warning("ignoring arguments pandad does not know: %s", " ".join(argv))
     try:
         daemon = Daemon(settings)
     except (TransportError, OSError, ValueError) as error:

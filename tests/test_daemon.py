@@ -198,6 +198,43 @@ def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phras
     assert "s3cret" not in lines[0]
 
 
+@pytest.mark.parametrize("module, option, phrase", [
+    ("pandad", "--help", "pandad --config-val"),
+    ("pandad", "-h", "pandad --config-val"),
+    ("schedd_plugin", "--help", "--dry-run"),
+])
+def test_help_prints_usage_and_exits_0_without_reading_stdin(tmp_path, module, option, phrase):
+    config = tmp_path / "condor_config"
+    config.write_text("PANDA_URL = http://127.0.0.1:9/\n")
+    # stdin stays open: a daemon started by mistake would wait on it until the timeout.
+    with subprocess.Popen(python_command(module, option), stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=python_env({"CONDOR_CONFIG": str(config)})) as proc:
+        try:
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.decode().startswith("usage:") and phrase in out.decode()
+    assert err == b""
+
+
+def test_daemoncore_flags_are_ignored_with_a_warning_and_long_typos_exit_99(tmp_path):
+    config = tmp_path / "condor_config"
+    config.write_text("PANDA_URL = http://127.0.0.1:9/\n"
+                      f"PANDA_STATISTICS_LOG = {tmp_path / 'stats'}\n")
+    env = python_env({"CONDOR_CONFIG": str(config)})
+    ran = subprocess.run(python_command("pandad", "-f", "-p", "0"), stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=30, env=env)
+    assert ran.returncode == 0
+    assert "ignoring arguments pandad does not know: -f -p 0" in ran.stderr.decode()
+    typo = subprocess.run(python_command("pandad", "--confg-val", "PANDA_URL"),
+                          stdin=subprocess.PIPE, capture_output=True, timeout=30, env=env)
+    assert typo.returncode == 99
+    assert typo.stderr.decode().splitlines() == [
+        "pandad: unknown option --confg-val (pandad --help lists the options)"]
+
+
 def test_drops_are_logged_once_per_episode_with_counts(caplog):
     from pandad.daemon import DropEpisodes
 
