@@ -18,7 +18,9 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
 - SIGTERM (and SIGINT), or EOF on stdin: stop reading, flush what is buffered for at most
   ``PANDA_SHUTDOWN_GRACE`` seconds, count the rest as discarded, write final statistics,
   exit 0.
-- SIGQUIT: exit at once.
+- SIGQUIT (HTCondor's fast shutdown): no flush. The main thread stops the reader, counts
+  what is buffered or in flight as discarded, logs one line, writes the final statistics and
+  ends the process at once, whatever the flusher is waiting for.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
 Records the reader has not taken from the pipe when reading stops were never read, so they
@@ -151,6 +153,9 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
+        if reason == signal.SIGQUIT.name:
+            self._quit()
+            os._exit(self._exit_code)   # a request in flight may never end: do not join it
         self._shutdown(reason)
         return self._exit_code
 
@@ -158,13 +163,9 @@ class Daemon:
         def wake_only(signum: int, frame: object) -> None:
             """The wakeup fd carries the signal number; the main loop acts on it."""
 
-        def quit_now(signum: int, frame: object) -> None:
-            os._exit(0)
-
         signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGHUP,) + SHUTDOWN_SIGNALS:
+        for signum in (signal.SIGHUP, signal.SIGQUIT) + SHUTDOWN_SIGNALS:
             signal.signal(signum, wake_only)
-        signal.signal(signal.SIGQUIT, quit_now)
 
     def _wake(self, code: int) -> None:
         try:
@@ -190,26 +191,21 @@ class Daemon:
             for code in os.read(self._wake_r, 64):
                 if code == signal.SIGHUP:
                     self.reload()
-                elif code in SHUTDOWN_SIGNALS:
+                elif code in SHUTDOWN_SIGNALS or code == signal.SIGQUIT:
                     return signal.Signals(code).name
                 elif code == WAKE_EOF:
                     return "end of input"
                 elif code == WAKE_FATAL:
                     return "internal error"
 
-    def _shutdown(self, reason: str) -> None:
-        grace = self.settings.shutdown_grace
-        log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
-        # The deadline is set before the flusher can notice the stop.
-        self._shutdown_deadline = time.monotonic() + grace
+    def _stop_reading(self) -> None:
+        """No record is read or counted after this."""
         with self._reader_lock:
             self._reading = False
             self.buffer.close()
-        self._flusher_stop.set()
-        flusher = self._threads[1]
-        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
-        if flusher.is_alive():
-            log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
+
+    def _discard_unsent(self) -> int:
+        """Count every record buffered or in flight as discarded; how many there were."""
         discarded = self.flusher.abandon()
         leftover = len(self.buffer.take_all())
         if leftover:
@@ -217,6 +213,28 @@ class Daemon:
         if discarded + leftover:
             log.warning("discarded %d record(s) at shutdown (%d buffered, %d in flight or"
                         " waiting for a retry)", discarded + leftover, leftover, discarded)
+        return discarded + leftover
+
+    def _quit(self) -> None:
+        """SIGQUIT: account for what is dropped and write the final statistics, no flush."""
+        log.warning("SIGQUIT: exiting at once without flushing")
+        self._stop_reading()
+        self._discard_unsent()
+        self.write_statistics(force=True)
+        log.info("pandad exiting")
+
+    def _shutdown(self, reason: str) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
+        # The deadline is set before the flusher can notice the stop.
+        self._shutdown_deadline = time.monotonic() + grace
+        self._stop_reading()
+        self._flusher_stop.set()
+        flusher = self._threads[1]
+        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
+        if flusher.is_alive():
+            log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
+        self._discard_unsent()
         self._stats_stop.set()
         self._stats_wake.set()
         self._threads[2].join(5)

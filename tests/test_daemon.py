@@ -73,17 +73,28 @@ def test_sigterm_gives_up_a_hanging_monitor_after_shutdown_grace(tmp_path):
     assert_accounted(stats)
 
 
-def test_sigquit_exits_at_once(tmp_path):
+def test_sigquit_exits_at_once_with_a_log_line_and_final_statistics(tmp_path):
     with HangServer() as server, PandadProcess(
-            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0",
-            PANDA_SHUTDOWN_GRACE="60") as pandad:
+            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0", PANDA_SHUTDOWN_GRACE="60",
+            PANDA_QUEUE_SIZE="16M") as pandad:
         pandad.write(*adds(0, 10))
         wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        pandad.write_all(adds(10, 2990))
+        wait_until(lambda: pandad.counter("records_queued") == 3000, 10,
+                   message="3,000 records queued")
         started = time.monotonic()
         pandad.send_signal(signal.SIGQUIT)
-        pandad.wait(5)
+        assert pandad.wait(10) == 0
         # A SIGTERM would have waited up to the 60 s grace for the hanging request.
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5
+        stats = pandad.statistics()
+    lines = [line for line in pandad.log_text().splitlines() if "SIGQUIT" in line]
+    assert len(lines) == 1 and "without flushing" in lines[0], lines
+    assert "discarded 3000 record(s) at shutdown" in pandad.log_text()
+    assert server.requests == 1
+    assert int(stats["records_discarded_shutdown"]) == 3000
+    assert int(stats["records_sent"]) == 0
+    assert_accounted(stats)
 
 
 def test_sighup_applies_new_url_queue_size_grace_and_timeout(tmp_path):
