@@ -10,15 +10,14 @@ Values are read as HTCondor reads them (``pandad.config``): pandad's with subsys
 ``SCHEDD``.
 """
 
-import ast
-import math
 import os
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
+from pandad import knobvalues
 from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig, parse_bool
 from pandad.logsetup import redact_urls
 
@@ -193,131 +192,13 @@ class PluginSettings:
 
 
 # --------------------------------------------------------------------------- parsers
-# Each takes the expanded text and returns the value or raises ValueError(reason).
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-          "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
-_SIZE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*")
-_DIGITS = re.compile(r"[-+]?[0-9]+")
-_INFINITE = 1 << 1024           # stands for a value beyond any range (and any double)
-_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Add, ast.Sub,
-               ast.Mult, ast.Div, ast.Mod, ast.USub, ast.UAdd)
-
-
-def _number(text: str) -> Union[int, float]:
-    """An integer or real as HTCondor takes one: a literal or simple ClassAd arithmetic.
-
-    Never NaN; a real too large for a double is infinite, which any range refuses.
-    """
-    stripped = text.strip()
-    try:
-        return int(stripped)
-    except ValueError:
-        if _DIGITS.fullmatch(stripped):    # more digits than Python converts
-            raise ValueError("is too large") from None
-    try:
-        tree = ast.parse(stripped, mode="eval")
-    except (SyntaxError, ValueError):       # ValueError: more digits than Python converts
-        raise ValueError("is not a number") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _ARITHMETIC) or (
-                isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
-                                                    not isinstance(node.value, (int, float)))):
-            raise ValueError("is not a number")
-    try:
-        value = _arith(tree.body)
-    except ZeroDivisionError:
-        raise ValueError("divides by zero") from None
-    except OverflowError:                   # an integer too large for a real, mixed with one
-        raise ValueError("is too large") from None
-    if isinstance(value, float) and math.isnan(value):
-        raise ValueError("is not a number")
-    return value
-
-
-def _arith(node: ast.AST) -> Union[int, float]:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.UnaryOp):
-        value = _arith(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    assert isinstance(node, ast.BinOp)
-    left, right = _arith(node.left), _arith(node.right)
-    if isinstance(node.op, ast.Add):
-        return left + right
-    if isinstance(node.op, ast.Sub):
-        return left - right
-    if isinstance(node.op, ast.Mult):
-        return left * right
-    if isinstance(left, int) and isinstance(right, int):
-        # ClassAd integer division and modulus truncate toward zero, as C does.
-        quotient = abs(left) // abs(right) * (1 if (left < 0) == (right < 0) else -1)
-        return quotient if isinstance(node.op, ast.Div) else left - quotient * right
-    return left / right if isinstance(node.op, ast.Div) else left % right
-
-
-def _integer(text: str) -> int:
-    value = _number(text)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return _INFINITE if value > 0 else -_INFINITE
-        if not value.is_integer():
-            raise ValueError("is not an integer")
-        value = int(value)
-    return value
-
-
-def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text)
-    if match and match.group(2).lower() in _UNITS:
-        try:
-            return int(match.group(1)) * _UNITS[match.group(2).lower()]
-        except ValueError:                  # more digits than Python converts
-            return _INFINITE
-    return _integer(text)
-
-
-def _seconds(text: str) -> float:
-    value = _number(text)
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
-def _size_text(value: float) -> str:
-    """A byte count as an admin would write it: ``4G`` rather than 4294967296."""
-    for unit in ("T", "G", "M", "K"):
-        scale = _UNITS[unit.lower()]
-        if value >= scale and value % scale == 0:
-            return f"{int(value // scale)}{unit}"
-    return f"{value:g}"
-
-
-def _shown(knob: Knob, value: float) -> str:
-    if knob.kind == "size":
-        return _size_text(value)
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
+# Each takes the expanded text and returns the value or raises ValueError(reason); the
+# numeric ones are in pandad.knobvalues.
 
 def range_text(knob: Knob) -> str:
     """The documented range of a numeric knob, e.g. ``0 to 86400`` or ``1 to 4G``."""
     assert knob.limits is not None
-    low, high = knob.limits
-    return f"{_shown(knob, low)} to {_shown(knob, high)}"
-
-
-def _check_range(knob: Knob, value: float) -> None:
-    """Raise ValueError unless ``value`` is within the knob's limits."""
-    assert knob.limits is not None
-    low, high = knob.limits
-    if value < low:
-        reason = "must not be negative" if low == 0 else f"must be at least {_shown(knob, low)}"
-    elif value > high:
-        reason = f"must be at most {_shown(knob, high)}"
-    else:
-        return
-    raise ValueError(f"{reason} (range {range_text(knob)})")
+    return knobvalues.range_text(knob.kind, knob.limits)
 
 
 def _bool(text: str) -> bool:
@@ -375,9 +256,9 @@ def _attributes(text: str) -> Optional[FrozenSet[str]]:
 NUMERIC_KINDS = frozenset({"seconds", "size", "count"})   # each such knob has limits
 _PARSERS: Dict[str, Callable[[str], object]] = {
     "url": _url,
-    "seconds": _seconds,
-    "size": _size,
-    "count": _integer,
+    "seconds": knobvalues.seconds,
+    "size": knobvalues.size,
+    "count": knobvalues.integer,
     "bool": _bool,
     "path": lambda text: text.strip(),
     "text": lambda text: text.strip(),
@@ -415,7 +296,8 @@ def _values(config: HTCondorConfig, program: str) -> Dict[str, object]:
         try:
             values[knob.field] = value = _PARSERS[knob.kind](text)
             if knob.kind in NUMERIC_KINDS:
-                _check_range(knob, value)  # type: ignore[arg-type]
+                assert knob.limits is not None, knob.name
+                knobvalues.check_range(knob.kind, knob.limits, value)  # type: ignore[arg-type]
         except ValueError as error:
             raise _error(config, knob.name, text, str(error)) from None
     return values
