@@ -32,11 +32,11 @@ SUBCOMMANDS = {
 }
 
 
-def daemon_arguments(args: List[str]) -> Tuple[bool, List[str], Optional[str]]:
-    """(help asked for, arguments to ignore, a misspelled long option) of a daemon run."""
+def daemon_arguments(args: List[str]) -> Tuple[bool, Optional[str]]:
+    """(whether help is asked for, the first unknown long option) of a daemon's arguments."""
     wants_help = any(arg in HELP for arg in args)
     unknown = next((arg for arg in args if arg.startswith("--")), None)
-    return wants_help, args, unknown
+    return wants_help, unknown
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         defaults = {knob.name: knob.default for knob in KNOBS
                     if knob.default and knob.name.startswith(("PANDA", "MAX_PANDA"))}
         return config_val_main(args[1:], subsystem="PANDAD", defaults=defaults)
-    wants_help, ignored, unknown = daemon_arguments(args)
+    wants_help, unknown = daemon_arguments(args)
     if wants_help:
         print(USAGE, end="")
         return 0
@@ -70,4 +70,4 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG_ERROR
     from pandad.daemon import main as daemon_main
 
-    return daemon_main(ignored)
+    return daemon_main(args)

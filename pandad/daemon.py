@@ -204,24 +204,24 @@ class Daemon:
             self._reading = False
             self.buffer.close()
 
-    def _discard_unsent(self) -> int:
-        """Count every record buffered or in flight as discarded; how many there were."""
-        discarded = self.flusher.abandon()
-        leftover = len(self.buffer.take_all())
-        if leftover:
-            self.stats.add("records_discarded_shutdown", leftover)
-        if discarded + leftover:
-            log.warning("discarded %d record(s) at shutdown (%d buffered, %d in flight or"
-                        " waiting for a retry)", discarded + leftover, leftover, discarded)
-        return discarded + leftover
+    def _discard_unsent(self) -> str:
+        """Count every record buffered or in flight as discarded; "" or a phrase saying so."""
+        in_flight = self.flusher.abandon()
+        buffered = len(self.buffer.take_all())
+        if buffered:
+            self.stats.add("records_discarded_shutdown", buffered)
+        if not in_flight + buffered:
+            return ""
+        return (f"discarded {in_flight + buffered} record(s) at shutdown ({buffered} buffered,"
+                f" {in_flight} in flight or waiting for a retry)")
 
     def _quit(self) -> None:
-        """SIGQUIT: account for what is dropped and write the final statistics, no flush."""
-        log.warning("SIGQUIT: exiting at once without flushing")
+        """SIGQUIT: account for what is dropped, one line, the final statistics; no flush."""
         self._stop_reading()
-        self._discard_unsent()
+        discarded = self._discard_unsent()
+        log.warning("SIGQUIT: exiting at once without flushing%s", f"; {discarded}"
+                    if discarded else "")
         self.write_statistics(force=True)
-        log.info("pandad exiting")
 
     def _shutdown(self, reason: str) -> None:
         grace = self.settings.shutdown_grace
@@ -234,7 +234,9 @@ class Daemon:
         flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
         if flusher.is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
-        self._discard_unsent()
+        discarded = self._discard_unsent()
+        if discarded:
+            log.warning("%s", discarded)
         self._stats_stop.set()
         self._stats_wake.set()
         self._threads[2].join(5)
