@@ -20,7 +20,8 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
   exit 0.
 - SIGQUIT (HTCondor's fast shutdown): no flush. The main thread stops the reader, counts
   what is buffered or in flight as discarded, logs one line, writes the final statistics and
-  ends the process at once, whatever the flusher is waiting for.
+  ends the process at once, whatever the flusher is waiting for. A SIGQUIT during the final
+  flush of a SIGTERM cuts it short the same way.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
 Records the reader has not taken from the pipe when reading stops were never read, so they
@@ -29,6 +30,7 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -50,6 +52,7 @@ EXIT_INTERNAL_ERROR = 1
 # Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
 WAKE_EOF = 0
 WAKE_FATAL = 255
+WAKE_FLUSHED = 254      # the flusher thread has ended (final flush done)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
@@ -153,10 +156,9 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
-        if reason == signal.SIGQUIT.name:
+        if reason == signal.SIGQUIT.name or not self._shutdown(reason):
             self._quit()
             os._exit(self._exit_code)   # a request in flight may never end: do not join it
-        self._shutdown(reason)
         return self._exit_code
 
     def _install_signals(self) -> None:
@@ -223,16 +225,31 @@ class Daemon:
                     if discarded else "")
         self.write_statistics(force=True)
 
-    def _shutdown(self, reason: str) -> None:
+    def _await_final_flush(self) -> bool:
+        """Wait for the flusher's final flush until the deadline; False on a SIGQUIT."""
+        flusher = self._threads[1]
+        while flusher.is_alive():
+            left = self._shutdown_deadline - time.monotonic()
+            if left <= 0 or not select.select([self._wake_r], [], [], left)[0]:
+                return True
+            codes = os.read(self._wake_r, 64)
+            if signal.SIGQUIT in codes:
+                return False
+            if WAKE_FLUSHED in codes or WAKE_FATAL in codes:
+                flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
+        return True
+
+    def _shutdown(self, reason: str) -> bool:
+        """The bounded final flush and final statistics; False if a SIGQUIT cut it short."""
         grace = self.settings.shutdown_grace
         log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
         # The deadline is set before the flusher can notice the stop.
         self._shutdown_deadline = time.monotonic() + grace
         self._stop_reading()
         self._flusher_stop.set()
-        flusher = self._threads[1]
-        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
-        if flusher.is_alive():
+        if not self._await_final_flush():
+            return False
+        if self._threads[1].is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
         discarded = self._discard_unsent()
         if discarded:
@@ -242,6 +259,7 @@ class Daemon:
         self._threads[2].join(5)
         self.write_statistics(force=True)
         log.info("pandad exiting")
+        return True
 
     # -- SIGHUP -------------------------------------------------------------------------------
 
@@ -317,6 +335,7 @@ class Daemon:
     def _flush_loop(self) -> None:
         self.flusher.run(self._flusher_stop)
         self.flusher.drain(self._shutdown_deadline)
+        self._wake(WAKE_FLUSHED)
 
     # -- statistics ---------------------------------------------------------------------------
 

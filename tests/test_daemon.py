@@ -98,6 +98,25 @@ def test_sigquit_exits_at_once_with_a_log_line_and_final_statistics(tmp_path):
     assert_accounted(stats)
 
 
+def test_sigquit_cuts_a_sigterm_flush_short(tmp_path):
+    with HangServer() as server, PandadProcess(
+            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0",
+            PANDA_SHUTDOWN_GRACE="60") as pandad:
+        pandad.write(*adds(0, 20))
+        wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        pandad.send_signal(signal.SIGTERM)
+        pandad.wait_for_log("SIGTERM: stopping")
+        started = time.monotonic()
+        pandad.send_signal(signal.SIGQUIT)
+        assert pandad.wait(10) == 0
+        assert time.monotonic() - started < 5
+        stats = pandad.statistics()
+    assert "SIGQUIT: exiting at once without flushing; discarded 20 record(s)" in \
+        pandad.log_text()
+    assert int(stats["records_discarded_shutdown"]) == 20
+    assert_accounted(stats)
+
+
 def test_sighup_applies_new_url_queue_size_grace_and_timeout(tmp_path):
     with DevMonitor() as first, DevMonitor() as second, PandadProcess(
             tmp_path, url=first.url) as pandad:
