@@ -23,6 +23,13 @@
   progress, or NULs that become data).  A corrupt line followed by complete records is
   counted, logged in one line, and the follower resyncs: the whole file is reloaded and
   diffed like a rotation.  A corrupt line already seen is skipped, so this never loops.
+- No more than ``tailscan.MAX_LINE_BYTES`` of one line is held: a longer line, or a longer
+  NUL run at a line start, comes as one :class:`~schedd_plugin.tailscan.Skipped` corrupt line
+  once its end is found (never waited on).  One reaching the end of the file is logged once
+  (offset, length) and counted in ``log_unterminated_tails``; its :class:`TailMemo` makes the
+  next polls read only what was appended.
+- A corrupt line is never quoted beyond a short printable prefix (logparse's ``_preview``):
+  JOB_QUEUE_LOG may be a symlink to any file.
 - Only a snapshot is ever diffed against the mirror, and the schedd never writes one without
   its ``107`` first line.  A file without one (emptied, truncated or replaced under a running
   schedd) would otherwise tell the monitor that every job left: instead the mirror is kept,
@@ -43,7 +50,7 @@ Start-up (the first :meth:`Follower.poll`):
 
 Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
 ``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``, ``log_rotations_missed``,
-``log_not_snapshot``.
+``log_not_snapshot``, ``log_unterminated_tails``.
 """
 
 import logging
