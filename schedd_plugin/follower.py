@@ -127,6 +127,11 @@ def _complete_lines(fd: int, offset: int, chunk_size: int, limit: Optional[int] 
             start = rpos = start + skipped.size
             pending = b""
         size = chunk_size if limit is None else min(chunk_size, limit - rpos)
+        if memo is not None:
+            if memo.start > rpos:
+                size = min(size, memo.start - rpos)   # the lines before it, not the run
+            elif memo.start != start:
+                memo = None                           # not at a line start after all
         if size <= 0:
             return
         data = os.pread(fd, size, rpos)
@@ -247,8 +252,10 @@ class Follower:
         self._known_corrupt: Set[int] = set()   # offsets in the current file, counted once
         self._draining = False
         self._missing_logged = False
-        # An unterminated NUL run or overlong line where reading stands (tailscan).
+        # An unterminated NUL run or overlong line where reading stands (tailscan), and one
+        # after a corrupt line that is waited on (_record_follows).
         self._tail: List[Optional[TailMemo]] = [None]
+        self._follows_tail: List[Optional[TailMemo]] = [None]
 
     # -- public ----------------------------------------------------------------------------
 
@@ -348,6 +355,7 @@ class Follower:
         self._known_corrupt = set()
         self._read_offset = self._committed = 0
         self._tail = [None]
+        self._follows_tail = [None]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -356,6 +364,9 @@ class Follower:
         fd = self._fd
         assert fd is not None
         got = False
+        ahead = self._follows_tail[0]
+        if self._tail[0] is None and ahead is not None and ahead.start >= self._read_offset:
+            self._tail[0] = ahead   # met after a corrupt line: not scanned (or logged) again
         for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size, text=True,
                                             tail=self._tail):
             got = True
@@ -366,8 +377,9 @@ class Follower:
 
     def _note_tail(self) -> None:
         """Log and count an unterminated NUL run or overlong line once, when first met."""
-        memo = self._tail[0]
-        if memo is not None and not memo.reported:
+        for memo in (self._tail[0], self._follows_tail[0]):
+            if memo is None or memo.reported:
+                continue
             memo.reported = True
             self._count("log_unterminated_tails")
             log.warning("%s: %s, with no record after it; waiting for records after it or "
@@ -489,7 +501,8 @@ class Follower:
                 return True
         after = offset + sum(len(line) + 1 for line in lines[index:])
         assert self._fd is not None
-        for _, more in _complete_lines(self._fd, after, self.chunk_size):
+        for _, more in _complete_lines(self._fd, after, self.chunk_size,
+                                       tail=self._follows_tail):
             for line in more:
                 if _parses(line):
                     return True

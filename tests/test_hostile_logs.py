@@ -82,6 +82,22 @@ def test_nul_tail_written_over_in_place_is_picked_up(tmp_path, caplog):
     assert added(feed) == ["4.0"]
 
 
+def test_corrupt_line_then_nul_run_then_records(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="panda_plugin")
+    feed = Feed(tmp_path, HEAD + job(1), schedd_name="s")
+    assert added(feed) == ["1.0"]
+    feed.append(b"garbage\n" + b"\0" * (2 * MAX_LINE_BYTES))
+    assert feed.records() == []
+    before = bytes_read()
+    for _ in range(10):
+        assert feed.records() == []
+    assert bytes_read() - before < 10 * 16384
+    feed.append(job(8))
+    assert added(feed) == ["8.0"]
+    assert feed.count("log_unterminated_tails") == 1
+    assert sum("NUL run or sparse hole" in w for w in warnings(caplog)) == 1
+
+
 def test_two_gib_sparse_tail_costs_little_and_data_after_it_is_read(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="panda_plugin")
     feed = Feed(tmp_path, HEAD + job(1), schedd_name="s")
