@@ -17,7 +17,7 @@ how far it was scanned, so the next poll reads only what was appended since.
 
 import errno
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 __all__ = ["MAX_LINE_BYTES", "SCAN_CHUNK", "Skipped", "TailMemo", "nul_run_end",
            "find_newline", "memo_valid", "scan_tail"]
@@ -120,7 +120,7 @@ def memo_valid(fd: int, memo: TailMemo) -> bool:
 
 
 def scan_tail(fd: int, start: int, end: int, memo: Optional[TailMemo],
-              chunk: int = SCAN_CHUNK) -> "tuple[Optional[Skipped], Optional[TailMemo]]":
+              chunk: int = SCAN_CHUNK) -> Tuple[Optional[Skipped], Optional[TailMemo]]:
     """What starts at ``start`` (a line start) and is longer than :data:`MAX_LINE_BYTES`.
 
     Returns ``(Skipped, None)`` when its end is before ``end``, else ``(None, memo)`` with a
