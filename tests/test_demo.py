@@ -53,7 +53,7 @@ def test_deleted_attributes_must_be_null_and_identity_keys_are_allowed():
 def test_each_kind_of_difference_is_reported():
     entry = truth_entry(JobStatus="2", Owner='"alice"')
     wrong = monitor_object(entry, JobStatus=1, removed=True, condorid="9.9")
-    del wrong["owner"]
+    del wrong["Owner"]
     other = "ap1.example.org#2.0#1700000000"
     result = compare({GJID: entry, "ap1.example.org#3.0#1": truth_entry()},
                      {GJID: wrong, other: {"id": other}})
@@ -62,7 +62,7 @@ def test_each_kind_of_difference_is_reported():
     assert "JobStatus = 1, expected 2" in text
     assert "removed = True, expected False" in text
     assert "condorid = '9.9', expected '1.0'" in text
-    assert "owner missing (expected 'alice')" in text
+    assert "Owner missing (expected 'alice')" in text
     assert "ap1.example.org#3.0#1: missing from the monitor" in text
     assert f"{other}: in the monitor but not in the truth" in text
 
