@@ -331,8 +331,6 @@ def _argv(text: str) -> Tuple[str, ...]:
 
 _ATTRIBUTE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAP_ENTRY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^=]+)\Z")
-# Keys pandad itself fills in every object; an attribute mapped onto one would be dropped.
-_OWN_KEYS = ("id", "condorid")
 
 
 def list_items(text: str) -> List[str]:
@@ -346,8 +344,7 @@ def invalid_attribute_names(text: str) -> List[str]:
 
 
 def _attributes(text: str) -> Optional[FrozenSet[str]]:
-    names = frozenset(n.lower() for n in list_items(text))
-    return names or None
+    return frozenset(n.lower() for n in list_items(text)) or None
 
 
 def _attribute_map(text: str) -> Tuple[Tuple[str, str], ...]:
@@ -361,7 +358,7 @@ def _attribute_map(text: str) -> Tuple[Tuple[str, str], ...]:
             bad.append(f"{item!r} is not ClassAdName=json_name")
         elif match.group(1).lower() in pairs:
             bad.append(f"{match.group(1)!r} is mapped twice")
-        elif match.group(2) in _OWN_KEYS:
+        elif match.group(2) in ("id", "condorid"):     # pandad's own keys: dropped
             bad.append(f"{item!r} maps onto {match.group(2)!r}, a key pandad fills itself")
         else:
             pairs[match.group(1).lower()] = match.group(2)
