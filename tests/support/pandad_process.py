@@ -16,7 +16,7 @@ from tests.support import kill_if_running, python_command, python_env, wait_unti
 
 # Every record read ends in exactly one of these (DESIGN §4, Accounting).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+                "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
 
 FAST_KNOBS = {
