@@ -81,6 +81,14 @@ def describe(method: str, url: str, status: int, location: str = "") -> str:
             f" answers otherwise; {hint}")
 
 
+def stall_line(request: str, age: float, timeout: float) -> str:
+    """The line naming ``request`` ("METHOD url"), outstanding for ``age`` seconds."""
+    limit = (f"PANDA_UPDATE_TIMEOUT {timeout:g} s gives it up" if timeout else
+             "PANDA_UPDATE_TIMEOUT 0 waits as long as the connection is alive")
+    return (f"no answer yet to {request} after {age:.0f} s: nothing else is sent until it"
+            f" comes ({limit})")
+
+
 def retry_after(value: Optional[str], now: float) -> Optional[float]:
     """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date, against the
     epoch time ``now``); None when absent or unreadable."""

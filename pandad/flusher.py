@@ -25,15 +25,12 @@ What happens to a request depends on its answer:
   carry over into the next cycle, merged with new records, after an exponential backoff (or
   the ``Retry-After`` asked for, up to the backoff's cap), at most ``retry_limit`` times each,
   and the slices not yet taken stay buffered for that cycle;
-- any other answer (3xx, 401, 403, 404, 405, 407, 413 for a small body ...) is about the
-  endpoint, not the jobs: nothing is split or re-sent, nothing more is sent this cycle, and
-  the cycle's unsent commands are lost as ``records_lost_endpoint`` (by reason:
-  ``records_lost_endpoint_<reason>``), whatever ``retry_limit`` says.
+- any other answer (3xx, 401, 403, 404, 405, 407, small 413 ...) is about the endpoint: nothing
+  is split or re-sent, nothing more is sent this cycle, and the cycle's unsent commands are
+  lost as ``records_lost_endpoint(_<reason>)`` whatever ``retry_limit`` says.
 
-Endpoint answers are logged once per episode (``endpoint.EndpointEpisodes``): the first
-answer of a status names the URL, the status and any Location; the episode's later losses
-are only counted, until a request succeeds or the status changes. A request outstanding for
-a minute is named in the log (``watch_stall``, called by the daemon's statistics thread).
+Endpoint answers are logged once per episode (``endpoint.EndpointEpisodes``: until a success
+or another status). A request outstanding for a minute is named by ``watch_stall``.
 
 Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
 one of records_sent, records_rejected, records_lost_transport, records_lost_endpoint,
@@ -53,7 +50,7 @@ from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
 from pandad.convert import Converter, condor_id_from_job_id, job_object
 from pandad.endpoint import (Action, EndpointEpisodes, StallWatch, decide, describe,
-                             refusal_reason, retry_after)
+                             refusal_reason, retry_after, stall_line)
 from pandad.transport import Answer, TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -99,11 +96,6 @@ class _Cycle:
         self.carried = Batch()         # commands to retry next cycle
         self.lost_records = 0
         self.lost_commands = 0
-
-
-def retryable(status: Optional[int]) -> bool:
-    """A failure the monitor may get over: no answer, 408, 429 or 5xx."""
-    return decide(status, 0, 1) is Action.RETRY
 
 
 def encode_objects(objects: List[dict]) -> bytes:
@@ -222,11 +214,8 @@ class Flusher:
         now = self._clock()
         name, wait = self._stall.check(now, in_flight[0] if in_flight else None)
         if name and in_flight is not None:
-            timeout = self._settings.update_timeout
-            limit = (f"PANDA_UPDATE_TIMEOUT {timeout:g} s gives it up" if timeout else
-                     "PANDA_UPDATE_TIMEOUT 0 waits as long as the connection is alive")
-            log.warning("no answer yet to %s after %.0f s: nothing else is sent until it"
-                        " comes (%s)", in_flight[1], now - in_flight[0], limit)
+            log.warning("%s", stall_line(in_flight[1], now - in_flight[0],
+                                         self._settings.update_timeout))
         return wait
 
     def request_in_flight(self) -> Optional[Tuple[float, str]]:

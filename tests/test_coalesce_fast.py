@@ -18,6 +18,7 @@ from pandad.convert import JSON_NAMES, Converter, _local_time
 from pandad.flusher import Flusher
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
+from pandad.transport import Answer
 from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
@@ -140,12 +141,14 @@ def test_converter_remembers_nothing_that_changes_an_object(commands):
 class Recorder:
     """A transport that takes every request and keeps (method, body)."""
 
+    url_for_log = "http://127.0.0.1:9/"
+
     def __init__(self) -> None:
         self.requests = []
 
-    def send(self, method: str, body: bytes) -> int:
+    def exchange(self, method: str, body: bytes) -> Answer:
         self.requests.append((method, body))
-        return {"POST": 201, "PUT": 200, "DELETE": 204}[method]
+        return Answer({"POST": 201, "PUT": 200, "DELETE": 204}[method])
 
 
 def reference_requests(lines) -> tuple:
