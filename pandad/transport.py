@@ -506,6 +506,8 @@ class Transport:
             log.warning("a client certificate is configured but PANDA_URL %s is not https:"
                         " it is not used", self._url_for_log)
         self._proxy = self._proxy_for(parts.scheme, os.environ if environ is None else environ)
+        if self._proxy is not None and self._proxy.authorization:
+            self._secrets.append(self._proxy.authorization.split()[1].encode())
         self._token: Optional[_CredentialFiles] = None
         if settings.token_file:
             self._token = _CredentialFiles([(settings.token_file, "token file")],
@@ -646,9 +648,9 @@ class Transport:
         except urllib.request.URLError as error:
             reason = error.reason
             raise self._error(method, reason if isinstance(reason, BaseException) else error,
-                              deadline) from None
+                              deadline, token) from None
         except (OSError, http.client.HTTPException, ValueError) as error:
-            raise self._error(method, error, deadline) from None
+            raise self._error(method, error, deadline, token) from None
         finally:
             deadline.finish()
             if response is not None:
@@ -666,8 +668,10 @@ class Transport:
             location = location[:_LOCATION_LOG_CHARS]
         return Answer(status, location, retry_after.strip()[:100])
 
-    def _error(self, method: str, error: BaseException, deadline: _Deadline) -> TransportError:
-        kind, what = _classify(error)
+    def _error(self, method: str, error: BaseException, deadline: _Deadline,
+               token: Optional[str]) -> TransportError:
+        # A server's garbage status line may quote the credential it was sent.
+        kind, what = _classify(error, self._secrets + ([token.encode()] if token else []))
         if deadline.expired or kind == "timeout":
             kind, what = "timeout", f"no complete answer within {deadline.timeout:g} s"
         if self._proxy is not None:
@@ -675,8 +679,9 @@ class Transport:
         return TransportError(kind, f"{method} {self._url_for_log}: {what}")
 
 
-def _classify(error: BaseException) -> Tuple[str, str]:
-    """(kind, one-line reason) for an exception raised while sending."""
+def _classify(error: BaseException, secrets: Optional[List[bytes]] = None) -> Tuple[str, str]:
+    """(kind, one-line reason) for an exception raised while sending; ``secrets`` are
+    masked in anything quoted from the server."""
     if isinstance(error, socket.timeout):
         return "timeout", "timed out"
     if isinstance(error, _TunnelRefused):
@@ -693,6 +698,7 @@ def _classify(error: BaseException) -> Tuple[str, str]:
         line = str(error.args[0]) if error.args else ""
         if not line.endswith("\n"):
             return "reset", "connection closed inside the status line"
+        line = scrub(line.encode("utf-8", "replace"), secrets or []).decode("utf-8", "replace")
         return "other", f"not an HTTP answer: {line.strip()[:80]!r}"
     if isinstance(error, socket.gaierror):
         return "other", f"cannot resolve the host: {_reason(error)}"

@@ -243,3 +243,33 @@ def test_the_connection_has_tcp_keepalive():
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
     finally:
         sock.close()
+
+
+def test_a_token_echoed_in_location_or_a_garbage_status_line_is_masked(base_settings, tmp_path,
+                                                                      caplog):
+    from pandad.transport import TransportError
+    token = "eyJhbGciOiJub25lIn0.c2VjcmV0LXRva2Vu.sig"
+    (tmp_path / "token").write_text(token + "\n")
+
+    def echo(server, conn, request):
+        credential = request.headers.get("authorization", "")
+        if server.requests == 1:
+            return respond(conn, 302, credential.encode(),
+                           {"Location": f"http://127.0.0.1/?t={credential}"})
+        conn.sendall(f"GARBAGE {credential}\r\n\r\n".encode())
+        return False
+
+    with FaultServer(echo) as server, caplog.at_level(logging.DEBUG, logger="pandad"):
+        settings = dataclasses.replace(base_settings, url=server.url,
+                                       token_file=str(tmp_path / "token"))
+        transport = Transport(settings)
+        answer = transport.exchange("POST", b"[]")
+        assert answer.status == 302 and answer.location.startswith("http://127.0.0.1/?t=")
+        assert token not in answer.location and "***" in answer.location
+        with pytest.raises(TransportError) as error:
+            transport.exchange("POST", b"[]")
+        assert "GARBAGE" in str(error.value) and token not in str(error.value)
+        assert server.received[0].headers["authorization"] == f"Bearer {token}"
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "answered 302" in text and token not in text
+    assert "bearer token is sent" in text and "without TLS" in text
