@@ -273,3 +273,17 @@ def test_a_token_echoed_in_location_or_a_garbage_status_line_is_masked(base_sett
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "answered 302" in text and token not in text
     assert "bearer token is sent" in text and "without TLS" in text
+
+
+@pytest.mark.parametrize("status", [503, 429, 408])
+def test_a_busy_endpoint_is_one_loss_line_per_episode(base_settings, caplog, status):
+    with StatusServer(status) as server:
+        rig = Rig(base_settings, server.url)
+        with caplog.at_level(logging.WARNING, logger="pandad"):
+            for i in range(4):
+                rig.feed_jobs(10, start=100 * i)
+                rig.flusher.flush_once()
+        assert server.requests == 4 and rig.count("records_lost_transport") == 40
+        (lost,) = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+        assert f"PUT {server.url} answered HTTP {status}" in lost
+        rig.assert_accounted()
