@@ -298,7 +298,7 @@ class Daemon:
                     if dropped:
                         stats.add("records_dropped_queue_full", dropped)
                     drops.update(dropped, self.buffer.nbytes, self.settings,
-                                 self.flusher.request_in_flight() if dropped else None)
+                                 self.flusher.in_flight.age() if dropped else None)
             if not chunk:
                 drops.finish()
                 self._wake(WAKE_EOF)

@@ -9,12 +9,14 @@ Pure decisions over plain data, used by the flusher (``pandad.flusher``):
   or re-sending with the other verb would only multiply the requests.
 - ``retry_after(value, now)``: a ``Retry-After`` header (seconds or an HTTP date) in seconds.
 - ``EndpointEpisodes``: one log line per episode of endpoint answers.
-- ``StallWatch``: when a request has been outstanding long enough to be named in the log.
+- ``StallWatch``: when a request has been outstanding long enough to be named in the log;
+  ``InFlight``: the flusher's request in flight, as other threads see it, and its watch.
 """
 
 import enum
 import email.utils
-from typing import Optional, Tuple
+import time
+from typing import Callable, Optional, Tuple
 
 # A 413 for a body this small is the endpoint's limit, not the jobs' size: splitting it
 # cannot help. nginx's default limit is 1 MiB, Apache's unlimited; no monitor sensibly
@@ -145,3 +147,34 @@ class StallWatch:
             return False, self._next - now
         self._next = now + self.remind
         return True, self.remind
+
+
+class InFlight:
+    """The request in flight: started and ended by the flusher, read by other threads (the
+    statistics thread watches it for stalls, the reader names it when the buffer is full)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 stall_after: Optional[float] = None) -> None:
+        self._clock = clock
+        self._request: Optional[Tuple[float, str]] = None     # (started, "METHOD url")
+        self._watch = StallWatch(STALL_AFTER if stall_after is None else stall_after)
+
+    def start(self, request: str) -> None:
+        self._request = (self._clock(), request)
+
+    def end(self) -> None:
+        self._request = None
+
+    def age(self) -> Optional[Tuple[float, str]]:
+        """(seconds outstanding, "METHOD url"), or None when no request is in flight."""
+        request = self._request
+        return None if request is None else (self._clock() - request[0], request[1])
+
+    def watch(self, timeout: float) -> Tuple[str, float]:
+        """(the line to log now or "", seconds until worth watching again); one caller."""
+        request = self._request
+        now = self._clock()
+        name, wait = self._watch.check(now, request[0] if request else None)
+        if not name or request is None:
+            return "", wait
+        return stall_line(request[1], now - request[0], timeout), wait

@@ -8,35 +8,28 @@ per job (``pandad.coalesce``) and sends the adds (POST), then the updates (PUT),
 the monitor sees the records' order (an UPDATE in slice 2 of a job ADDed in slice 1 goes as a
 PUT after that POST), and memory holds one slice decoded, not the whole buffer.
 
-What happens to a request depends on its answer:
+What happens to a request depends on its answer (``endpoint.decide``):
 
-- any 2xx: accepted; every record merged into its commands counts as ``records_sent``;
-- 400, 409, 422 (and 413 for a body over ``endpoint.SMALL_BODY_BYTES``), the answers that can
-  concern single jobs: the body is split in halves and re-sent, down to single commands, so
-  one unknown job does not sink a bulk update. A single rejected command is re-sent once with
-  the other verb when ``upsert`` is on (a rejected POST as PUT: the job exists already; a
-  rejected PUT as POST with ``condorid`` from the GlobalJobId: the job is unknown, typically
-  because its ADD was dropped). Still rejected: ``records_rejected`` and a log line naming
-  the job;
-- connection errors, timeouts, 408, 429 and 5xx: the monitor is away, so nothing more is sent
-  this cycle. With ``retry_limit`` 0 the cycle's unsent commands are lost
-  (``records_lost_transport``, at-most-once like the C++ daemon: the rest of what was buffered
-  at the cycle's start is taken and counted lost too); otherwise the slice's unsent commands
-  carry over into the next cycle, merged with new records, after an exponential backoff (or
-  the ``Retry-After`` asked for, up to the backoff's cap), at most ``retry_limit`` times each,
-  and the slices not yet taken stay buffered for that cycle;
-- any other answer (3xx, 401, 403, 404, 405, 407, small 413 ...) is about the endpoint: nothing
-  is split or re-sent, nothing more is sent this cycle, and the cycle's unsent commands are
-  lost as ``records_lost_endpoint(_<reason>)`` whatever ``retry_limit`` says.
-
-Endpoint answers are logged once per episode (``endpoint.EndpointEpisodes``: until a success
-or another status). A request outstanding for a minute is named by ``watch_stall``.
+- 2xx: accepted; every record merged into its commands counts as ``records_sent``;
+- 400, 409, 422, and 413 for a large body: split in halves down to single commands, so one
+  unknown job does not sink a bulk update. A single rejected command is re-sent once with the
+  other verb when ``upsert`` is on (a rejected POST as PUT: the job exists already; a rejected
+  PUT as POST with ``condorid`` from the GlobalJobId: its ADD was lost). Still rejected:
+  ``records_rejected`` and a log line naming the job;
+- no answer, 408, 429, 5xx: nothing more is sent this cycle. With ``retry_limit`` 0 the
+  cycle's unsent commands, and the rest of what was buffered at its start, are lost
+  (``records_lost_transport``, at most once like the C++ daemon); otherwise the slice's unsent
+  commands carry over into the next cycle, merged with new records, after an exponential
+  backoff (or the ``Retry-After``, within its cap), at most ``retry_limit`` times each, and
+  the slices not yet taken stay buffered for that cycle;
+- anything else (3xx, 401, 403, 404, 405, 407, small 413) is about the endpoint: no split, no
+  re-send, nothing more this cycle; the cycle's unsent commands are lost as
+  ``records_lost_endpoint(_<reason>)``, logged once per episode (``EndpointEpisodes``).
 
 Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
 one of records_sent, records_rejected, records_lost_transport, records_lost_endpoint,
 records_bad (or, at shutdown, records_discarded_shutdown through ``abandon``), always through
-``_settle``. Losses are logged once per cycle with counts;
-per-record detail is DEBUG (D_FULLDEBUG).
+``_settle``. Losses are logged once per cycle with counts; per-record detail is DEBUG.
 """
 
 import json
@@ -49,8 +42,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
 from pandad.convert import Converter, condor_id_from_job_id, job_object
-from pandad.endpoint import (Action, EndpointEpisodes, StallWatch, decide, describe,
-                             refusal_reason, retry_after, stall_line)
+from pandad.endpoint import (Action, EndpointEpisodes, InFlight, decide, describe,
+                             refusal_reason, retry_after)
 from pandad.transport import Answer, TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -134,9 +127,7 @@ class Flusher:
         self._failures = 0                  # failed cycles in a row
         self._idle = threading.Event()      # for backoff waits while draining
         self._episodes = EndpointEpisodes()
-        self._stall = StallWatch() if stall_after is None else StallWatch(stall_after)
-        # The request in flight, read by other threads: (started, "METHOD url"), or None.
-        self._in_flight: Optional[Tuple[float, str]] = None
+        self.in_flight = InFlight(clock, stall_after)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -210,20 +201,10 @@ class Flusher:
     def watch_stall(self) -> float:
         """Log the request in flight when it has waited too long for its answer (again every
         few minutes); the seconds until it is worth looking again."""
-        in_flight = self._in_flight
-        now = self._clock()
-        name, wait = self._stall.check(now, in_flight[0] if in_flight else None)
-        if name and in_flight is not None:
-            log.warning("%s", stall_line(in_flight[1], now - in_flight[0],
-                                         self._settings.update_timeout))
+        line, wait = self.in_flight.watch(self._settings.update_timeout)
+        if line:
+            log.warning("%s", line)
         return wait
-
-    def request_in_flight(self) -> Optional[Tuple[float, str]]:
-        """(seconds outstanding, "METHOD url") of the request in flight, or None."""
-        in_flight = self._in_flight
-        if in_flight is None:
-            return None
-        return self._clock() - in_flight[0], in_flight[1]
 
     @property
     def pending_records(self) -> int:
@@ -406,7 +387,7 @@ class Flusher:
         stats = self._stats
         stats.add("requests_made")
         stats.add("commands_sent", commands)
-        self._in_flight = (self._clock(), f"{method} {self._transport.url_for_log}")
+        self.in_flight.start(f"{method} {self._transport.url_for_log}")
         try:
             answer = self._transport.exchange(method, body)
         except TransportError as error:
@@ -414,7 +395,7 @@ class Flusher:
             cycle.reason = f"{method} failed ({error.kind}): {error}"
             return None
         finally:
-            self._in_flight = None
+            self.in_flight.end()
         status = answer.status
         stats.add(f"responses_{status}")
         if 200 <= status < 300:
@@ -470,16 +451,8 @@ class Flusher:
             cycle.rejected = []
         if not cycle.failed:
             return
-        if cycle.refused:
-            # Refused by the endpoint: retrying would be refused too.
-            records = sum(command.records for _, command in cycle.failed)
-            self._settle("records_lost_endpoint", records)
-            self._stats.add(f"records_lost_endpoint_{cycle.refused}", records)
-            cycle.lost_records += records
-            cycle.lost_commands += len(cycle.failed)
-            cycle.failed = []
-            return
-        limit = self._settings.retry_limit
+        # Refused by the endpoint: a retry would be refused too.
+        limit = -1 if cycle.refused else self._settings.retry_limit
         carried = cycle.carried
         lost: List[Tuple[str, JobCommand]] = []
         for method, command in cycle.failed:
@@ -492,14 +465,22 @@ class Flusher:
                 group[command.job_id] = command
         cycle.failed = []
         if lost:
-            records = sum(command.records for _, command in lost)
+            self._lose(lost, cycle)
+
+    def _lose(self, lost: List[Tuple[str, JobCommand]], cycle: _Cycle) -> None:
+        """Where undelivered commands are given up: counted, per job at DEBUG."""
+        records = sum(command.records for _, command in lost)
+        if cycle.refused:
+            self._settle("records_lost_endpoint", records)
+            self._stats.add(f"records_lost_endpoint_{cycle.refused}", records)
+        else:
             self._settle("records_lost_transport", records)
-            cycle.lost_records += records
-            cycle.lost_commands += len(lost)
-            if log.isEnabledFor(logging.DEBUG):
-                for method, command in lost:
-                    log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
-                              command.records)
+        cycle.lost_records += records
+        cycle.lost_commands += len(lost)
+        if log.isEnabledFor(logging.DEBUG):
+            for method, command in lost:
+                log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
+                          command.records)
 
     def _finish(self, cycle: _Cycle) -> None:
         """Log what the cycle rejected and lost (once, with counts); plan any retry."""

@@ -96,3 +96,23 @@ def test_stall_watch_names_a_request_once_then_every_remind():
     assert watch.check(365.0, 5.0) == (True, 300)
     assert watch.check(400.0, None) == (False, 60)      # answered
     assert watch.check(401.0, 400.5) == (False, 59.5)   # a new request starts the count again
+
+
+def test_in_flight_ages_and_names_the_request_on_its_clock():
+    from pandad.endpoint import InFlight
+    now = [100.0]
+    in_flight = InFlight(lambda: now[0], stall_after=60)
+    assert in_flight.age() is None and in_flight.watch(0) == ("", 60)
+    in_flight.start("POST http://h/api/")
+    now[0] = 130.0
+    assert in_flight.age() == (30.0, "POST http://h/api/")
+    assert in_flight.watch(0) == ("", 30.0)
+    now[0] = 161.0
+    line, wait = in_flight.watch(0)
+    assert line.startswith("no answer yet to POST http://h/api/ after 61 s") and wait == 300
+    assert "PANDA_UPDATE_TIMEOUT 0 waits" in line
+    other = InFlight(lambda: 0.0, stall_after=0)
+    other.start("PUT http://h/api/")
+    assert "PANDA_UPDATE_TIMEOUT 90 s gives it up" in other.watch(90)[0]
+    in_flight.end()
+    assert in_flight.age() is None and in_flight.watch(0) == ("", 60)

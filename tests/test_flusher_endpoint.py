@@ -211,13 +211,13 @@ def test_a_request_in_flight_is_named_after_stall_after(base_settings, caplog):
     with HangServer() as server:
         rig = Rig(base_settings, server.url, stall_after=0.3, update_timeout=0.0)
         rig.feed_jobs(5)
-        assert rig.flusher.request_in_flight() is None
+        assert rig.flusher.in_flight.age() is None
         assert rig.flusher.watch_stall() == pytest.approx(0.3)
         thread = threading.Thread(target=rig.flusher.flush_once, daemon=True)
         with caplog.at_level(logging.WARNING, logger="pandad"):
             thread.start()
             wait_until(lambda: server.requests == 1, 10)
-            age, what = rig.flusher.request_in_flight()
+            age, what = rig.flusher.in_flight.age()
             assert what == f"PUT {server.url}"
 
             def named() -> bool:
@@ -230,7 +230,7 @@ def test_a_request_in_flight_is_named_after_stall_after(base_settings, caplog):
             thread.join(10)
         (stall,) = [r.getMessage() for r in caplog.records if "no answer yet" in r.getMessage()]
         assert f"PUT {server.url}" in stall and "PANDA_UPDATE_TIMEOUT 0" in stall
-        assert rig.flusher.request_in_flight() is None
+        assert rig.flusher.in_flight.age() is None
 
 
 def test_the_connection_has_tcp_keepalive():
