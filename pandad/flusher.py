@@ -141,6 +141,7 @@ class Flusher:
             change, self._next = self._next, None
         if change is not None:
             self._settings, self._transport = change
+            self._episodes.success()        # a new configuration: its answers are news
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -287,3 +287,15 @@ def test_a_busy_endpoint_is_one_loss_line_per_episode(base_settings, caplog, sta
         (lost,) = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
         assert f"PUT {server.url} answered HTTP {status}" in lost
         rig.assert_accounted()
+
+
+def test_a_reconfiguration_starts_a_new_episode(base_settings, caplog):
+    with StatusServer(404) as server:
+        rig = Rig(base_settings, server.url)
+        with caplog.at_level(logging.WARNING, logger="pandad"):
+            rig.feed_jobs(1)
+            rig.flusher.flush_once()
+            rig.flusher.reconfigure(rig.settings, Transport(rig.settings))   # SIGHUP
+            rig.feed_jobs(1, start=10)
+            rig.flusher.flush_once()
+        assert len(endpoint_lines(caplog)) == 2
