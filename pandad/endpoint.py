@@ -114,15 +114,19 @@ class EndpointEpisodes:
 
     def __init__(self) -> None:
         self.status: Optional[int] = None
+        self.loss_logged = False        # the episode's losses have had their line
 
     def answer(self, status: int) -> bool:
         """Note an endpoint-level answer; True when it starts a new episode."""
         new = status != self.status
-        self.status = status
+        if new:
+            self.status = status
+            self.loss_logged = False
         return new
 
     def success(self) -> None:
         self.status = None
+        self.loss_logged = False
 
 
 class StallWatch:

@@ -74,13 +74,13 @@ class _Cycle:
     (``Flusher._settle_slice``), the totals kept for the cycle's log lines.
     """
 
-    __slots__ = ("down", "refused", "quiet", "reason", "retry_after", "failed", "rejected",
+    __slots__ = ("down", "refused", "busy", "reason", "retry_after", "failed", "rejected",
                  "rejected_total", "carried", "lost_records", "lost_commands")
 
     def __init__(self) -> None:
         self.down = False              # a transport failure ended sending for this cycle
         self.refused = ""              # an endpoint refusal did: records_lost_endpoint_<this>
-        self.quiet = False             # the answer continues a logged episode: no loss line
+        self.busy = False              # a 408/429/5xx answer did (an endpoint episode)
         self.reason = ""               # why, for the log line
         self.retry_after: Optional[float] = None    # seconds the monitor asked us to wait
         self.failed: List[Tuple[str, JobCommand]] = []    # (method, command) not delivered
@@ -418,13 +418,13 @@ class Flusher:
             return
         url = self._transport.url_for_log
         new = self._episodes.answer(answer.status)
-        cycle.quiet = not new
         if action is Action.RETRY:
+            # Its episode's line is the first loss line (_finish).
+            cycle.busy = True
             cycle.reason = f"{method} {url} answered HTTP {answer.status}"
             cycle.retry_after = retry_after(answer.retry_after, time.time())
             return
         cycle.refused = refusal_reason(answer.status)
-        cycle.quiet = True          # the episode's line says it all
         if new:
             log.error("%s", describe(method, url, answer.status, answer.location))
 
@@ -493,9 +493,10 @@ class Flusher:
             self._stats.set("records_pending_retry", 0)
             return
         self._failures += 1
-        if cycle.lost_records and not cycle.quiet:
+        if cycle.lost_records and not (cycle.busy and self._episodes.loss_logged):
             log.warning("lost %d record(s) in %d command(s): %s", cycle.lost_records,
                         cycle.lost_commands, cycle.reason)
+            self._episodes.loss_logged = cycle.busy
         carried = cycle.carried
         if carried:
             delay = backoff(self._failures)

@@ -299,3 +299,20 @@ def test_a_reconfiguration_starts_a_new_episode(base_settings, caplog):
             rig.feed_jobs(1, start=10)
             rig.flusher.flush_once()
         assert len(endpoint_lines(caplog)) == 2
+
+
+def test_a_busy_endpoint_with_retries_logs_its_first_loss(base_settings, caplog):
+    clock = Clock()
+    with StatusServer(503) as server:
+        rig = Rig(base_settings, server.url, clock=clock, retry_limit=2)
+        with caplog.at_level(logging.WARNING, logger="pandad"):
+            rig.feed_jobs(5)
+            for _ in range(6):
+                rig.flusher.flush_once()
+                clock.now += 100
+                rig.feed_jobs(1, start=100 + rig.put)
+        lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost")]
+        # Cycles 1-2 retry; from cycle 3 on, commands run out of attempts: one line.
+        assert len(lost) == 1 and "answered HTTP 503" in lost[0]
+        assert rig.count("records_lost_transport") > 5
+        rig.assert_accounted()
