@@ -293,8 +293,8 @@ class Daemon:
                       redact_urls(str(error)))
             return
         old = self.settings
-        if (settings.log, settings.max_log, settings.debug) != (old.log, old.max_log, old.debug):
-            setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+        # Always: a log file refused before (planted, unwritable) gets its second chance.
+        setup_logging("pandad", settings.log, settings.max_log, settings.debug)
         self.buffer.configure(settings.queue_size, settings.queue_grace,
                               settings.queue_max_size)
         self.flusher.reconfigure(settings, transport)

@@ -240,6 +240,24 @@ def test_statistics_log_hard_linked_to_another_file_is_refused(tmp_path):
     assert stats.stat().st_nlink == 2
 
 
+def test_a_refused_pandad_log_is_used_again_after_sighup_once_it_is_safe(tmp_path):
+    other = tmp_path / "someone-elses"
+    other.write_text("precious\n")
+    log = tmp_path / "PandadLog"
+    os.link(other, log)
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        wait_until(lambda: "logging to stderr" in pandad.stderr_text(), 10,
+                   message="the refusal on stderr")
+        assert f"log file {log} has 2 hard links" in pandad.stderr_text()
+        log.unlink()                            # the admin removes what was planted
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("configuration re-read")
+        pandad.close_stdin()
+        assert pandad.wait(20) == 0
+    assert other.read_text() == "precious\n"
+    assert (log.stat().st_mode & 0o777) == 0o600 and log.stat().st_nlink == 1
+
+
 def as_root_for_another_user() -> pwd.struct_passwd:
     if os.geteuid() != 0:
         if IN_CI:
