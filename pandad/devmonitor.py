@@ -36,7 +36,7 @@ from pandad.devpage import job_status, render_page, status_name
 JOBS_PATH = "/api/jobs/"
 STATS_PATH = "/api/stats/"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-PAGE_ROWS = 1000            # the page shows this many jobs; the JSON list shows all
+PAGE_ROWS = 1000            # the page shows the newest jobs; the JSON list shows all
 
 class BadBody(ValueError):
     """The request body breaks the contract; str(e) is the one-line reason sent back."""
@@ -175,6 +175,12 @@ class JobStore:
                 "SELECT status, removed, COUNT(*) FROM jobs GROUP BY status, removed"))
         return {(status, bool(removed)): count for status, removed, count in rows}
 
+    def newest(self, limit: int) -> List[Dict[str, Any]]:
+        """The last ``limit`` jobs created, newest first (what the page lists)."""
+        with self._lock:
+            jobs = list(self._jobs.values())[-limit:]
+        return [dict(job) for job in reversed(jobs)]
+
     def counts(self) -> Dict[str, Any]:
         """Live jobs by JobStatus name, removed jobs separately, and the total."""
         statuses: Dict[str, int] = {}
@@ -225,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, self.server.monitor.stats())
         elif path == "/":
             tally = store.tally()
-            page = render_page(store.all(limit=PAGE_ROWS), tally,
+            page = render_page(store.newest(PAGE_ROWS), tally,
                                self.server.monitor.request_counts(), sum(tally.values()),
                                JOBS_PATH)
             self._send(200, page.encode(), "text/html; charset=utf-8")

@@ -28,8 +28,7 @@ _LEFT_COLOUR = "#34495e"
 # Columns after id and condorid, each group in either spelling, when some job has it.
 PREFERRED_COLUMNS: Tuple[Tuple[str, ...], ...] = (
     ("JobStatus",), ("Owner", "owner"), ("QDate", "submitted"), ("Cmd", "cmd"),
-    ("Args", "Arguments"), ("JobPrio", "pri"), ("RemoteWallClockTime", "run_time"),
-    ("EnteredCurrentStatus",))
+    ("Args", "Arguments"), ("JobPrio", "pri"), ("RemoteWallClockTime", "run_time"))
 # Integer attributes holding seconds since the epoch, shown as local time.
 TIME_ATTRIBUTES = frozenset({"QDate", "EnteredCurrentStatus", "JobStartDate",
                              "JobCurrentStartDate", "CompletionDate", "LastMatchTime"})
@@ -185,7 +184,7 @@ def render_live(jobs: Sequence[Mapping[str, Any]], tally: Tally, requests: Mappi
     request_items = "".join(f'<li><span class="m">{e(name)}</span> {count}</li>'
                             for name, count in sorted(requests.items()))
     shown = "" if len(jobs) >= total else (
-        f'<p class="note">Showing the first {len(jobs)} of {total} jobs; all are at'
+        f'<p class="note">Showing the newest {len(jobs)} of {total} jobs; all are at'
         f' <a href="{e(jobs_path)}">{e(jobs_path)}</a>.</p>')
     return (
         f'<div id="live" data-total="{total}"><p class="summary"><b id="total">{total}</b> jobs:'
@@ -193,7 +192,8 @@ def render_live(jobs: Sequence[Mapping[str, Any]], tally: Tally, requests: Mappi
         f' queue <span class="stamp">as of {stamp}</span></p>\n'
         f'<div class="top"><section><h2>Jobs by status</h2>{render_chart(tally)}</section>'
         f'<section><h2>Requests</h2><ul id="requests">{request_items or "<li>none yet</li>"}'
-        f"</ul></section></div>\n<h2>Jobs</h2>\n{shown}{render_table(jobs)}</div>")
+        f"</ul></section></div>\n<h2>Jobs, newest first</h2>\n{shown}{render_table(jobs)}"
+        "</div>")
 
 
 _STYLE = """

@@ -165,6 +165,13 @@ def test_page_counts_left_the_queue_apart_from_jobstatus_removed(monitor: DevMon
     assert 'data-total="3"' in page
 
 
+def test_the_page_lists_the_newest_jobs_first(monitor: DevMonitor) -> None:
+    request(monitor.url, "POST", [{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    assert [job["id"] for job in monitor.store.newest(2)] == ["c", "b"]
+    page = request(monitor.url, "GET", path="/")[1].decode()
+    assert page.index('data-id="c"') < page.index('data-id="b"') < page.index('data-id="a"')
+
+
 def test_jobs_survive_in_a_db_file(tmp_path) -> None:
     db = str(tmp_path / "jobs.sqlite")
     with DevMonitor(db=db) as first:

@@ -128,6 +128,12 @@ def test_page_is_self_contained_and_refreshes_itself() -> None:
     assert page.count('<div id="live"') == 1
 
 
+def test_a_page_cut_at_its_row_limit_says_where_the_rest_are() -> None:
+    page = render_page([{"id": "b"}], {(None, False): 2}, {}, 2, "/api/jobs/", now=0)
+    assert 'Showing the newest 1 of 2 jobs; all are at <a href="/api/jobs/">' in page
+    assert "Showing" not in page_of(CLASSAD)
+
+
 def test_every_value_and_name_is_escaped() -> None:
     evil = '<img src=x onerror="alert(1)">'
     page = page_of([{"id": evil, "condorid": evil, "Owner": evil, evil: evil,

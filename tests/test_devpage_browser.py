@@ -69,8 +69,8 @@ def test_page_in_chromium_follows_the_feed(tmp_path: Path) -> None:
             other = set(spellings) - set(arrived)
             assert arrived[0] in page["head"] and not other & set(page["head"]), page["head"]
         assert page["head"][:4] == ["id", "condorid", "queue", "JobStatus"]
-        assert page["ids"] == [job_id(0), job_id(1), job_id(2)]
-        assert [column(page, i, "JobStatus") for i in range(3)] == ["Running", "Idle", "Idle"]
+        assert page["ids"] == [job_id(2), job_id(1), job_id(0)]       # newest first
+        assert [column(page, i, "JobStatus") for i in range(3)] == ["Idle", "Idle", "Running"]
         assert page["bars"] == {"Idle": 2, "Running": 1}
         assert page["barWidths"]["Idle"] > page["barWidths"]["Running"] > 0
         assert page["total"] == "3"
@@ -96,13 +96,13 @@ def test_page_in_chromium_follows_the_feed(tmp_path: Path) -> None:
                                 f" return p.total === '5' && p.bars.left === 1 ? p : null; }})()",
                                 timeout=20)
         assert page["marker"] == "same document"
-        assert page["ids"] == [job_id(n) for n in range(5)]
+        assert page["ids"] == [job_id(n) for n in reversed(range(5))]
         # JobStatus 3 (the schedd removed it; still in the queue) and a job that left the
         # queue (the feed sent DELETE) are different things on the page.
-        assert column(page, 0, "JobStatus") == "Removed"
-        assert column(page, 0, "queue") == "in the queue"
-        assert column(page, 1, "JobStatus") == "Completed"
-        assert column(page, 1, "queue") == "left the queue"
+        assert column(page, 4, "JobStatus") == "Removed"
+        assert column(page, 4, "queue") == "in the queue"
+        assert column(page, 3, "JobStatus") == "Completed"
+        assert column(page, 3, "queue") == "left the queue"
         assert page["bars"] == {"Idle": 2, "Held": 1, "Removed": 1, "left": 1}
         assert "Removed (JobStatus 3)" in browser.evaluate(
             "document.getElementById('chart').textContent")
