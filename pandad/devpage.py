@@ -213,11 +213,11 @@ display:inline-block;min-width:7em}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;width:100%}
 th{background:#eaecee;text-align:left;font-weight:600;padding:5px 8px;white-space:nowrap}
 .scroll{overflow-x:auto}
-td{padding:4px 8px;border-top:1px solid #eaecee;vertical-align:top}
+td{padding:4px 7px;border-top:1px solid #eaecee;vertical-align:top}
 tbody tr:hover{background:#f8f9f9}
-.v{display:inline-block;max-width:16em;overflow:hidden;text-overflow:ellipsis;
+.v{display:inline-block;max-width:15em;overflow:hidden;text-overflow:ellipsis;
 white-space:nowrap;vertical-align:top}
-td:first-child .v{max-width:17em;font-family:ui-monospace,monospace;font-size:12px}
+td:first-child .v{max-width:12em;font-family:ui-monospace,monospace;font-size:12px}
 .null{color:#aab7b8;font-style:italic}
 .st{color:#fff;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .left{border:1px dashed #34495e;color:#34495e;border-radius:10px;padding:0 7px;

@@ -44,7 +44,8 @@ def job_id(n: int) -> str:
 def add(n: int, status: int = 1, args: str = "-n 1") -> bytes:
     return encode_add(job_id(n), f"{n}.0", [
         ("JobStatus", str(status)), ("Owner", '"alice"'), ("Cmd", '"/bin/sleep"'),
-        ("QDate", str(1764700000 + n)), ("Args", json.dumps(args))])
+        ("QDate", str(1764700000 + n)), ("Args", json.dumps(args)),
+        ("Iwd", '"/home/alice/run"')])
 
 
 def column(page: Dict[str, Any], row: int, name: str) -> str:
@@ -86,8 +87,12 @@ def test_page_in_chromium_follows_the_feed(tmp_path: Path) -> None:
         assert cut["whole"] > cut["drawn"] > 0
         assert cut["rowHeight"] < 60                  # the row stays one line high
 
-        # The feed goes on; the page must follow without being reloaded.
+        # The feed goes on; the page must follow without being reloaded, and what the reader
+        # opened ("other fields" of job 2) stays open.
         browser.evaluate("window.testMarker = 'same document'")
+        open_details = (f"document.querySelector('#jobs tr[data-id=\"{job_id(2)}\"] details')"
+                        ".open")
+        browser.evaluate(f"{open_details} = true")
         pandad.write(add(3, 1), add(4, 5), encode_update(job_id(0), [("JobStatus", "3")]),
                      encode_update(job_id(1), [("JobStatus", "4")]), encode_remove(job_id(1)))
         wait_until(lambda: len(monitor.jobs()) == 5 and monitor.jobs()[job_id(1)]["removed"],
@@ -96,6 +101,8 @@ def test_page_in_chromium_follows_the_feed(tmp_path: Path) -> None:
                                 f" return p.total === '5' && p.bars.left === 1 ? p : null; }})()",
                                 timeout=20)
         assert page["marker"] == "same document"
+        assert browser.evaluate(open_details) is True
+        assert browser.evaluate("document.querySelectorAll('details[open]').length") == 1
         assert page["ids"] == [job_id(n) for n in reversed(range(5))]
         # JobStatus 3 (the schedd removed it; still in the queue) and a job that left the
         # queue (the feed sent DELETE) are different things on the page.
