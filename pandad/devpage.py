@@ -144,13 +144,20 @@ def _cell(name: str, job: Mapping[str, Any]) -> str:
     return f'<td{kind}><span class="v" title="{e(full)}">{e(shown)}</span></td>'
 
 
+def _whole(name: str, value: Any) -> str:
+    """A value written out in full; a time also as local time."""
+    shown, full = display_value(name, value)
+    if full == f"{name} = {value}":
+        return f"{value} ({shown})"
+    return full
+
+
 def _other_fields(job: Mapping[str, Any], columns: Sequence[str]) -> str:
     e = html.escape
     others = sorted(k for k in job if k not in columns and k != "removed")
     if not others:
         return "<td></td>"
-    items = "".join(
-        f"<dt>{e(k)}</dt><dd>{e(display_value('', job[k])[1])}</dd>" for k in others)
+    items = "".join(f"<dt>{e(k)}</dt><dd>{e(_whole(k, job[k]))}</dd>" for k in others)
     return (f'<td><details data-id="{e(str(job.get("id")))}"><summary>{len(others)} more'
             f'</summary><dl>{items}</dl></details></td>')
 

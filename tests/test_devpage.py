@@ -115,6 +115,10 @@ def test_long_values_are_cut_in_the_cell_and_whole_on_hover() -> None:
     page = page_of([{"id": "a", "Cmd": long, "Environment": long}])
     assert f'title="{long}"' in page
     assert f"<dd>{long}</dd>" in page          # the whole value in "other fields" too
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1764700000))
+    assert display_value("QDate", 1764700000) == (when, "QDate = 1764700000")
+    assert f"<dd>1764700000 ({when})</dd>" in page_of([{"id": "a",
+                                                        "EnteredCurrentStatus": 1764700000}])
     assert display_value("x", None) == ("null", "null")
     assert display_value("x", True) == ("true", "true")
     assert display_value("x", 12) == ("12", "12")
