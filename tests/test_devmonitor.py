@@ -5,32 +5,19 @@ import json
 import signal
 import subprocess
 import urllib.parse
-from typing import Any, Iterator, Tuple
+from typing import Iterator
 
 import pytest
 
 from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array
 from tests.support import python_command, python_env
+from tests.support.http_client import request
 
 
 @pytest.fixture
 def monitor() -> Iterator[DevMonitor]:
     with DevMonitor() as running:
         yield running
-
-
-def request(url: str, method: str, body: Any = None, raw: bytes = None,
-            path: str = None) -> Tuple[int, bytes]:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        headers = {"Content-Type": "application/json"}
-        conn.request(method, path or parts.path, body=data, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 # -- pure parsing ----------------------------------------------------------------------------
