@@ -221,9 +221,10 @@ def test_a_full_buffer_reports_the_dropped_jobs(tmp_path):
             PANDA_QUEUE_MAX_SIZE="20000", PANDA_QUEUE_GRACE="0", PANDA_UPDATE_TIMEOUT="30",
             PANDA_SHUTDOWN_GRACE="0") as pandad:
         written = pandad.write_all((add(i, size=300) for i in range(400)), chunk=50)
-        wait_until(lambda: pandad.counter("records_dropped_queue_full") > 0, 10,
-                   message="drops")
+        wait_until(lambda: pandad.counter("records_read") == written, 10,
+                   message="every record read")
         dropped = pandad.counter("records_dropped_queue_full")
+        assert dropped > 0
         wait_until(lambda: len(pandad.lost()) >= dropped, 10, message="LOST for the drops")
         named = pandad.lost()
         assert len(named) == dropped and named <= {field(i) for i in range(400)}
