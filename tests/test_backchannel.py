@@ -12,6 +12,7 @@ import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
+from pandad.convert import Converter
 from pandad.devmonitor import DevMonitor
 from pandad.flusher import Flusher
 from pandad.knobs import load_pandad_settings
@@ -121,10 +122,18 @@ def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
         assert rig.count("records_rejected") == 1
 
 
-def test_unconvertible_names_the_job(base_settings):
+def test_unconvertible_names_the_job(base_settings, monkeypatch):
+    # No value text fails to convert today; the seam is convert's verdict on one job.
+    job_object = Converter.job_object
+
+    def refuse_job_2(self, job_id, *args, **kwargs):
+        if job_id == job(2):
+            raise ValueError("cannot convert (test)")
+        return job_object(self, job_id, *args, **kwargs)
+    monkeypatch.setattr(Converter, "job_object", refuse_job_2)
     with DevMonitor() as monitor:
         rig = Rig(base_settings, monitor.url)
-        rig.feed(add(1), encode_update(job(2), [("Huge", "9" * 5000)]), add(3))
+        rig.feed(add(1), add(2), add(3))
         rig.flusher.flush_once()
         assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t3"]
         assert rig.count("records_bad_unconvertible") == 1
