@@ -111,6 +111,18 @@ def test_lost_in_transport_names_every_job_then_settles(base_settings):
         assert rig.count("records_lost_transport") == 5
 
 
+@pytest.mark.parametrize("retry_limit", [0, 3])
+def test_an_endpoint_refusal_names_every_job_then_settles(base_settings, retry_limit):
+    with StatusServer(404) as server:
+        rig = Rig(base_settings, server.url, retry_limit=retry_limit)
+        rig.feed(*(add(i) for i in range(3)), encode_update(job(7), [("JobStatus", "2")]))
+        rig.flusher.flush_once()
+        reports = rig.reports()
+        assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 7))
+        assert reports[-1] == "SETTLED\t4"
+        assert rig.count("records_lost_endpoint") == 4
+
+
 def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
     def decide(method: str, ids: List[str]) -> int:
         return 400 if job(2) in ids else 201
