@@ -6,7 +6,7 @@
 Prints a table for people and, as its LAST line, one JSON object with every figure (the keys of
 ``TARGETS`` and a few more). Standard library only, run with the system python3: the checkout is
 put on sys.path, every process is a real one (pandad, panda_plugin, the sink, the simulator).
-``--quick`` (CI) takes well under a minute on 2 cores; the full run a few minutes. Targets are
+``--quick`` (CI) takes about two minutes on 2 cores; the full run several minutes. Targets are
 printed next to the figures, never asserted: a benchmark that misses one still exits 0.
 
 Benchmarks (``--only`` names):
@@ -721,7 +721,7 @@ BENCHMARKS = ("ingest", "limits", "e2e", "steady", "follower", "plugin", "memory
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the CI run (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="the CI run (about two minutes)")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated benchmarks to run: " + ", ".join(BENCHMARKS))
     args = parser.parse_args(argv)
