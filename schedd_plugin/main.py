@@ -26,7 +26,8 @@ the Event's lock at that moment.
   SIGHUP, and STOPPING=1.
 
 Exit status: 0, or 99 (``EXIT_CONFIG_ERROR``, HTCondor's "do not restart") for a bad
-configuration at start.
+configuration at start or when another panda_plugin holds ``<state file>.lock`` (one plug-in
+per log; ``--dry-run`` does not lock).
 """
 
 import argparse
@@ -200,6 +201,7 @@ class PluginProcess:
         self.save_failing = False
         self.last_counters: Dict[str, float] = {}
         self.poll_error: Optional[str] = None
+        self.lock_fd: Optional[int] = None     # held for the process's life
 
     # -------------------------------------------------------------- signals
 
@@ -226,6 +228,8 @@ class PluginProcess:
         from schedd_plugin.mirror import Mirror
         from schedd_plugin.pipe import PandadPipe
 
+        if not self.args.dry_run and not self._lock():
+            return EXIT_CONFIG_ERROR
         position = None
         if self.saves_position or self.args.resume:
             position = load_position(self.state_file)
@@ -272,6 +276,23 @@ class PluginProcess:
                 wakeup.close()
             self._log_counters(force=True)
         return 0
+
+    def _lock(self) -> bool:
+        """One plug-in per log (schedd_plugin.instancelock); False if another one runs.
+
+        --dry-run never locks: it is the diagnosis tool, safe beside the running plug-in.
+        """
+        from schedd_plugin.instancelock import LockHeld, acquire_instance_lock
+
+        try:
+            self.lock_fd = acquire_instance_lock(self.state_file)
+        except LockHeld as e:
+            log.error("%s: %s; exiting", self.job_queue_log, e)
+            return False
+        except OSError as e:
+            log.warning("cannot lock %s.lock (%s); a second panda_plugin on %s would not be "
+                        "detected", self.state_file, e.strerror, self.job_queue_log)
+        return True
 
     def _replay_once(self) -> None:
         for _ in range(ONCE_MAX_POLLS):
@@ -345,6 +366,7 @@ class PluginProcess:
         setup_logging("panda_plugin", new.log, new.max_log, new.debug)
         self.settings = new
         self.plugin.job_attributes = new.job_attributes
+        warn_invalid_job_attributes(new, "SIGHUP: ")
         if hasattr(self.sink, "argv"):
             self.sink.argv = tuple(new.pandad)
             self.sink.spill_bytes = new.spill_bytes
@@ -374,6 +396,15 @@ class PluginProcess:
         log.info("counters: %s", text or "none yet")
 
 
+def warn_invalid_job_attributes(settings: PluginSettings, prefix: str = "") -> None:
+    """One line naming the PANDA_JOB_ATTRIBUTES entries no attribute can match."""
+    if settings.invalid_job_attributes:
+        log.warning("%sPANDA_JOB_ATTRIBUTES: %s not an attribute name, so no attribute "
+                    "matches it (separate names with commas or spaces)", prefix,
+                    ", ".join(repr(name) for name in settings.invalid_job_attributes)
+                    + (" is" if len(settings.invalid_job_attributes) == 1 else " are"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     unblock_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -388,6 +419,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
     if args.ignored:
         log.warning("ignoring arguments panda_plugin does not know: %s", " ".join(args.ignored))
+    warn_invalid_job_attributes(settings)
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
                  "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")
