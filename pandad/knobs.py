@@ -54,9 +54,8 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
          "Bytes of records pandad buffers before the grace window opens."),
     Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
-         "Seconds the buffer keeps accepting records over PANDA_QUEUE_SIZE while the "
-         "sender takes nothing; after that, records are dropped (and counted) until it "
-         "takes again."),
+         "Seconds the buffer accepts records over PANDA_QUEUE_SIZE while the sender takes "
+         "nothing; then records are dropped (and counted) until it takes again."),
     Knob("PANDA_QUEUE_MAX_SIZE", "0", "size0", "queue_max_size", "pandad",
          "Hard ceiling in bytes, even inside the grace window. 0 = automatic: "
          "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE."),
