@@ -398,7 +398,7 @@ class Follower:
         text = bool(lines) and isinstance(lines[0], str)
         # One test for the whole chunk instead of one per key and name (a tab is rare).
         tabs = text and "\t" in "".join(lines)
-        shared_name, last_key = self.mirror.name, ""
+        shared_name, names_get, last_key = self.mirror.name, self.mirror.names.get, ""
         for line in lines:
             end = pos + len(line) + 1
             op = None
@@ -421,7 +421,10 @@ class Follower:
                             if key == last_key:
                                 key = last_key
                             last_key = key
-                            txn.append((SET_ATTRIBUTE, key, shared_name(name), value, ()))
+                            entry = names_get(name)
+                            txn.append((SET_ATTRIBUTE, key,
+                                        shared_name(name) if entry is None else entry[0],
+                                        value, ()))
                         else:
                             self._apply((SET_ATTRIBUTE, key, name, value, ()))
                             self._committed = end
@@ -537,7 +540,7 @@ class Follower:
         # Mirror.set_attribute / delete_attribute do, then the callback), methods bound once.
         ads_get, apply, item = self.mirror.ads.get, self._apply, self.mirror.item
         plugin_set, plugin_delete = plugin.set_attribute, plugin.delete_attribute
-        lower = self.mirror.lower
+        lower, names_get = self.mirror.lower, self.mirror.names.get
         # Each op is let go once applied, so the ads a big submit adds to the mirror grow
         # into the memory its ops held, not on top of it.
         txn.reverse()
@@ -550,8 +553,14 @@ class Follower:
                 ad = ads_get(key)
                 if ad is not None:
                     name, value = op[2], op[3]
-                    lname, pair = item(name, value)
-                    ad.attrs[lname] = pair
+                    # Mirror.item's common case inline: a known name, a value seen lately.
+                    entry = names_get(name)
+                    pair = None if entry is None else entry[2].get(value)
+                    if pair is None:
+                        lname, pair = item(name, value)
+                        ad.attrs[lname] = pair
+                    else:
+                        ad.attrs[entry[1]] = pair
                     plugin_set(key, name, value)
             elif code == DELETE_ATTRIBUTE:
                 # Mirror.delete_attribute inline: an absent attribute is still called back.

@@ -116,8 +116,10 @@ class Mirror:
         # cluster number -> {job key: its Ad}, so a cluster-ad change reaches its procs
         self._procs: Dict[int, Dict[str, Ad]] = {}
         # name as written -> (that name, lower-case name, {recent short value: its pair}):
-        # the entry holds the name so that every pair shares the one string.
-        self._names: Dict[str, Tuple[str, str, Dict[str, Tuple[str, str]]]] = {}
+        # the entry holds the name so that every pair shares the one string.  The follower's
+        # hot path reads it inline (Follower._process, _replay): a change here must be made
+        # there too.
+        self.names: Dict[str, Tuple[str, str, Dict[str, Tuple[str, str]]]] = {}
         self._types: Dict[str, str] = {}
 
     # -- sharing -------------------------------------------------------------------------
@@ -128,11 +130,11 @@ class Mirror:
         The follower's hot path calls this for every SetAttribute: one dict lookup for the
         name, one for the value.
         """
-        entry = self._names.get(name)
+        entry = self.names.get(name)
         if entry is None:
-            if len(self._names) >= NAMES_SHARED:
+            if len(self.names) >= NAMES_SHARED:
                 return name.lower(), (name, value)
-            entry = self._names[name] = (name, name.lower(), {})
+            entry = self.names[name] = (name, name.lower(), {})
         shared_name, lname, values = entry
         pair = values.get(value)
         if pair is None:
@@ -149,16 +151,16 @@ class Mirror:
         The follower holds an open transaction's names this way, so a submit of thousands of
         procs holds each attribute name once while it waits for its commit.
         """
-        entry = self._names.get(name)
+        entry = self.names.get(name)
         if entry is None:
-            if len(self._names) >= NAMES_SHARED:
+            if len(self.names) >= NAMES_SHARED:
                 return name
-            entry = self._names[name] = (name, name.lower(), {})
+            entry = self.names[name] = (name, name.lower(), {})
         return entry[0]
 
     def lower(self, name: str) -> str:
         """The lower-case form of ``name``, shared like ``item``'s."""
-        entry = self._names.get(name)
+        entry = self.names.get(name)
         return entry[1] if entry is not None else name.lower()
 
     def _type(self, text: str) -> str:
@@ -281,7 +283,7 @@ class Mirror:
     def clear(self) -> None:
         self.ads.clear()
         self._procs.clear()
-        self._names.clear()
+        self.names.clear()
         self._types.clear()
 
 

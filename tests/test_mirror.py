@@ -149,11 +149,11 @@ def test_sharing_is_bounded_however_many_names_and_values():
     for i in range(1000):
         m.set_attribute("1.0", "Name0", str(i))
     m.set_attribute("1.0", "Name1", "x" * (SHARED_VALUE_MAX + 1))
-    assert len(m._names) == NAMES_SHARED
-    assert all(len(values) <= VALUES_PER_NAME for _, _, values in m._names.values())
-    assert all(len(v) <= SHARED_VALUE_MAX for _, _, values in m._names.values() for v in values)
+    assert len(m.names) == NAMES_SHARED
+    assert all(len(values) <= VALUES_PER_NAME for _, _, values in m.names.values())
+    assert all(len(v) <= SHARED_VALUE_MAX for _, _, values in m.names.values() for v in values)
     # Past the bound names are still stored right, just not shared.
     last = f"Name{NAMES_SHARED + 99}"
     assert m.lookup("1.0", last.upper()) == (last, str(NAMES_SHARED + 99))
     m.clear()
-    assert not m._names and not m.ads
+    assert not m.names and not m.ads
