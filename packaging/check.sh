@@ -104,9 +104,9 @@ run_installed() {
     esac
     out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --version)"
     [ "$out" = "pandad $version" ] || fail "pandad --version printed '$out'"
-    if [ ! -f "$src/pandad/config.py" ]; then
-        $IN_CI && fail "pandad/config.py is missing: --config-val cannot be checked"
-        echo "SKIP --config-val: pandad/config.py is not in this tree yet"
+    if [ ! -f "$src/pandad/config/__init__.py" ]; then
+        $IN_CI && fail "pandad/config/ is missing: --config-val cannot be checked"
+        echo "SKIP --config-val: pandad/config/ is not in this tree yet"
         return 0
     fi
     out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --config-val PANDA_QUEUE_SIZE)"
@@ -390,9 +390,9 @@ CONFIG
         out="$(tail -n 40 "$(/usr/libexec/condor/pandad --config-val PANDA_STATISTICS_LOG)")"
         grep -qE '\] records_read: [1-9]' <<< "$out" || fail "statistics: no records_read: $out"
         grep -qE '\] records_lost_transport: [1-9]' <<< "$out" || fail "statistics: no loss counted: $out"
-        out="$(grep -E 'records_(dropped_queue_full|bad|rejected|lost_transport|discarded_shutdown):' "$(/usr/libexec/condor/pandad --config-val PANDA_STATISTICS_LOG)" | tail -n 5)"
-        [ "$(wc -l <<< "$out")" -eq 5 ] || fail "the five loss counters: $out"
-        out="$(grep -E 'lost|rejected|dropping|skipped|discarded' "$(/usr/libexec/condor/pandad --config-val PANDAD_LOG)")"
+        out="$(grep -E 'records_(dropped_queue_full|bad|rejected|lost_transport|lost_endpoint|discarded_shutdown):' "$(/usr/libexec/condor/pandad --config-val PANDA_STATISTICS_LOG)" | tail -n 6)"
+        [ "$(wc -l <<< "$out")" -eq 6 ] || fail "the six loss counters: $out"
+        out="$(grep -E 'lost|rejected|dropping|skipped|discarded|no answer yet' "$(/usr/libexec/condor/pandad --config-val PANDAD_LOG)")"
         [[ "$out" == *"lost "*" record(s) in "*"connection refused"* ]] || fail "PandadLog: no loss line: $out"
         echo "ok: the statistics log and PandadLog name the loss (records_lost_transport, connection refused)"
         man 8 pandad | grep -q PANDA_URL || fail "man 8 pandad"
