@@ -1,4 +1,4 @@
-"""The byte-bounded record buffer between the reader and the flusher (DESIGN §4).
+"""The byte-bounded record buffer between the reader and the flusher (docs/design.md §4.2).
 
 An enqueue that fits under ``size`` is accepted. When the buffer first goes over the size a
 grace window of ``grace`` seconds opens, during which entries are still accepted, so a burst

@@ -1,4 +1,4 @@
-"""Job commands → the PanDA monitor's JSON objects (DESIGN §4 "JSON").
+"""Job commands → the PanDA monitor's JSON objects (docs/design.md §4.4).
 
 Attribute names are mapped as HTCondor's C++ plug-in mapped them; values go through
 ``pandad.classad.to_json_value``. Callers build request bodies with ``json.dumps`` on these

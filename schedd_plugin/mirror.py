@@ -1,7 +1,7 @@
 """A copy of every ad in the schedd's job queue, as job_queue.log describes it (pure).
 
 The mirror applies log operations with the semantics of HTCondor's ``Play()``
-(``reference/job_queue_log.md`` §2.4, §7):
+(``docs/job-queue-log.md`` §2.4, §7):
 
 - ``new_classad`` on an existing key keeps the old ad (the caller still calls back);
   on a new key it seeds ``MyType`` (and ``TargetType = "Machine"`` for Job ads), which the
@@ -14,7 +14,7 @@ The mirror applies log operations with the semantics of HTCondor's ``Play()``
 Attribute names are case-insensitive, as in ClassAds; an ad keeps the spelling last
 written.  Values are the raw old-syntax text from the log.
 
-Keys (``reference/job_queue_log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
+Keys (``docs/job-queue-log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
 ``0C.-1`` cluster ad (with a leading zero), ``C.-2`` ClusterPvt, ``N.-100`` job set,
 ``C.P`` (P ≥ 0) job.  A job's *effective* ad is its cluster ad overlaid by its own ad.
 """
