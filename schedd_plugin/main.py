@@ -366,6 +366,7 @@ class PluginProcess:
         setup_logging("panda_plugin", new.log, new.max_log, new.debug)
         self.settings = new
         self.plugin.job_attributes = new.job_attributes
+        warn_invalid_job_attributes(new, "SIGHUP: ")
         if hasattr(self.sink, "argv"):
             self.sink.argv = tuple(new.pandad)
             self.sink.spill_bytes = new.spill_bytes
@@ -395,6 +396,15 @@ class PluginProcess:
         log.info("counters: %s", text or "none yet")
 
 
+def warn_invalid_job_attributes(settings: PluginSettings, prefix: str = "") -> None:
+    """One line naming the PANDA_JOB_ATTRIBUTES entries no attribute can match."""
+    if settings.invalid_job_attributes:
+        log.warning("%sPANDA_JOB_ATTRIBUTES: %s not an attribute name, so no attribute "
+                    "matches it (separate names with commas or spaces)", prefix,
+                    ", ".join(repr(name) for name in settings.invalid_job_attributes)
+                    + (" is" if len(settings.invalid_job_attributes) == 1 else " are"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     unblock_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -409,6 +419,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
     if args.ignored:
         log.warning("ignoring arguments panda_plugin does not know: %s", " ".join(args.ignored))
+    warn_invalid_job_attributes(settings)
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
                  "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")
