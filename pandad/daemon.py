@@ -67,6 +67,7 @@ class DropEpisodes:
 
     QUIET = 5.0
     REMIND = 60.0
+    STUCK = 1.0         # a request outstanding this long is named in the line
 
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
@@ -75,18 +76,25 @@ class DropEpisodes:
         self._last_drop = 0.0
         self._last_line = 0.0
 
-    def update(self, dropped: int, nbytes: int, settings: PandadSettings) -> None:
+    def update(self, dropped: int, nbytes: int, settings: PandadSettings,
+               in_flight: Optional[Tuple[float, str]] = None) -> None:
+        """``in_flight``: the flusher's request outstanding, (seconds, "METHOD url")."""
         now = self._clock()
         if dropped:
+            # A buffer full behind a request that does not end is the monitor's doing.
+            stuck = ("" if in_flight is None or in_flight[0] < self.STUCK else
+                     f"; the flusher has been waiting {in_flight[0]:.0f} s for the answer to"
+                     f" {in_flight[1]}")
             if not self._dropped:
                 self._started = self._last_line = now
                 log.warning("buffer full (%d bytes; PANDA_QUEUE_SIZE %d, PANDA_QUEUE_GRACE %g s,"
-                            " PANDA_QUEUE_MAX_SIZE %d): dropping records", nbytes,
-                            settings.queue_size, settings.queue_grace, settings.queue_max_size)
+                            " PANDA_QUEUE_MAX_SIZE %d): dropping records%s", nbytes,
+                            settings.queue_size, settings.queue_grace, settings.queue_max_size,
+                            stuck)
             elif now - self._last_line >= self.REMIND:
                 self._last_line = now
-                log.warning("buffer still full: %d record(s) dropped in the last %.0f s",
-                            self._dropped + dropped, now - self._started)
+                log.warning("buffer still full: %d record(s) dropped in the last %.0f s%s",
+                            self._dropped + dropped, now - self._started, stuck)
             self._dropped += dropped
             self._last_drop = now
         elif self._dropped and now - self._last_drop >= self.QUIET:
@@ -116,12 +124,15 @@ def load_settings(environ: Optional[Dict[str, str]] = None) -> PandadSettings:
 class Daemon:
     """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
 
-    def __init__(self, settings: PandadSettings, stdin_fd: int = 0) -> None:
+    def __init__(self, settings: PandadSettings, stdin_fd: int = 0,
+                 stall_after: Optional[float] = None) -> None:
+        """``stall_after``: seconds before a request in flight is logged (default 60)."""
         self.settings = settings
         self.stats = Statistics()
         self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
                                    settings.queue_max_size)
-        self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings)
+        self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
+                               stall_after=stall_after)
         self._stdin_fd = stdin_fd
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -298,7 +309,8 @@ class Daemon:
                     dropped = len(lines) - accepted
                     if dropped:
                         stats.add("records_dropped_queue_full", dropped)
-                    drops.update(dropped, self.buffer.nbytes, self.settings)
+                    drops.update(dropped, self.buffer.nbytes, self.settings,
+                                 self.flusher.in_flight.age() if dropped else None)
             if not chunk:
                 drops.finish()
                 self._wake(WAKE_EOF)
@@ -313,13 +325,21 @@ class Daemon:
     # -- statistics ---------------------------------------------------------------------------
 
     def _stats_loop(self) -> None:
+        """Statistics every interval (or when woken); between blocks, the flusher's stall
+        watch, which says how long it can wait (a minute when no request is in flight)."""
+        due = time.monotonic() + self.settings.statistics_interval
         while True:
             interval = self.settings.statistics_interval
-            self._stats_wake.wait(interval if interval > 0 else None)
+            wait = self.flusher.watch_stall()
+            if interval > 0:
+                wait = min(wait, max(0.0, due - time.monotonic()))
+            woken = self._stats_wake.wait(wait)
             self._stats_wake.clear()
             if self._stats_stop.is_set():
                 return
-            self.write_statistics()
+            if woken or (interval > 0 and time.monotonic() >= due):
+                due = time.monotonic() + interval
+                self.write_statistics()
 
     def write_statistics(self, force: bool = False) -> None:
         """Append a statistics block when something changed (always when ``force``)."""
@@ -364,7 +384,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG_ERROR
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
     try:
-        daemon = Daemon(settings)
+        # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
+        stall_after = os.environ.get("_PANDAD_STALL_AFTER")
+        daemon = Daemon(settings, stall_after=float(stall_after) if stall_after else None)
     except (TransportError, OSError, ValueError) as error:
         log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
         return EXIT_CONFIG_ERROR

@@ -16,7 +16,7 @@ from tests.support import kill_if_running, python_command, python_env, wait_unti
 
 # Every record read ends in exactly one of these (docs/design.md §4.7).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+                "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
 
 FAST_KNOBS = {
@@ -30,7 +30,9 @@ FAST_KNOBS = {
 class PandadProcess:
     """pandad reading a pipe we write, configured by its own file in ``directory``."""
 
-    def __init__(self, directory: Path, url: Optional[str] = None, **knobs: str) -> None:
+    def __init__(self, directory: Path, url: Optional[str] = None,
+                 environ: Optional[Dict[str, str]] = None, **knobs: str) -> None:
+        """``environ``: more environment variables for the process (test seams)."""
         self.directory = Path(directory)
         self.config = self.directory / "condor_config"
         self.statistics_log = self.directory / "pandaStatisticsLog"
@@ -46,7 +48,8 @@ class PandadProcess:
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 python_command("pandad"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=stderr, env=python_env({"CONDOR_CONFIG": str(self.config)}))
+                stderr=stderr,
+                env=python_env({"CONDOR_CONFIG": str(self.config), **(environ or {})}))
 
     def write_config(self, **changes: str) -> None:
         """(Re)write the configuration file; a value of None removes the knob."""
