@@ -1,6 +1,6 @@
-"""Follow the schedd's job_queue.log and replay it as ClassAdLogPlugin callbacks (DESIGN §5).
+"""Follow job_queue.log and replay it as ClassAdLogPlugin callbacks (docs/design.md §5.1).
 
-``reference/job_queue_log.md`` §8 is the checklist this follows.  In short:
+``docs/job-queue-log.md`` §8 is the checklist this follows.  In short:
 
 - The file is read in binary, only complete ``\\n``-terminated lines are parsed; a torn tail
   is read again from its start on the next poll.
