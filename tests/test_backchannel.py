@@ -1,7 +1,6 @@
 """The back channel end to end: a flusher in process against real servers on 127.0.0.1, and a
 real pandad whose stdout is a pipe (``PANDAD_BACK_CHANNEL=1``)."""
 
-import dataclasses
 import json
 import random
 import signal
@@ -10,19 +9,15 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from pandad.buffer import RecordBuffer
 from pandad.convert import Converter
 from pandad.devmonitor import DevMonitor
-from pandad.flusher import Flusher
 from pandad.report import Ledger
-from pandad.stats import Statistics
-from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
 from tests.support.fake_transport import FakeTransport
 from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
 from tests.support.pandad_process import PandadProcess, assert_accounted
-from tests.test_flusher import base_settings  # noqa: F401 (fixture)
+from tests.test_flusher import Rig as FlusherRig, base_settings  # noqa: F401 (fixture)
 
 
 def job(i: int) -> str:
@@ -40,33 +35,23 @@ def add(i: int, size: int = 20) -> bytes:
 # -- a flusher in process ----------------------------------------------------------------------
 
 
-class Rig:
-    """A buffer, a flusher reporting to a Ledger, fed as the daemon's reader feeds them;
-    sending to ``url`` through a real Transport, or through ``transport``."""
+class Rig(FlusherRig):
+    """test_flusher's rig reporting to a Ledger, fed as the daemon's reader feeds them."""
 
     def __init__(self, settings, url: Optional[str] = None,
                  transport: Optional[FakeTransport] = None, **changes) -> None:
-        url = transport.url_for_log if transport is not None else url
-        self.settings = dataclasses.replace(settings, url=url, **changes)
-        self.stats = Statistics()
-        self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
         self.ledger = Ledger()
         self.ledger.poll()                                  # HELLO
-        self.flusher = Flusher(self.buffer, transport or Transport(self.settings), self.stats,
-                               self.settings, report=self.ledger)
-        self.lines = 0
+        super().__init__(settings, url, transport, report=self.ledger, **changes)
 
     def feed(self, *records: bytes) -> None:
         lines = [r.rstrip(b"\n") for r in records]
         accepted = self.buffer.put_many(lines)
         self.ledger.read(accepted, lines[accepted:])
-        self.lines += len(lines)
+        self.put += len(lines)
 
     def reports(self) -> List[str]:
         return self.ledger.poll().decode().split("\n")[:-1]
-
-    def count(self, name: str) -> int:
-        return int(self.stats.snapshot().get(name, 0))
 
 
 def jobs_transport(decide: Callable[[str, List[str]], int]) -> FakeTransport:

@@ -14,6 +14,7 @@ from pandad.config import HTCondorConfig
 from pandad.devmonitor import DevMonitor
 from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
+from pandad.report import NO_REPORT
 from pandad.stats import Statistics
 from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
@@ -44,16 +45,18 @@ def base_settings(tmp_path):
 
 class Rig:
     """A buffer, a flusher and its statistics, sending to ``url`` (a real Transport) or
-    through ``transport``."""
+    through ``transport``; ``changes`` are settings, the rest the Flusher's own options."""
 
     def __init__(self, settings, url: Optional[str] = None,
-                 transport: Optional[FakeTransport] = None, **changes) -> None:
+                 transport: Optional[FakeTransport] = None, clock=None,
+                 stall_after: Optional[float] = None, report=NO_REPORT, **changes) -> None:
         url = transport.url_for_log if transport is not None else url
         self.settings = dataclasses.replace(settings, url=url, **changes)
         self.stats = Statistics()
         self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
+        extra = {"clock": clock} if clock is not None else {}
         self.flusher = Flusher(self.buffer, transport or Transport(self.settings), self.stats,
-                               self.settings)
+                               self.settings, stall_after=stall_after, report=report, **extra)
         self.put = 0
 
     def feed(self, *records: bytes) -> None:

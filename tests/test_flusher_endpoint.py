@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 import threading
-from typing import Optional
 
 import pytest
 
@@ -19,37 +18,16 @@ from pandad.wire import encode_add, encode_update
 from tests.support import FakeClock, wait_until
 from tests.support.fake_transport import FakeTransport
 from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
-from tests.test_flusher import END_COUNTERS, base_settings, job, line  # noqa: F401 (fixture)
+from tests.test_flusher import Rig as FlusherRig, base_settings, job, line  # noqa: F401
 
 
-class Rig:
-    """A flusher sending to ``url`` through a real Transport, or through ``transport``."""
-
-    def __init__(self, settings, url: Optional[str] = None,
-                 transport: Optional[FakeTransport] = None, clock=None, stall_after=None,
-                 **changes) -> None:
-        url = transport.url_for_log if transport is not None else url
-        self.settings = dataclasses.replace(settings, url=url, **changes)
-        self.stats = Statistics()
-        self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
-        extra = {"clock": clock} if clock is not None else {}
-        self.flusher = Flusher(self.buffer, transport or Transport(self.settings), self.stats,
-                               self.settings, stall_after=stall_after, **extra)
-        self.put = 0
-
+class Rig(FlusherRig):
     def feed_jobs(self, n: int, start: int = 0) -> None:
         lines = [line(encode_update(job(i), [("JobStatus", "2"), ("Args", '"' + "a" * 200
                                                                    + '"')]))
                  for i in range(start, start + n)]
         assert self.buffer.put_many(lines) == n
         self.put += n
-
-    def count(self, name: str) -> int:
-        return int(self.stats.snapshot().get(name, 0))
-
-    def assert_accounted(self) -> None:
-        settled = sum(self.count(name) for name in END_COUNTERS)
-        assert settled + self.flusher.pending_records + len(self.buffer) == self.put
 
 
 def endpoint_lines(caplog):
