@@ -15,7 +15,8 @@ from pandad.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem
                          percentile)
 from pandad.stats import parse_statistics
 from schedd_plugin.simulate import ScheddSimulator
-from tests.support import MAP_2014, python_command, python_env, wait_until
+from tests.support import (MAP_2014, kill_if_running, python_command, python_env,
+                           wait_until)
 from tests.support.http_client import request
 
 GJID = "ap1.example.org#1.0#1700000000"
@@ -294,8 +295,6 @@ def test_demo_interrupted_cleans_up(demo_env):
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 130
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        kill_if_running(demo)
     assert _processes_with(marker) == []
     assert list(tmpdir.iterdir()) == []

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array
-from tests.support import python_command, python_env
+from tests.support import kill_if_running, python_command, python_env
 from tests.support.http_client import request
 
 
@@ -180,9 +180,7 @@ def test_main_prints_url_first_and_exits_0_on_sigterm(tmp_path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
         process.stdout.close()
         process.stderr.close()
 

@@ -16,7 +16,8 @@ import pytest
 
 from pandad.classad import old_to_new
 from schedd_plugin.simulate import ScheddSimulator, main
-from tests.support import FIXTURES, FakeClock, python_command, python_env, wait_until
+from tests.support import (FIXTURES, FakeClock, kill_if_running, python_command, python_env,
+                           wait_until)
 
 PRIVATE = ("ClaimId", "ClaimIds")
 
@@ -454,9 +455,7 @@ def test_command_line_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     assert process.returncode == 0, stderr
     assert re.search(r"simulate: \d+ jobs submitted, \d+ changes written, 0 rotations", stderr)
     replay = Replay()
