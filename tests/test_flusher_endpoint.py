@@ -165,6 +165,18 @@ def test_retry_after_sets_the_wait_within_the_backoff_cap(base_settings, header,
     assert waits == expected
 
 
+def test_the_backoff_counts_from_the_end_of_the_failed_cycle(base_settings):
+    """A slow failing request does not eat into the wait before the retry."""
+    clock = FakeClock()
+    transport = FakeTransport(otherwise=503, clock=clock, takes=7.0)
+    rig = Rig(base_settings, transport=transport, clock=clock, retry_limit=3)
+    rig.feed_jobs(1)
+    rig.flusher.flush_once()
+    assert clock.now == 1007.0 and rig.flusher.pending_records == 1
+    assert rig.flusher._retry_at == 1007.0 + 1.0
+    rig.assert_accounted()
+
+
 def test_a_request_in_flight_is_named_after_stall_after(base_settings, caplog):
     with HangServer() as server:
         rig = Rig(base_settings, server.url, stall_after=0.3, update_timeout=0.0)
