@@ -13,11 +13,11 @@ import pytest
 from pandad.buffer import RecordBuffer
 from pandad.flusher import BACKOFF_MAX, Flusher
 from pandad.stats import Statistics
-from pandad.transport import Transport, keep_alive
+from pandad.transport import Answer, Transport, keep_alive
 from pandad.wire import encode_add, encode_update
 from tests.support import FakeClock, wait_until
 from tests.support.fake_transport import FakeTransport
-from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
+from tests.support.faultserver import FaultServer, HangServer, respond
 from tests.test_flusher import Rig as FlusherRig, base_settings, job, line  # noqa: F401
 
 
@@ -76,16 +76,16 @@ def test_a_new_status_or_a_success_starts_a_new_episode(base_settings, caplog):
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_names_its_location(base_settings, caplog, status):
     location = "https://127.0.0.1:8443/api/jobs/"
-    with StatusServer(status, headers={"Location": location}) as server:
-        rig = Rig(base_settings, server.url)
-        rig.feed_jobs(30)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            rig.flusher.flush_once()
-        assert server.requests == 1
-        (episode,) = endpoint_lines(caplog)
-        assert f"HTTP {status} (Location: {location})" in episode
-        assert rig.count("records_lost_endpoint_redirect") == 30
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=Answer(status, location))
+    rig = Rig(base_settings, transport=transport)
+    rig.feed_jobs(30)
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        rig.flusher.flush_once()
+    assert transport.requests == 1
+    (episode,) = endpoint_lines(caplog)
+    assert f"HTTP {status} (Location: {location})" in episode
+    assert rig.count("records_lost_endpoint_redirect") == 30
+    rig.assert_accounted()
 
 
 def test_400_is_still_isolated_and_upserted(base_settings):
@@ -145,7 +145,6 @@ def test_a_basic_credential_never_reaches_the_log(base_settings, caplog):
 @pytest.mark.parametrize("header,delay", [
     ("30", 30.0), ("0", 1.0), ("3600", BACKOFF_MAX), ("", None), ("garbage", None)])
 def test_retry_after_sets_the_wait_within_the_backoff_cap(base_settings, header, delay):
-    from pandad.transport import Answer
     clock = FakeClock()
     transport = FakeTransport([Answer(429, "", header)] * 4)
     settings = dataclasses.replace(base_settings, retry_limit=3)
