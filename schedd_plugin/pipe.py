@@ -49,7 +49,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice, repeat
-from typing import Callable, Deque, Mapping, Optional, Sequence
+from typing import Callable, Deque, Iterable, List, Mapping, Optional, Sequence
 
 log = logging.getLogger("panda_plugin.pipe")
 
@@ -67,6 +67,29 @@ BATCH_BYTES = 64 * 1024
 WRITEV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 
 
+class PipeTracker:
+    """What the pipe tells about its records and its pandad; every hook is a no-op here.
+
+    ``written`` gets the records that went whole into the pipe, in order; ``dropped`` the
+    records that never will (dropped or discarded); ``reports`` bytes read from the back
+    channel; ``started`` and ``exited(status)`` pandad's lifetime."""
+
+    def written(self, records: Sequence[bytes]) -> None:
+        pass
+
+    def dropped(self, records: Iterable[bytes]) -> None:
+        pass
+
+    def reports(self, data: bytes) -> None:
+        pass
+
+    def started(self) -> None:
+        pass
+
+    def exited(self, status: int) -> None:
+        pass
+
+
 class PandadPipe:
     """pandad as a child process, and the non-blocking pipe on its stdin."""
 
@@ -74,7 +97,8 @@ class PandadPipe:
                  env: Optional[Mapping[str, str]] = None,
                  clock: Callable[[], float] = time.monotonic,
                  min_backoff: float = 1.0, max_backoff: float = 60.0,
-                 stable_after: float = 60.0) -> None:
+                 stable_after: float = 60.0, tracker: Optional["PipeTracker"] = None,
+                 back_channel: bool = False) -> None:
         self.argv = tuple(argv)          # replaced on SIGHUP; used at the next (re)start
         self.spill_bytes = spill_bytes  # settable at run time (SIGHUP)
         self.pipe_bytes = pipe_bytes
@@ -84,6 +108,9 @@ class PandadPipe:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._stable_after = stable_after
+        self.tracker = tracker if tracker is not None else PipeTracker()
+        self.back_channel = back_channel
+        self._reports_fd: Optional[int] = None   # read end of pandad's stdout (back channel)
 
         self._proc: Optional[subprocess.Popen] = None
         self._fd: Optional[int] = None
@@ -122,6 +149,33 @@ class PandadPipe:
         return self._proc.pid if self._proc is not None and self._fd is not None else None
 
     @property
+    def reports_fd(self) -> Optional[int]:
+        """The read end of the back channel while pandad runs (for the loop's wait)."""
+        return self._reports_fd
+
+    def read_reports(self) -> None:
+        """Hand what the back channel holds now to ``tracker.reports``; never blocks."""
+        fd = self._reports_fd
+        while fd is not None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.error("reading pandad's back channel failed: %s", e)
+                data = b""
+            if not data:
+                self._close_reports()
+                return
+            self.tracker.reports(data)
+
+    def restart_now(self) -> None:
+        """Start pandad at the next pump instead of after the backoff (SIGHUP after a fix)."""
+        if self._proc is None and not self._closed:
+            self._next_start = self._clock()
+            self._backoff = self._min_backoff
+
+    @property
     def running(self) -> bool:
         return self._fd is not None
 
@@ -143,6 +197,7 @@ class PandadPipe:
             self._ensure_running()
             if self._fd is None:
                 self._drop_down(1, len(record))
+                self.tracker.dropped((record,))
                 return False
         size = len(record)
         if self._spill_size + size > self._batch_bytes:
@@ -150,10 +205,12 @@ class PandadPipe:
             if self._spill and not self._flush_spill():
                 if self._fd is None:                  # pandad went away while flushing
                     self._drop_down(1, size)
+                    self.tracker.dropped((record,))
                     return False
                 # The pipe is full: queue behind it while there is room.
                 if self._spill_size + size > self.spill_bytes:
                     self._drop_full(1, size)
+                    self.tracker.dropped((record,))
                     return False
                 self._spill.append(record)
                 self._spill_size += size
@@ -196,6 +253,7 @@ class PandadPipe:
                 self._flush_spill()
             if self._spill:
                 records, nbytes = len(self._spill), self._spill_size
+                self.tracker.dropped(list(self._spill))
                 self._discard_spill()
                 self._drop_full(records, nbytes)
             self._end_full_episode()
@@ -203,20 +261,43 @@ class PandadPipe:
         self._end_down_episode(restarted=False)
         if proc is None:
             return None
-        status = self._wait(proc, timeout)
+        status = self._wait_reading(proc, timeout)
         if status is None:
             log.warning("pandad (pid %d) did not exit %.0f s after EOF; sending SIGTERM",
                         proc.pid, timeout)
             self._signal(proc, signal.SIGTERM)
             self._signal(proc, signal.SIGCONT)      # a stopped pandad cannot act on SIGTERM
-            status = self._wait(proc, 5.0)
+            status = self._wait_reading(proc, 5.0)
         if status is None:
             log.warning("pandad (pid %d) ignored SIGTERM; sending SIGKILL", proc.pid)
             self._signal(proc, signal.SIGKILL)
-            status = self._wait(proc, 5.0)
+            status = self._wait_reading(proc, 5.0)
+        self.read_reports()
+        self._close_reports()
         if status is not None:
             log.info("pandad (pid %d) %s", proc.pid, describe_status(status))
+            self.tracker.exited(status)
         return status
+
+    def _wait_reading(self, proc: subprocess.Popen, timeout: float) -> Optional[int]:
+        """Wait for pandad's exit, reading the back channel meanwhile (its LOST lines for
+        what it discards must not fill the pipe, and must not be missed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = proc.poll()
+            if status is not None:
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            fd = self._reports_fd
+            if fd is None:
+                return self._wait(proc, remaining)
+            try:
+                select.select([fd], [], [], min(remaining, 0.05))
+            except (OSError, ValueError):
+                pass
+            self.read_reports()
 
     # ----------------------------------------------------------------- writing
 
@@ -228,15 +309,18 @@ class PandadPipe:
         except OSError as e:
             self._pipe_broken(e)
             self._drop_down(1, len(record))
+            self.tracker.dropped((record,))
             return False
         if n == len(record):
             self._count_written(1, n)
+            self.tracker.written((record,))
             self._end_full_episode()
             return True
         if n == 0:
             # Nothing went in, so nothing is torn: queue the record whole if it fits.
             if len(record) > self.spill_bytes:
                 self._drop_full(1, len(record))
+                self.tracker.dropped((record,))
                 return False
             self._spill.append(record)
             self._spill_size += len(record)
@@ -254,6 +338,7 @@ class PandadPipe:
         spill = self._spill
         written_records = 0
         written_bytes = 0
+        retired: List[bytes] = []
         try:
             while spill:
                 chunk = list(islice(spill, 0, WRITEV_MAX))
@@ -264,6 +349,7 @@ class PandadPipe:
                 if n == self._spill_size and len(chunk) == len(spill):
                     # All of it (the usual case): no record-by-record bookkeeping.
                     written_records += len(chunk)
+                    retired.extend(spill)
                     spill.clear()
                     self._spill_offset = 0
                     self._spill_size = 0
@@ -273,7 +359,7 @@ class PandadPipe:
                 ends = list(accumulate(map(len, chunk)))
                 whole = bisect_right(ends, n)
                 for _ in repeat(None, whole):
-                    spill.popleft()
+                    retired.append(spill.popleft())
                 written_records += whole
                 if whole:
                     self._spill_offset = n - ends[whole - 1]
@@ -285,9 +371,13 @@ class PandadPipe:
             pass
         except OSError as e:
             self._count_written(written_records, written_bytes)
+            if retired:
+                self.tracker.written(retired)
             self._pipe_broken(e)
             return False
         self._count_written(written_records, written_bytes)
+        if retired:
+            self.tracker.written(retired)
         self._update_gauge()
         if spill:
             return False
@@ -363,8 +453,12 @@ class PandadPipe:
             return
         status = proc.returncode
         now = self._clock()
+        # Its last reports (LOST, SETTLED, FATAL) come before the loss is reckoned.
+        self.read_reports()
+        self._close_reports()
         if self._fd is not None:
             self._lost_pandad()
+        self.tracker.exited(status)
         if now - self._started_at >= self._stable_after:
             self._backoff = self._min_backoff
         delay = self._max_backoff if status == EXIT_CONFIG_ERROR else self._backoff
@@ -386,6 +480,7 @@ class PandadPipe:
     def _lost_pandad(self) -> None:
         if self._spill:
             records, nbytes = len(self._spill), self._spill_size
+            self.tracker.dropped(list(self._spill))
             self._discard_spill()
             self._drop_down(records, nbytes)
         self._end_full_episode()
@@ -398,15 +493,33 @@ class PandadPipe:
         except OSError as e:
             self._start_failed(f"cannot create a pipe: {e}")
             return
+        env = self._env
+        reports_read = reports_write = None
+        if self.back_channel:
+            env = dict(os.environ if env is None else env, PANDAD_BACK_CHANNEL="1")
+            try:
+                reports_read, reports_write = os.pipe()
+            except OSError as e:
+                os.close(read_fd)
+                os.close(write_fd)
+                self._start_failed(f"cannot create a pipe: {e}")
+                return
         try:
-            self._proc = subprocess.Popen(argv, stdin=read_fd, env=self._env,
+            self._proc = subprocess.Popen(argv, stdin=read_fd, stdout=reports_write, env=env,
                                           close_fds=True, start_new_session=True)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             os.close(write_fd)
+            if reports_read is not None:
+                os.close(reports_read)
             self._start_failed(f"cannot start pandad {argv!r}: {e}")
             return
         finally:
             os.close(read_fd)
+            if reports_write is not None:
+                os.close(reports_write)
+        if reports_read is not None:
+            os.set_blocking(reports_read, False)
+            self._reports_fd = reports_read
         os.set_blocking(write_fd, False)
         self._enlarge(write_fd)
         self._fd = write_fd
@@ -415,6 +528,7 @@ class PandadPipe:
         self._ever_started = True
         if restarting:
             self.stats.add("pandad_restarts")
+        self.tracker.started()
         log.info("%s pandad (pid %d): %s", "restarted" if restarting else "started",
                  self._proc.pid, " ".join(argv))
         self._end_down_episode(restarted=True)
@@ -443,6 +557,14 @@ class PandadPipe:
             log.debug("pipe to pandad holds %d bytes", fcntl.fcntl(fd, F_GETPIPE_SZ))
         except OSError:
             pass
+
+    def _close_reports(self) -> None:
+        if self._reports_fd is not None:
+            try:
+                os.close(self._reports_fd)
+            except OSError:
+                pass
+            self._reports_fd = None
 
     def _close_fd(self) -> None:
         if self._fd is not None:

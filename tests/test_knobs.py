@@ -56,7 +56,8 @@ def test_settings_are_immutable():
         s.queue_size = 1  # type: ignore[misc]
     assert [f.name for f in dataclasses.fields(PluginSettings)] == [
         "job_queue_log", "pandad", "poll_interval", "state_file", "job_attributes",
-        "spill_bytes", "pipe_bytes", "enabled", "log", "max_log", "debug", "schedd_name"]
+        "spill_bytes", "pipe_bytes", "enabled", "log", "max_log", "debug", "schedd_name",
+        "resync_interval"]
 
 
 def test_typed_values_as_htcondor_accepts_them():
