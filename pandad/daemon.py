@@ -21,6 +21,9 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
 - SIGQUIT: exit at once.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
+With ``PANDAD_BACK_CHANNEL=1`` the daemon reports to the plug-in on stdout what it lost and
+how far the stream is settled (``pandad.report``; docs/architecture.md).
+
 Records the reader has not taken from the pipe when reading stops were never read, so they
 are not counted; every record read ends in exactly one counter.
 """
@@ -38,6 +41,7 @@ from pandad.flusher import Flusher
 from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
 from pandad.logsetup import redact_url, redact_urls, setup_logging
 from pandad.process import unblock_signals
+from pandad.report import NO_REPORT, BackChannel, enabled as back_channel_enabled
 from pandad.stats import Statistics, StatisticsLog, render
 from pandad.transport import Transport, TransportError
 from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
@@ -48,6 +52,7 @@ EXIT_INTERNAL_ERROR = 1
 # Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
 WAKE_EOF = 0
 WAKE_FATAL = 255
+BACK_CHANNEL_LINGER = 2.0     # seconds the last reports may wait for the plug-in to read
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
@@ -108,12 +113,16 @@ def load_settings(environ: Optional[Dict[str, str]] = None) -> PandadSettings:
 class Daemon:
     """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
 
-    def __init__(self, settings: PandadSettings, stdin_fd: int = 0) -> None:
+    def __init__(self, settings: PandadSettings, stdin_fd: int = 0,
+                 back_channel: Optional[BackChannel] = None) -> None:
         self.settings = settings
         self.stats = Statistics()
         self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
                                    settings.queue_max_size)
-        self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings)
+        self.back_channel = back_channel
+        self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
+                               report=back_channel or NO_REPORT)
+        self._main_idle = False     # the main thread waits in os.read, holding no lock
         self._stdin_fd = stdin_fd
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -148,6 +157,8 @@ class Daemon:
                  " flush every %g s", redact_url(self.settings.url), self.settings.queue_size,
                  self.settings.queue_grace, self.settings.queue_max_size,
                  self.settings.flush_interval)
+        if self.back_channel is not None:
+            self.back_channel.flush()           # HELLO
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
@@ -159,6 +170,7 @@ class Daemon:
             """The wakeup fd carries the signal number; the main loop acts on it."""
 
         def quit_now(signum: int, frame: object) -> None:
+            self._report_quit()
             os._exit(0)
 
         signal.set_wakeup_fd(self._wake_w)
@@ -187,7 +199,10 @@ class Daemon:
     def _wait_for_shutdown(self) -> str:
         """Read the wakeup pipe; handle SIGHUP; return why the daemon stops."""
         while True:
-            for code in os.read(self._wake_r, 64):
+            self._main_idle = True
+            codes = os.read(self._wake_r, 64)
+            self._main_idle = False
+            for code in codes:
                 if code == signal.SIGHUP:
                     self.reload()
                 elif code in SHUTDOWN_SIGNALS:
@@ -211,7 +226,11 @@ class Daemon:
         if flusher.is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
         discarded = self.flusher.abandon()
-        leftover = len(self.buffer.take_all())
+        leftover_lines = self.buffer.take_all()
+        leftover = len(leftover_lines)
+        if self.back_channel is not None:
+            self.back_channel.ledger.leftover(leftover_lines)
+        del leftover_lines
         if leftover:
             self.stats.add("records_discarded_shutdown", leftover)
         if discarded + leftover:
@@ -221,7 +240,25 @@ class Daemon:
         self._stats_wake.set()
         self._threads[2].join(5)
         self.write_statistics(force=True)
+        if self.back_channel is not None:
+            self.back_channel.close(BACK_CHANNEL_LINGER)
         log.info("pandad exiting")
+
+    def _report_quit(self) -> None:
+        """SIGQUIT: name what is held and say the last SETTLED, without waiting.
+
+        Only when the main thread was interrupted in its idle read, where it holds no lock;
+        interrupted anywhere else (shutdown, SIGHUP) the reports already written stand.
+        """
+        back = self.back_channel
+        if back is None or not self._main_idle:
+            return
+        try:
+            self.flusher.abandon()
+            back.ledger.leftover(self.buffer.take_all())
+            back.close(0.5)
+        except Exception:                   # exiting at once matters more than the reports
+            pass
 
     # -- SIGHUP -------------------------------------------------------------------------------
 
@@ -254,6 +291,7 @@ class Daemon:
         splitter = RecordSplitter(self.settings.max_record_bytes)
         drops = DropEpisodes()
         stats = self.stats
+        back = self.back_channel
         while True:
             try:
                 chunk = os.read(self._stdin_fd, READ_CHUNK)
@@ -268,6 +306,7 @@ class Daemon:
             else:
                 lines, bad = [], splitter.finish()
                 reason = REASON_UNTERMINATED
+            accepted = dropped = 0
             with self._reader_lock:
                 if not self._reading:
                     drops.finish()
@@ -287,6 +326,10 @@ class Daemon:
                     if dropped:
                         stats.add("records_dropped_queue_full", dropped)
                     drops.update(dropped, self.buffer.nbytes, self.settings)
+                if back is not None and (lines or bad):
+                    back.ledger.read(accepted, lines[accepted:] if dropped else (), bad)
+            if back is not None and (dropped or bad):
+                back.flush()        # the flusher may be idle: say it now
             if not chunk:
                 drops.finish()
                 self._wake(WAKE_EOF)
@@ -344,16 +387,23 @@ class Daemon:
 def main(argv: Optional[List[str]] = None) -> int:
     """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
     unblock_signals()
+    back_channel = BackChannel(1) if back_channel_enabled(os.environ) else None
     try:
         settings = load_settings()
     except ConfigError as error:
         setup_logging("pandad", None, 0, "")
-        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
-        return EXIT_CONFIG_ERROR
+        return fatal(redact_urls(str(error)), back_channel)
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
     try:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, back_channel=back_channel)
     except (TransportError, OSError, ValueError) as error:
-        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
-        return EXIT_CONFIG_ERROR
+        return fatal(redact_urls(str(error)), back_channel)
     return daemon.run()
+
+
+def fatal(message: str, back_channel: Optional[BackChannel]) -> int:
+    """A configuration error at start: log it (and tell the plug-in); the exit status."""
+    log.error("pandad: fatal configuration error: %s", message)
+    if back_channel is not None:
+        back_channel.fatal(f"fatal configuration error: {message}")
+    return EXIT_CONFIG_ERROR

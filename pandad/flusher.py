@@ -27,6 +27,11 @@ Accounting: every record taken from the buffer is "unsettled" until it is counte
 one of records_sent, records_rejected, records_lost_transport, records_bad (or, at shutdown,
 records_discarded_shutdown through ``abandon``). Losses are logged once per cycle with counts;
 per-record detail is DEBUG (D_FULLDEBUG).
+
+The back channel (``pandad.report``) hears of the same outcomes through one seam, ``report``:
+``taken`` when a slice is taken, ``lost`` from ``_settle`` for the jobs of records counted
+rejected, lost or unconvertible, ``slice_settled`` with the commands carried for a retry after
+each slice, ``abandoned`` with the jobs held at shutdown, and ``cycle_done``.
 """
 
 import json
@@ -39,6 +44,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
 from pandad.convert import Converter, condor_id_from_job_id, job_object
+from pandad.report import NO_REPORT
 from pandad.transport import TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -107,7 +113,7 @@ class Flusher:
     """Sends the buffer's records to the monitor, one cycle at a time."""
 
     def __init__(self, buffer: RecordBuffer, transport, stats, settings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, report=NO_REPORT) -> None:
         self._buffer = buffer
         self._transport = transport
         self._stats = stats
@@ -121,6 +127,8 @@ class Flusher:
         self._retry_at = 0.0
         self._failures = 0                  # failed cycles in a row
         self._idle = threading.Event()      # for backoff waits while draining
+        self._report = report               # the back channel's seam (pandad.report)
+        self._inflight: object = None       # the slice being sent: lines, then its Batch
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -185,7 +193,9 @@ class Flusher:
         with self._lock:
             self._abandoned = True
             discarded, self._unsettled = self._unsettled, 0
+            held = [self._inflight, self._pending]
             self._pending = None
+            self._report.abandoned(*_held(held))
         if discarded:
             self._stats.add("records_discarded_shutdown", discarded)
         self._stats.set("records_pending_retry", 0)
@@ -217,19 +227,24 @@ class Flusher:
                     return
                 lines = self._buffer.take(slice_bytes) if todo > 0 else []
                 self._unsettled += len(lines)
+                self._report.taken(len(lines))
+                self._inflight = lines
             todo -= len(lines)
             if not lines and not first:
                 break                   # taken by someone else (shutdown)
             first = False
             batch = coalesce(lines, into=self._pending)
+            self._inflight = batch
             self._pending = None
             del lines
             self._send_batch(batch, cycle)
             del batch
-            self._settle_slice(cycle)
+            self._report.slice_settled(self._settle_slice(cycle))
+            self._inflight = None
             if cycle.down and self._settings.retry_limit > 0:
                 break                   # the rest stays buffered for the retry cycle
         self._finish(cycle)
+        self._report.cycle_done()
 
     def _send_batch(self, batch: Batch, cycle: _Cycle) -> None:
         if batch.bad:
@@ -313,7 +328,7 @@ class Flusher:
 
     def _unconvertible(self, command: JobCommand, error: Exception) -> None:
         # A value convert cannot turn into JSON: bad input, never fatal.
-        self._settle("records_bad", command.records)
+        self._settle("records_bad", command.records, [command.job_id])
         self._stats.add("records_bad_unconvertible", command.records)
         log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
 
@@ -388,20 +403,29 @@ class Flusher:
 
     # -- accounting ---------------------------------------------------------------------------
 
-    def _settle(self, counter: str, records: int) -> None:
+    def _settle(self, counter: str, records: int, lost: List[str] = ()) -> None:
+        """Count ``records`` in ``counter``; ``lost``: the jobs whose changes they were."""
         with self._lock:
             if self._abandoned:
                 return
             self._unsettled -= records
             self._stats.add(counter, records)
+            if lost:
+                self._report.lost(lost)
 
     def _accept(self, commands: List[Entry]) -> None:
         self._settle("records_sent", records_of(commands))
 
-    def _settle_slice(self, cycle: _Cycle) -> None:
-        """Count what the slice had rejected and lost; keep what is to be retried."""
+    def _settle_slice(self, cycle: _Cycle) -> List[Tuple[str, bool]]:
+        """Count what the slice had rejected and lost; keep what is to be retried.
+
+        Returns (job id, whether its command holds records of an earlier cycle) per command
+        kept for a retry, for the back channel's SETTLED watermark.
+        """
+        kept: List[Tuple[str, bool]] = []
         if cycle.rejected:
-            self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected))
+            self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected),
+                         [c.job_id for _, c, _ in cycle.rejected])
             for method, command, status in cycle.rejected[:REJECTIONS_LOGGED -
                                                           cycle.rejected_total]:
                 log.warning("monitor rejected %s of job %s (HTTP %s): %d record(s) not applied",
@@ -409,7 +433,7 @@ class Flusher:
             cycle.rejected_total += len(cycle.rejected)
             cycle.rejected = []
         if not cycle.failed:
-            return
+            return kept
         limit = self._settings.retry_limit
         carried = cycle.carried
         lost: List[Tuple[str, JobCommand]] = []
@@ -418,19 +442,21 @@ class Flusher:
             if command.attempts > limit:
                 lost.append((method, command))
             else:
+                kept.append((command.job_id, command.attempts > 1))
                 group = (carried.adds if method == "POST" else
                          carried.update_entries if method == "PUT" else carried.removes)
                 group[command.job_id] = command
         cycle.failed = []
         if lost:
             records = sum(command.records for _, command in lost)
-            self._settle("records_lost_transport", records)
+            self._settle("records_lost_transport", records, [c.job_id for _, c in lost])
             cycle.lost_records += records
             cycle.lost_commands += len(lost)
             if log.isEnabledFor(logging.DEBUG):
                 for method, command in lost:
                     log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
                               command.records)
+        return kept
 
     def _finish(self, cycle: _Cycle) -> None:
         """Log what the cycle rejected and lost (once, with counts); plan any retry."""
@@ -454,3 +480,16 @@ class Flusher:
                         len(carried.adds) + len(carried.update_entries) + len(carried.removes),
                         carried.records, delay, cycle.reason)
         self._stats.set("records_pending_retry", self.pending_records)
+
+
+
+def _held(items: List[object]) -> Tuple[List[str], List[bytes]]:
+    """(job ids, record lines) of what the flusher holds, for the back channel."""
+    ids: List[str] = []
+    lines: List[bytes] = []
+    for item in items:
+        if isinstance(item, Batch):
+            ids += list(item.adds) + list(item.update_entries) + list(item.removes)
+        elif isinstance(item, list):
+            lines += item
+    return ids, lines
