@@ -120,6 +120,7 @@ class Healing:
         self._allowance = 0.0
         self._last_budget: Optional[float] = None
         self._last_prune = float("-inf")
+        self.up = False              # a pandad is running: heal records would reach it
         self._new_pandad(0.0)
 
     def _new_pandad(self, now: float) -> None:
@@ -138,6 +139,7 @@ class Healing:
 
     def pandad_started(self, now: float) -> None:
         self._new_pandad(now)
+        self.up = True
 
     def hello(self) -> None:
         self.reports = True
@@ -213,6 +215,7 @@ class Healing:
         for job in doubtful:
             self.to_heal[job] = None
         self._new_pandad(now)
+        self.up = False
         return len(doubtful)
 
     # -- tombstones -----------------------------------------------------------------------
@@ -251,7 +254,7 @@ class Healing:
         elapsed = 0.0 if last is None else max(0.0, now - last)
         # At most one second's worth saved up: a burst after a pause is still paced.
         self._allowance = min(rate, self._allowance + elapsed * rate)
-        if not self.to_heal or not spill_empty:
+        if not self.to_heal or not spill_empty or not self.up:
             return 0, 0
         room = self.max_in_flight_bytes
         if self.reports:
