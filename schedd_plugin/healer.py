@@ -108,12 +108,14 @@ class Healer(PipeTracker):
         self.fatal: Optional[str] = None
         self.malformed_logged = False
         self.loaded: Optional[HealState] = None
-        self._next_save = clock() + SAVE_INTERVAL
+        self._next_save = clock() + 1.0          # the first soon: it marks the run unclean
         self._saved_generation = -1
         self._save_failing = False
         self._resync_keys: List[str] = []
         self._resync_quota = 0.0
         self._last_tick: Optional[float] = None
+        # The heal under way: [jobs, records, start time], logged when the set is empty.
+        self._episode: Optional[list] = None
         plugin.healer = self
 
     # -- the pipe's tracker -------------------------------------------------------------------
@@ -237,7 +239,7 @@ class Healer(PipeTracker):
             healing.prune(now, self.spill_records() == 0)
         self._periodic_resync(now)
         jobs, room = healing.budget(now, self.spill_records() == 0)
-        healed = 0
+        healed = records = 0
         while jobs > 0 and room > 0:
             field = healing.pop()
             if field is None:
@@ -245,11 +247,21 @@ class Healer(PipeTracker):
             for record in self._heal_records(field):
                 self.write(record)
                 room -= len(record)
+                records += 1
             jobs -= 1
             healed += 1
         if healed:
             healing.spent(healed)
             self.stats.add("jobs_healed", healed)
+            if self._episode is None:
+                self._episode = [0, 0, now]
+            self._episode[0] += healed
+            self._episode[1] += records
+        if self._episode is not None and not healing.to_heal:
+            jobs_done, records_done, since = self._episode
+            self._episode = None
+            log.info("healed: %d jobs re-sent (%d records) in %.1f s; none left to heal",
+                     jobs_done, records_done, now - since)
         self._gauges()
         return healed
 
