@@ -271,7 +271,7 @@ class Healer(PipeTracker):
             record = self.plugin.heal_record(key)
             return [record] if record is not None else []
         records = []
-        tombstone = self.healing.take_tombstone(field)
+        tombstone = self.healing.tombstone(field)
         if tombstone is not None:
             records.append(tombstone)
         remove = self.plugin.remove_record(field)

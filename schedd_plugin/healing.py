@@ -234,11 +234,10 @@ class Healing:
             oldest = next(iter(self.tombstones))
             self.tombstone_bytes -= len(self.tombstones.pop(oldest))
 
-    def take_tombstone(self, job: bytes) -> Optional[bytes]:
-        record = self.tombstones.pop(job, None)
-        if record is not None:
-            self.tombstone_bytes -= len(record)
-        return record
+    def tombstone(self, job: bytes) -> Optional[bytes]:
+        """The final ADD of a job that left while in doubt. It stays until the heal that
+        carries it has settled (``prune``): that heal may be lost as well."""
+        return self.tombstones.get(job)
 
     # -- pacing ---------------------------------------------------------------------------
 
