@@ -240,7 +240,7 @@ class Flusher:
             self._send_batch(batch, cycle)
             del batch
             self._report.slice_settled(self._settle_slice(cycle))
-            self._inflight = None
+            self._inflight = cycle.carried      # held until _finish makes it the pending
             if cycle.down and self._settings.retry_limit > 0:
                 break                   # the rest stays buffered for the retry cycle
         self._finish(cycle)

@@ -262,7 +262,12 @@ class BackChannel:
         self._lock = threading.Lock()
         self._out = b""                     # whole lines the pipe has not taken yet
         self._broken = False
-        os.set_blocking(fd, False)
+        try:
+            os.set_blocking(fd, False)
+        except OSError as error:            # no stdout at all: nobody to report to
+            log.error("back channel: fd %d unusable, no reports: %s", fd, error)
+            self._broken = True
+            self.ledger.stop()
 
     @property
     def broken(self) -> bool:

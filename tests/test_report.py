@@ -211,13 +211,12 @@ def test_no_report_takes_every_call():
 
 @pytest.fixture
 def pipe():
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        try:
+    """[read end, write end]; a test that closes one sets it to -1."""
+    fds = list(os.pipe())
+    yield fds
+    for fd in fds:
+        if fd >= 0:
             os.close(fd)
-        except OSError:
-            pass
 
 
 def read_available(fd: int) -> bytes:
@@ -270,6 +269,7 @@ def test_epipe_stops_reporting(pipe):
     r, w = pipe
     back = BackChannel(w)
     os.close(r)
+    pipe[0] = -1
     back.ledger.lost([job(1)])
     back.flush()
     assert back.broken
@@ -281,3 +281,11 @@ def test_fatal_writes_hello_then_fatal(pipe):
     r, w = pipe
     BackChannel(w).fatal("PANDA_URL is not set")
     assert read_available(r) == b"HELLO\t1\nFATAL\tPANDA_URL is not set\n"
+
+
+def test_an_unusable_fd_means_no_reports_not_a_crash():
+    back = BackChannel(1_000_000)           # not open
+    assert back.broken
+    back.ledger.lost([job(1)])
+    back.flush()
+    back.fatal("x")
