@@ -47,6 +47,8 @@ def _finish(system: System) -> dict:
     status = system.stop_plugin(signal.SIGTERM)
     assert status == 0, system.plugin_output()
     system.assert_monitor_matches_truth()
+    # Heal records are ordinary records: the last pandad's books balance.
+    assert_accounted(system.statistics())
     return system.chain.plugin_counters()
 
 
