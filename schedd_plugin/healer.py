@@ -113,6 +113,7 @@ class Healer(PipeTracker):
         self._save_failing = False
         self._resync_keys: List[str] = []
         self._resync_quota = 0.0
+        self._resync_total = 0
         self._last_tick: Optional[float] = None
         # The heal under way: [jobs, records, start time], logged when the set is empty.
         self._episode: Optional[list] = None
@@ -235,7 +236,7 @@ class Healer(PipeTracker):
         """Re-send what pacing allows now; the periodic resync; the saving. Returns jobs healed."""
         now = self.clock()
         healing = self.healing
-        if healing.reports and now - healing._last_prune >= 1.0:
+        if healing.prune_due(now):
             healing.prune(now, self.spill_records() == 0)
         self._periodic_resync(now)
         jobs, room = healing.budget(now, self.spill_records() == 0)
@@ -287,12 +288,12 @@ class Healer(PipeTracker):
         if not self._resync_keys:
             self._resync_keys = self.plugin.mirror.job_keys()
             self._resync_keys.reverse()
+            self._resync_total = len(self._resync_keys)
             self._resync_quota = 0.0
             if not self._resync_keys:
                 return
             self.stats.add("resyncs")
-        total = len(self.plugin.mirror)
-        self._resync_quota += max(0.0, now - last) * max(1, total) / self.resync_interval
+        self._resync_quota += max(0.0, now - last) * self._resync_total / self.resync_interval
         while self._resync_quota >= 1 and self._resync_keys:
             self._resync_quota -= 1
             key = self._resync_keys.pop()

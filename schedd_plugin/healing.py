@@ -119,7 +119,7 @@ class Healing:
         self.healed = 0
         self._allowance = 0.0
         self._last_budget: Optional[float] = None
-        self._last_prune = float("-inf")
+        self.last_prune = float("-inf")
         self.up = False              # a pandad is running: heal records would reach it
         self._new_pandad(0.0)
 
@@ -177,17 +177,20 @@ class Healing:
         marks = self._marks
         while marks and marks[0][0] <= self.settled:
             self.settled_bytes = marks.popleft()[1]
-        if now - self._last_prune >= PRUNE_INTERVAL:
+        if self.prune_due(now):
             self.prune(now, spill_empty)
+
+    def prune_due(self, now: float) -> bool:
+        return now - self.last_prune >= PRUNE_INTERVAL
 
     def prune(self, now: float, spill_empty: bool = True) -> None:
         """Forget settled jobs; a pandad that never said HELLO is not tracked any more."""
-        self._last_prune = now
+        self.last_prune = now
         if not self.reports and now - self.started_at >= HELLO_TIMEOUT:
             self.tracking = False
         if self.tracking:
             settled = self.settled
-            if self.unsettled and len(self.unsettled) > 0:
+            if self.unsettled:
                 self.unsettled = {job: seq for job, seq in self.unsettled.items() if seq > settled}
         else:
             self.unsettled.clear()

@@ -315,14 +315,21 @@ class PluginProcess:
         healer.restore(load_heal_state(path) if path else None)
         return healer
 
-    def _heal(self) -> None:
-        """Reconcile once the start-up replay is done; then re-send what healing allows."""
+    def _reconcile(self) -> bool:
+        """Once the start-up replay is done: reconcile (once). False before that."""
         healer = self.healer
         if healer is None or self.follower.resumed is None:
-            return
+            return False
         if not self.reconciled:
             self.reconciled = True
             healer.reconcile(self.follower.resumed, self.saved is not None)
+        return True
+
+    def _heal(self) -> None:
+        """Reconcile once the start-up replay is done; then re-send what healing allows."""
+        healer = self.healer
+        if not self._reconcile():
+            return
         if self.resync_requested:
             self.resync_requested = False
             healer.resync("SIGUSR1")
@@ -333,6 +340,8 @@ class PluginProcess:
         for _ in range(ONCE_MAX_POLLS):
             before = self.follower.position
             advanced = self._poll()
+            # --once does not heal, but what must be healed is saved for the next run.
+            self._reconcile()
             self.sink.pump()
             if not advanced and self.follower.position == before:
                 return
