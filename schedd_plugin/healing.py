@@ -148,12 +148,18 @@ class Healing:
         """Records that went whole into the pipe, in order."""
         seq = self.written
         if self.tracking:
+            # The hot path of every record (~0.4 µs): one split is cheaper than id_field's
+            # finds. Every record the plug-in writes has its id as the second field.
             unsettled = self.unsettled
             for record in records:
                 seq += 1
-                job = id_field(record)
-                if job is not None:
-                    unsettled[job] = seq
+                fields = record.split(b"\t", 2)
+                if len(fields) == 3:
+                    unsettled[fields[1]] = seq
+                else:
+                    job = id_field(record)
+                    if job is not None:
+                        unsettled[job] = seq
         else:
             seq += len(records)
         self.written = seq
