@@ -27,6 +27,9 @@ _INT64_MIN = -(2 ** 63)
 _INT64_MAX = 2 ** 63 - 1
 
 _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+# More significant digits than any 64-bit integer has: such a literal is sent as its text
+# without int(), which refuses more than sys.get_int_max_str_digits() digits.
+_INT64_DIGITS = 19
 _NUMBER_RE = re.compile(r"([+-]?)\s*((?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\Z")
 _KEYWORDS = {"true": True, "false": False, "undefined": None, "null": None, "error": None}
 
@@ -158,13 +161,26 @@ def unquote(text: str) -> Optional[str]:
     return _convert_escapes(raw)
 
 
+def _padded_int(literal: str) -> Optional[int]:
+    """An integer literal (sign and leading zeros allowed) as int; None when it has more
+    significant digits than a 64-bit integer."""
+    digits = literal.lstrip("+-")
+    significant = digits.lstrip("0")
+    if len(significant) > _INT64_DIGITS:
+        return None
+    value = int(significant or "0")
+    return -value if literal[:len(literal) - len(digits)].count("-") else value
+
+
 def _number(s: str) -> object:
     match = _NUMBER_RE.match(s)
     if match is None:
         return s
     sign, digits = match.groups()
     if "." not in digits and "e" not in digits and "E" not in digits:
-        value = int(sign + digits)
+        value = _padded_int(sign + digits)
+        if value is None:
+            return s
         # ClassAd integers are 64-bit; beyond that it is not a ClassAd integer any more.
         return value if _INT64_MIN <= value <= _INT64_MAX else s
     real = float(sign + digits)
@@ -180,7 +196,8 @@ def to_json_value(text: str) -> object:
 
     * a string literal → str (all escapes converted, any Unicode; octal escapes that do not
       spell UTF-8 become U+FFFD; adjacent literals are joined, as the ClassAd parser does);
-    * an integer → int (64-bit range; anything larger is not a ClassAd integer → its text);
+    * an integer → int (64-bit range; anything larger is not a ClassAd integer → its text,
+      however many digits it has);
     * a real → float, or int when its fraction is all zeros (``1.0`` → 1, ``1e10`` →
       10000000000) and it fits in 64 bits;
     * ``true``/``false`` (any case) → bool; ``undefined``/``null``/``error`` (any case) → None;
@@ -206,8 +223,8 @@ def to_json_value(text: str) -> object:
         # Fast paths for the usual unsigned "123" and "123.5", with _number's rules; isascii()
         # keeps out the other scripts' digits that isdigit() and float() accept.
         if s.isdigit() and s.isascii():
-            value = int(s)
-            return value if value <= _INT64_MAX else s
+            value = int(s) if len(s) <= _INT64_DIGITS else _padded_int(s)
+            return value if value is not None and value <= _INT64_MAX else s
         whole, dot, fraction = s.partition(".")
         if dot and whole.isdigit() and fraction.isdigit() and s.isascii():
             real = float(s)
@@ -215,7 +232,9 @@ def to_json_value(text: str) -> object:
                 return int(real) if real <= _INT64_MAX else real
             return s if math.isinf(real) else real
         if _INT_RE.match(s):
-            value = int(s)
+            value = int(s) if len(s) <= _INT64_DIGITS else _padded_int(s)
+            if value is None:
+                return s
             return value if _INT64_MIN <= value <= _INT64_MAX else s
         return _number(s)
     keyword = _KEYWORDS.get(s.lower(), s) if len(s) <= 9 else s

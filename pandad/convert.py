@@ -1,8 +1,9 @@
 """Job commands → the PanDA monitor's JSON objects (DESIGN §4 "JSON").
 
-Attribute names are mapped as HTCondor's C++ plug-in mapped them; values go through
-``pandad.classad.to_json_value``. Callers build request bodies with ``json.dumps`` on these
-dicts, never by joining strings.
+Attribute names go out as the schedd spells them unless ``PANDA_ATTRIBUTE_MAP`` (an
+``AttributeMap``: lower-case ClassAd name → the monitor's field) renames them; values go
+through ``pandad.classad.to_json_value``. Callers build request bodies with ``json.dumps`` on
+these dicts, never by joining strings.
 """
 
 import re
@@ -11,20 +12,14 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pandad.classad import to_json_value
 
-__all__ = ["json_name", "job_object", "condor_id_from_job_id", "JSON_NAMES", "Converter"]
+__all__ = ["json_name", "job_object", "condor_id_from_job_id", "AttributeMap", "Converter",
+           "SUBMITTED"]
 
-# ClassAd attribute (lower case) → the monitor's field, as the C++ plug-in sent them.
-JSON_NAMES: Dict[str, str] = {
-    "cmd": "cmd",
-    "err": "p_stderr",
-    "jobdescription": "p_description",
-    "jobprio": "pri",
-    "out": "p_stdout",
-    "owner": "owner",
-    "qdate": "submitted",
-    "remotewallclocktime": "run_time",
-    "residentsetsize": "size",
-}
+# PANDA_ATTRIBUTE_MAP as settings hold it: (lower-case ClassAd name, the monitor's field)
+# pairs; empty = every attribute under its own name.
+AttributeMap = Tuple[Tuple[str, str], ...]
+# The field sent as local time "YYYY-MM-DD HH:MM:SS", as the C++ pandad sent it.
+SUBMITTED = "submitted"
 
 # Keys the object itself owns; an attribute of the same name must not overwrite them.
 _RESERVED = frozenset({"id", "condorid"})
@@ -35,9 +30,10 @@ _MEMO_TEXT_MAX = 64
 _MISSING = object()
 
 
-def json_name(attr: str) -> str:
-    """The monitor's name for ClassAd attribute ``attr`` (case-insensitive), else ``attr``."""
-    return JSON_NAMES.get(attr.lower(), attr)
+def json_name(attr: str, attribute_map: AttributeMap = ()) -> str:
+    """The monitor's name for ClassAd attribute ``attr``: its entry in ``attribute_map``
+    (case-insensitive), else ``attr`` itself."""
+    return dict(attribute_map).get(attr.lower(), attr)
 
 
 def _local_time(value: object) -> object:
@@ -57,9 +53,10 @@ class Converter:
     remembered result is the result; the memory goes with the converter (one per batch).
     """
 
-    __slots__ = ("_names", "_plain", "_values")
+    __slots__ = ("_map", "_names", "_plain", "_values")
 
-    def __init__(self) -> None:
+    def __init__(self, attribute_map: AttributeMap = ()) -> None:
+        self._map: Dict[str, str] = dict(attribute_map)   # lower-case attribute → field
         self._names: Dict[str, str] = {}       # attribute name → the monitor's field
         # The same for the names whose field needs no care (not id, condorid or submitted)
         self._plain: Dict[str, str] = {}
@@ -76,7 +73,7 @@ class Converter:
         for attr, text in attrs:
             name = names.get(attr)
             if name is None:
-                name = names[attr] = JSON_NAMES.get(attr.lower(), attr)
+                name = names[attr] = self._map.get(attr.lower(), attr)
             if name in _RESERVED:
                 continue
             value = values.get(text, _MISSING)
@@ -84,7 +81,7 @@ class Converter:
                 value = to_json_value(text)
                 if len(text) <= _MEMO_TEXT_MAX:
                     values[text] = value
-            if name == "submitted":
+            if name == SUBMITTED:
                 value = _local_time(value)
             obj[name] = value
         return obj
@@ -149,20 +146,22 @@ class Converter:
         return objects, missing
 
     def _plain_name(self, attr: str) -> Optional[str]:
-        name = JSON_NAMES.get(attr.lower(), attr)
-        if name in _RESERVED or name == "submitted":
+        name = self._map.get(attr.lower(), attr)
+        if name in _RESERVED or name == SUBMITTED:
             return None
         self._plain[attr] = name
         return name
 
 
-def job_object(job_id: str, condor_id: Optional[str], attrs: Mapping[str, str]) -> dict:
+def job_object(job_id: str, condor_id: Optional[str], attrs: Mapping[str, str],
+               attribute_map: AttributeMap = ()) -> dict:
     """``{"id": job_id, ["condorid": condor_id,] <json_name(attr)>: <JSON value>, ...}``.
 
-    ``QDate`` becomes ``submitted`` in local time. An attribute literally named ``id`` or
-    ``condorid`` is left out: it would overwrite the job's identity.
+    Whatever is sent as ``submitted`` (an attribute of that name, or the one the map renames
+    to it) goes in local time. An attribute sent as ``id`` or ``condorid`` is left out: it
+    would overwrite the job's identity.
     """
-    return Converter().job_object(job_id, condor_id, attrs.items())
+    return Converter(attribute_map).job_object(job_id, condor_id, attrs.items())
 
 
 def condor_id_from_job_id(job_id: str) -> Optional[str]:

@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
 from pandad.config import ConfigError, HTCondorConfig
@@ -104,6 +104,14 @@ class DropEpisodes:
             self._dropped = 0
 
 
+def describe_attribute_map(attribute_map: Tuple[Tuple[str, str], ...]) -> str:
+    """PANDA_ATTRIBUTE_MAP in a log line."""
+    if not attribute_map:
+        return "as the schedd spells them (PANDA_ATTRIBUTE_MAP is empty)"
+    return "renamed by PANDA_ATTRIBUTE_MAP: " + ", ".join(
+        f"{attr}={name}" for attr, name in attribute_map)
+
+
 def load_settings(environ: Optional[Dict[str, str]] = None) -> PandadSettings:
     """The pandad settings from the HTCondor configuration; raises ConfigError."""
     config = HTCondorConfig.load(SUBSYSTEM, os.environ if environ is None else environ)
@@ -157,6 +165,7 @@ class Daemon:
                  " flush every %g s", redact_url(self.settings.url), self.settings.queue_size,
                  self.settings.queue_grace, self.settings.queue_max_size,
                  self.settings.flush_interval)
+        log.info("attribute names: %s", describe_attribute_map(self.settings.attribute_map))
         if self.back_channel is not None:
             self.back_channel.flush()           # HELLO
         for thread in self._threads:
@@ -284,6 +293,9 @@ class Daemon:
                  redact_url(settings.url), settings.queue_size, settings.queue_grace,
                  settings.queue_max_size, settings.update_timeout, settings.flush_interval,
                  settings.retry_limit)
+        if settings.attribute_map != old.attribute_map:
+            log.info("SIGHUP: attribute names: %s",
+                     describe_attribute_map(settings.attribute_map))
 
     # -- reader -------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import time
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional,
                     Sequence, Set, Tuple)
 
+from pandad.convert import AttributeMap
 from pandad.devmonitor import JOBS_PATH, DevMonitor, JobStore
 from pandad.stats import read_statistics
 
@@ -149,22 +150,26 @@ class Comparison(NamedTuple):
         return self.problems[:n] + ([f"... and {more} more"] if more > 0 else [])
 
 
-def expected_object(job_id: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
-    """What the monitor should hold for one job of the simulator's truth."""
+def expected_object(job_id: str, entry: Mapping[str, Any],
+                    attribute_map: AttributeMap = ()) -> Dict[str, Any]:
+    """What the monitor should hold for one job of the simulator's truth, from a pandad
+    with ``attribute_map`` (PANDA_ATTRIBUTE_MAP)."""
     from pandad.convert import job_object
 
-    expected = job_object(job_id, entry["condorid"], entry["attrs"])
+    expected = job_object(job_id, entry["condorid"], entry["attrs"], attribute_map)
     expected["removed"] = bool(entry["removed"])
     return expected
 
 
 def compare(truth: Mapping[str, Mapping[str, Any]],
-            monitor_jobs: Mapping[str, Mapping[str, Any]]) -> Comparison:
+            monitor_jobs: Mapping[str, Mapping[str, Any]],
+            attribute_map: AttributeMap = ()) -> Comparison:
     """The monitor against the simulator's truth.
 
     ``truth`` is ``{GlobalJobId: {"condorid": "C.P", "removed": bool, "attrs": {Name:
     new-syntax value}}}``. A job matches when the monitor has it with the same ``removed``
-    and ``condorid``, every truth attribute under its mapped JSON name with
+    and ``condorid``, every truth attribute under the name pandad sends it as (its ClassAd
+    name unless ``attribute_map`` renames it) with
     ``job_object``'s value, and every other key null (an attribute deleted since) unless it
     is one of id/condorid/removed. Jobs the monitor has and the truth does not are problems.
     """
@@ -175,7 +180,7 @@ def compare(truth: Mapping[str, Mapping[str, Any]],
         if stored is None:
             problems.append(f"{job_id}: missing from the monitor")
             continue
-        diffs = job_differences(expected_object(job_id, truth[job_id]), stored)
+        diffs = job_differences(expected_object(job_id, truth[job_id], attribute_map), stored)
         if diffs:
             problems.append(f"{job_id}: " + "; ".join(diffs))
         else:

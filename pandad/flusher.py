@@ -43,7 +43,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
-from pandad.convert import Converter, condor_id_from_job_id, job_object
+from pandad.convert import Converter, condor_id_from_job_id
 from pandad.report import NO_REPORT
 from pandad.transport import TransportError
 
@@ -265,7 +265,7 @@ class Flusher:
         The commands are a batch's entries: a PlainUpdate is made a JobCommand
         (``command_of``) only where one is kept or named (failed, rejected, upserted).
         """
-        converter = Converter()
+        converter = Converter(self._settings.attribute_map)
         for group, body in self._bodies(method, commands, converter):
             if cycle.down:
                 cycle.failed.extend((method, command_of(entry)) for entry in group)
@@ -350,14 +350,14 @@ class Flusher:
                 for commands, part_body in self._bodies(method, part, converter):
                     self._send_group(method, commands, part_body, cycle, converter)
         elif 400 <= status < 500:
-            self._upsert_or_reject(method, command_of(group[0]), status, cycle)
+            self._upsert_or_reject(method, command_of(group[0]), status, cycle, converter)
         else:
             # 1xx/3xx: nothing to isolate or retry; the monitor did not take them.
             for entry in group:
                 cycle.rejected.append((method, command_of(entry), str(status)))
 
     def _upsert_or_reject(self, method: str, command: JobCommand, status: int,
-                          cycle: _Cycle) -> None:
+                          cycle: _Cycle, converter: Converter) -> None:
         other = OTHER_VERB.get(method) if self._settings.upsert else None
         if other is None:
             cycle.rejected.append((method, command, str(status)))
@@ -366,7 +366,8 @@ class Flusher:
         if other == "POST":
             condor_id = command.condor_id or condor_id_from_job_id(command.job_id)
         self._stats.add("upserts_sent")
-        body = encode_objects([job_object(command.job_id, condor_id, command.attributes())])
+        body = encode_objects([converter.job_object(command.job_id, condor_id,
+                                                    command.attributes().items())])
         second = self._request(other, body, 1, cycle)
         if retryable(second):
             # The monitor went away in between: retried (or lost) with the first verb.

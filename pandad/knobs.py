@@ -22,6 +22,7 @@ from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig, parse_
 from pandad.logsetup import redact_urls
 
 __all__ = ["EXIT_CONFIG_ERROR", "KNOBS", "Knob", "PandadSettings", "PluginSettings",
+           "invalid_attribute_names", "list_items",
            "PLUGIN_FILE_NAMES", "load_pandad_settings", "load_plugin_settings",
            "plugin_enabled", "markdown_table"]
 
@@ -71,6 +72,11 @@ KNOBS: Tuple[Knob, ...] = (
          "0 = never (at most once)."),
     Knob("PANDA_UPSERT", "true", "bool", "upsert", "pandad",
          "Re-send a rejected ADD as UPDATE and a rejected UPDATE as ADD, once."),
+    Knob("PANDA_ATTRIBUTE_MAP", "", "attribute_map", "attribute_map", "pandad",
+         "`ClassAdName=json_name` pairs, comma or space separated (ClassAd side "
+         "case-insensitive): send those attributes under the monitor's names; whatever "
+         "maps to `submitted` goes as local time `YYYY-MM-DD HH:MM:SS`. Empty = every "
+         "attribute under its ClassAd name (see [Attribute names](#attribute-names))."),
     Knob("PANDA_STATISTICS_LOG", "/tmp/pandaStatisticsLog", "path", "statistics_log",
          "pandad", "File pandad appends its statistics to."),
     Knob("PANDA_STATISTICS_INTERVAL", "60", "interval", "statistics_interval", "pandad",
@@ -109,7 +115,8 @@ KNOBS: Tuple[Knob, ...] = (
          "Command line of the daemon the plug-in forks (split as a shell would).",
          "at pandad's next start"),
     Knob("PANDA_JOB_ATTRIBUTES", "", "attributes", "job_attributes", "plugin",
-         "Job attributes to send, space or comma separated, case-insensitive; "
+         "Job attributes to send, an HTCondor list (commas and/or spaces), "
+         "case-insensitive; an entry that is not an attribute name is logged as a warning; "
          "empty = all."),
     Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "interval", "poll_interval", "plugin",
          "Seconds between two looks at JOB_QUEUE_LOG."),
@@ -122,8 +129,7 @@ KNOBS: Tuple[Knob, ...] = (
          "Pipe size the plug-in asks the kernel for (Linux caps it at "
          "/proc/sys/fs/pipe-max-size)."),
     Knob("PANDA_RESYNC_INTERVAL", "0", "seconds", "resync_interval", "plugin",
-         "Seconds over which the plug-in re-sends every job in the queue, paced, again and "
-         "again (0 = never; a resync on demand is SIGUSR1)."),
+         "Seconds over which the plug-in re-sends the whole queue, again and again (0 = off)."),
     Knob("PANDA_PLUGIN_LOG", None, "path", "log", "plugin",
          "The plug-in's log file (unset, or under systemd: standard error)."),
     Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size0", "max_log", "plugin",
@@ -150,6 +156,7 @@ class PandadSettings:
     shutdown_grace: float = 5.0
     retry_limit: int = 0
     upsert: bool = True
+    attribute_map: Tuple[Tuple[str, str], ...] = ()
     statistics_log: str = "/tmp/pandaStatisticsLog"
     statistics_interval: float = 60.0
     ca_file: Optional[str] = None
@@ -172,6 +179,7 @@ class PluginSettings:
     poll_interval: float = 0.25
     state_file: str = ""
     job_attributes: Optional[FrozenSet[str]] = None
+    invalid_job_attributes: Tuple[str, ...] = ()   # entries of it that name no attribute
     spill_bytes: int = 1048576
     pipe_bytes: int = 1048576
     enabled: bool = False
@@ -324,10 +332,46 @@ def _argv(text: str) -> Tuple[str, ...]:
     return argv
 
 
-def _attributes(text: str) -> Optional[FrozenSet[str]]:
-    names = frozenset(n.lower() for n in re.split(r"[\s,]+", text) if n)
-    return names or None
+_ATTRIBUTE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MAP_ENTRY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^=]+)\Z")
 
+
+def list_items(text: str) -> List[str]:
+    """The entries of an HTCondor list value: separated by commas and/or white space."""
+    return [item for item in re.split(r"[\s,]+", text) if item]
+
+
+def invalid_attribute_names(text: str) -> List[str]:
+    """The entries of a PANDA_JOB_ATTRIBUTES value that are not ClassAd attribute names."""
+    return [item for item in list_items(text) if not _ATTRIBUTE_NAME_RE.match(item)]
+
+
+def _attributes(text: str) -> Optional[FrozenSet[str]]:
+    return frozenset(n.lower() for n in list_items(text)) or None
+
+
+def _attribute_map(text: str) -> Tuple[Tuple[str, str], ...]:
+    """PANDA_ATTRIBUTE_MAP: ``(lower-case ClassAd name, json name)`` pairs, in order."""
+    # "Cmd = cmd" is one entry, as a reader of the configuration would take it.
+    pairs: Dict[str, str] = {}
+    bad: List[str] = []
+    for item in list_items(re.sub(r"\s*=\s*", "=", text)):
+        match = _MAP_ENTRY_RE.match(item)
+        if match is None:
+            bad.append(f"{item!r} is not ClassAdName=json_name")
+        elif match.group(1).lower() in pairs:
+            bad.append(f"{match.group(1)!r} is mapped twice")
+        elif match.group(2) in ("id", "condorid"):     # pandad's own keys: dropped
+            bad.append(f"{item!r} maps onto {match.group(2)!r}, a key pandad fills itself")
+        else:
+            pairs[match.group(1).lower()] = match.group(2)
+    if bad:
+        raise ValueError("has a bad entry: " + "; ".join(bad))
+    return tuple(pairs.items())
+
+
+# A knob that is unset (and has no default) by kind, where that is not "".
+_UNSET: Dict[str, object] = {"path": None, "attributes": None, "attribute_map": ()}
 
 _PARSERS: Dict[str, Callable[[str], object]] = {
     "url": _url,
@@ -342,6 +386,7 @@ _PARSERS: Dict[str, Callable[[str], object]] = {
     "proxy": _proxy,
     "argv": _argv,
     "attributes": _attributes,
+    "attribute_map": _attribute_map,
     "daemon_name": lambda text: text.strip(),
 }
 
@@ -368,7 +413,7 @@ def _values(config: HTCondorConfig, program: str) -> Dict[str, object]:
             if knob.kind == "url":
                 raise ConfigError(f"{knob.name} is not set: pandad needs the PanDA "
                                   "monitor's URL (e.g. PANDA_URL = https://host/api/jobs/)")
-            values[knob.field] = None if knob.kind in ("path", "attributes") else ""
+            values[knob.field] = _UNSET.get(knob.kind, "")
             continue
         try:
             values[knob.field] = _PARSERS[knob.kind](text)
@@ -439,6 +484,8 @@ def load_plugin_settings(config: HTCondorConfig) -> PluginSettings:
     values["schedd_name"] = _daemon_name(str(values["schedd_name"] or ""),
                                          config.get("FULL_HOSTNAME") or "")
     values["enabled"] = plugin_enabled(config)
+    values["invalid_job_attributes"] = tuple(
+        invalid_attribute_names(config.get("PANDA_JOB_ATTRIBUTES") or ""))
     return PluginSettings(**values)  # type: ignore[arg-type]
 
 

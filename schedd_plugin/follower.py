@@ -23,6 +23,13 @@
   progress, or NULs that become data).  A corrupt line followed by complete records is
   counted, logged in one line, and the follower resyncs: the whole file is reloaded and
   diffed like a rotation.  A corrupt line already seen is skipped, so this never loops.
+- No more than ``tailscan.MAX_LINE_BYTES`` of one line is held: a longer line, or a longer
+  NUL run at a line start, comes as one :class:`~schedd_plugin.tailscan.Skipped` corrupt line
+  once its end is found (never waited on).  One reaching the end of the file is logged once
+  (offset, length) and counted in ``log_unterminated_tails``; its :class:`TailMemo` makes the
+  next polls read only what was appended.
+- A corrupt line is never quoted beyond a short printable prefix (logparse's ``_preview``):
+  JOB_QUEUE_LOG may be a symlink to any file.
 - Only a snapshot is ever diffed against the mirror, and the schedd never writes one without
   its ``107`` first line.  A file without one (emptied, truncated or replaced under a running
   schedd) would otherwise tell the monitor that every job left: instead the mirror is kept,
@@ -43,7 +50,7 @@ Start-up (the first :meth:`Follower.poll`):
 
 Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
 ``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``, ``log_rotations_missed``,
-``log_not_snapshot``.
+``log_not_snapshot``, ``log_unterminated_tails``.
 """
 
 import logging
@@ -57,6 +64,7 @@ from schedd_plugin.logparse import (BEGIN_TRANSACTION, DELETE_ATTRIBUTE, DESTROY
                                     SET_ATTRIBUTE, CorruptLine, LogOp, parse_line)
 from schedd_plugin.mirror import Mirror, normalise_value
 from schedd_plugin.state import Position
+from schedd_plugin.tailscan import MAX_LINE_BYTES, Skipped, TailMemo, memo_valid, scan_tail
 
 __all__ = ["Follower", "load_log", "LoadResult"]
 
@@ -64,7 +72,7 @@ log = logging.getLogger("panda_plugin.follower")
 
 CHUNK_BYTES = 1 << 20
 # A line as _complete_lines returns it: bytes, or str for a plain-ASCII chunk.
-Line = Union[bytes, str]
+Line = Union[bytes, str]  # or, alone in its list, a tailscan.Skipped
 # The first line is a 107 of a few dozen bytes; a longer read only costs time.
 _FIRST_LINE_BYTES = 256
 # What parse_line returns for "105 " and "106 ".
@@ -83,21 +91,50 @@ class LoadResult(NamedTuple):
 
 
 def _complete_lines(fd: int, offset: int, chunk_size: int, limit: Optional[int] = None,
-                    text: bool = False) -> Iterator[Tuple[int, List[Line]]]:
+                    text: bool = False, tail: Optional[List[Optional[TailMemo]]] = None
+                    ) -> Iterator[Tuple[int, List[Line]]]:
     """``(offset of the first line, complete lines without b"\\n")`` from ``offset`` to EOF.
 
     A tail without ``\\n`` is not returned: the caller reads it again later from its start.
     With ``limit``, nothing at or after that offset is read.  With ``text``, a chunk that is
     all ASCII without NUL or CR (nearly every chunk) comes as ``str`` lines, decoded in one
     call; their lengths are still their byte lengths.
+
+    No more than ``MAX_LINE_BYTES`` of one line is kept (:mod:`schedd_plugin.tailscan`): a
+    longer line or NUL run comes alone, as a :class:`Skipped`.  Without ``tail`` such a thing
+    ends the reading; with it, one that reaches the end of the file leaves its
+    :class:`TailMemo` in ``tail[0]`` (None otherwise), and a memo given there for the same
+    start is resumed rather than read again.
     """
     start = rpos = offset
     pending = b""
+    memo = tail[0] if tail is not None else None
+    if tail is not None:
+        tail[0] = None
     while True:
+        if memo is not None and memo.start == start and not memo_valid(fd, memo):
+            memo = None         # rewritten in place: read it as lines again
+        if memo is not None and memo.start == start or len(pending) > MAX_LINE_BYTES:
+            if tail is None:
+                return
+            end = os.fstat(fd).st_size if limit is None else limit
+            skipped, memo = scan_tail(fd, start, end, memo)
+            if skipped is None:
+                tail[0] = memo
+                return
+            memo = None
+            yield start, [skipped]
+            start = rpos = start + skipped.size
+            pending = b""
         size = chunk_size if limit is None else min(chunk_size, limit - rpos)
+        if memo is not None:
+            if memo.start > rpos:
+                size = min(size, memo.start - rpos)   # the lines before it, not the run
+            elif memo.start != start:
+                memo = None                           # not at a line start after all
         if size <= 0:
             return
-        data = os.pread(fd, max(size, len(pending)) if limit is None else size, rpos)
+        data = os.pread(fd, size, rpos)
         if not data:
             return
         rpos += len(data)
@@ -129,13 +166,15 @@ def _first_line_id(fd: int) -> Optional[Tuple[int, int]]:
 
 
 def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
-             chunk_size: int = CHUNK_BYTES, snapshot_only: bool = False) -> LoadResult:
+             chunk_size: int = CHUNK_BYTES, snapshot_only: bool = False,
+             tail: Optional[List[Optional[TailMemo]]] = None) -> LoadResult:
     """Apply the log in ``fd`` (from offset 0, up to ``limit``) to ``mirror``, silently.
 
     Transactions are applied at their ``106``; an unterminated one at the end is left out
     (``committed`` stops before its ``105``); corrupt lines are skipped and reported.
     With ``snapshot_only``, loading stops at the first ``105``: what a rotation wrote (the
     snapshot and the bare records re-logged after it), not what was appended since.
+    ``tail`` is :func:`_complete_lines`'s (a fresh one if None).
     """
     new_classad, destroy = mirror.new_classad, mirror.destroy_classad
     set_attribute, delete = mirror.set_attribute, mirror.delete_attribute
@@ -154,13 +193,14 @@ def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
         elif code == DELETE_ATTRIBUTE:
             delete(op[1], op[2])
 
-    for start, lines in _complete_lines(fd, 0, chunk_size, limit):
+    for start, lines in _complete_lines(fd, 0, chunk_size, limit,
+                                        tail=[None] if tail is None else tail):
         pos = start
         for line in lines:
             count += 1
             end = pos + len(line) + 1
             try:
-                op = parse_line(line)
+                op = _parse(line)
             except CorruptLine:
                 corrupt.append(pos)
                 pos = end
@@ -212,6 +252,10 @@ class Follower:
         self._known_corrupt: Set[int] = set()   # offsets in the current file, counted once
         self._draining = False
         self._missing_logged = False
+        # An unterminated NUL run or overlong line where reading stands (tailscan), and one
+        # after a corrupt line that is waited on (_record_follows).
+        self._tail: List[Optional[TailMemo]] = [None]
+        self._follows_tail: List[Optional[TailMemo]] = [None]
         # After the start: True if it resumed at the given position, False if it replayed
         # the whole log (healing reconciles then).
         self.resumed: Optional[bool] = None
@@ -315,6 +359,8 @@ class Follower:
         self._txn = None
         self._known_corrupt = set()
         self._read_offset = self._committed = 0
+        self._tail = [None]
+        self._follows_tail = [None]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -323,11 +369,27 @@ class Follower:
         fd = self._fd
         assert fd is not None
         got = False
-        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size, text=True):
+        ahead = self._follows_tail[0]
+        if self._tail[0] is None and ahead is not None and ahead.start >= self._read_offset:
+            self._tail[0] = ahead   # met after a corrupt line: not scanned (or logged) again
+        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size, text=True,
+                                            tail=self._tail):
             got = True
             if not self._process(start, lines):
                 break
+        self._note_tail()
         return got
+
+    def _note_tail(self) -> None:
+        """Log and count an unterminated NUL run or overlong line once, when first met."""
+        for memo in (self._tail[0], self._follows_tail[0]):
+            if memo is None or memo.reported:
+                continue
+            memo.reported = True
+            self._count("log_unterminated_tails")
+            log.warning("%s: %s, with no record after it; waiting for records after it or "
+                        "for a new file, reading only what is appended", self.path,
+                        memo.describe())
 
     def _process(self, start: int, lines: List[Line]) -> bool:
         """Apply ``lines`` (the first at offset ``start``); False when reading must stop."""
@@ -389,11 +451,15 @@ class Follower:
                         pos = end
                         continue
                     self._txn = txn
-                    if self._draining or self._record_follows(lines, consumed + 1, end):
+                    follows = self._draining or self._record_follows(lines, consumed + 1, end)
+                    # A long NUL run or overlong line is never a write in progress: waiting
+                    # on it would scan it again every poll.
+                    skipped = isinstance(line, Skipped)
+                    if follows or skipped:
                         self._known_corrupt.add(pos)
                         self._count("log_corrupt_lines")
                         consumed += 1
-                        if self._draining or self._first is None:
+                        if not follows or self._draining or self._first is None:
                             log.warning("%s: corrupt line at offset %d skipped (%s)",
                                         self.path, pos, e)
                             pos = end
@@ -440,7 +506,8 @@ class Follower:
                 return True
         after = offset + sum(len(line) + 1 for line in lines[index:])
         assert self._fd is not None
-        for _, more in _complete_lines(self._fd, after, self.chunk_size):
+        for _, more in _complete_lines(self._fd, after, self.chunk_size,
+                                       tail=self._follows_tail):
             for line in more:
                 if _parses(line):
                     return True
@@ -606,7 +673,7 @@ class Follower:
             return self._keep_mirror_without_snapshot()
         fresh = Mirror()
         result = load_log(self._fd, fresh, chunk_size=self.chunk_size,
-                          snapshot_only=snapshot_only)
+                          snapshot_only=snapshot_only, tail=self._tail)
         self._count("log_lines_read", result.lines)
         self._note_corrupt(result.corrupt)
         if result.seq or result.birth:
@@ -678,8 +745,10 @@ class Follower:
             self.stats.add(name, n)
 
 
-def _parse(line: Line) -> LogOp:
-    """``parse_line`` of a line in either form ``_complete_lines`` gives."""
+def _parse(line: Union[Line, Skipped]) -> LogOp:
+    """``parse_line`` of a line in any form ``_complete_lines`` gives."""
+    if isinstance(line, Skipped):
+        raise CorruptLine(line.reason)
     return parse_line(line if isinstance(line, bytes) else line.encode("ascii"))
 
 

@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
+
+from pandad.config import ConfigError, HTCondorConfig
 
 from schedd_plugin.healing import Healing, LineSplitter, parse_report
 from schedd_plugin.pipe import EXIT_CONFIG_ERROR, PipeTracker
@@ -29,6 +31,8 @@ log = logging.getLogger("panda_plugin.healing")
 FORMAT = "panda_plugin-heal"
 VERSION = 1
 SAVE_INTERVAL = 10.0
+# Used when pandad's own configuration cannot be read to find its queue size.
+DEFAULT_PANDAD_QUEUE_SIZE = 131072
 # A heal file holds ids of up to a few hundred thousand jobs plus the tombstones.
 MAX_HEAL_FILE_BYTES = 256 << 20
 
@@ -90,6 +94,26 @@ def load_heal_state(path: str) -> Optional[HealState]:
         return None
 
 
+def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
+    """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below it."""
+    try:
+        from pandad.knobs import load_pandad_settings
+
+        return load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).queue_size
+    except (ConfigError, ImportError, AttributeError):
+        return DEFAULT_PANDAD_QUEUE_SIZE
+
+
+def make_healer(plugin, stats, path: Optional[str], resync_interval: float,
+                environ: Mapping[str, str] = os.environ) -> "Healer":
+    """The plug-in's healer, with the heal state saved at ``path`` (None: never saved)."""
+    healer = Healer(plugin, stats, path,
+                    Healing(max_in_flight_bytes=pandad_queue_size(environ)),
+                    resync_interval=resync_interval)
+    healer.restore(load_heal_state(path) if path else None)
+    return healer
+
+
 class Healer(PipeTracker):
     """Healing's I/O: see the module docstring. ``write`` is the pipe's ``write``."""
 
@@ -118,6 +142,10 @@ class Healer(PipeTracker):
         # The heal under way: [jobs, records, start time], logged when the set is empty.
         self._episode: Optional[list] = None
         plugin.healer = self
+
+    def reload(self, environ: Mapping[str, str] = os.environ) -> None:
+        """SIGHUP: pandad's queue size may have changed."""
+        self.healing.max_in_flight_bytes = pandad_queue_size(environ)
 
     # -- the pipe's tracker -------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ the escaped bytes by U+FFFD there.
 
 Anything else (a NUL byte, an unknown op, a missing or extra field, invalid UTF-8 outside
 the value) raises :class:`CorruptLine` with a one-line reason; nothing here ever raises
-anything else for any input bytes.
+anything else for any input bytes.  A reason quotes at most the line's first
+:data:`PREVIEW_CHARS` printable ASCII characters and gives its length.
 """
 
 from typing import List, NamedTuple, Optional, Tuple
@@ -46,6 +47,8 @@ END_TRANSACTION = 106
 HISTORICAL_SEQUENCE = 107
 
 _EMPTY_TYPE = "(empty)"
+# How much of a corrupt line an error message quotes (see _preview).
+PREVIEW_CHARS = 32
 _OP_CODES = {str(op).encode("ascii"): op for op in range(NEW_CLASSAD, HISTORICAL_SEQUENCE + 1)}
 # A whitespace character ends a token in HTCondor's LogRecord::readword.
 _BLANKS = b" \t"
@@ -112,8 +115,22 @@ def _corrupt_fields(op: int, line: bytes) -> CorruptLine:
 
 
 def _preview(line: bytes) -> str:
-    text = line[:60].decode("ascii", "backslashreplace")
-    return repr(text + ("..." if len(line) > 60 else ""))
+    """The line's first printable ASCII characters, at most :data:`PREVIEW_CHARS`.
+
+    A corrupt "log" may be any file (a symlink to a secret one): the rest of the line, and
+    everything from its first unprintable byte on, is never shown, only its length.
+    """
+    shown = b""
+    for i, byte in enumerate(line[:PREVIEW_CHARS]):
+        if not 32 <= byte < 127:
+            shown = line[:i]
+            break
+    else:
+        shown = line[:PREVIEW_CHARS]
+    text = repr(shown.decode("ascii"))
+    if len(shown) < len(line):
+        text += f"... ({len(line)} bytes)"
+    return text
 
 
 def parse_line(line: bytes) -> LogOp:

@@ -28,7 +28,8 @@ the Event's lock at that moment.
   SIGHUP, and STOPPING=1.
 
 Exit status: 0, or 99 (``EXIT_CONFIG_ERROR``, HTCondor's "do not restart") for a bad
-configuration at start.
+configuration at start or when another panda_plugin holds ``<state file>.lock`` (one plug-in
+per log; ``--dry-run`` does not lock).
 """
 
 import argparse
@@ -56,8 +57,6 @@ COUNTERS_LOG_INTERVAL = 60.0
 CLOSE_MARGIN = 5.0
 # Used when pandad's own configuration cannot be read to find its shutdown grace.
 DEFAULT_PANDAD_SHUTDOWN_GRACE = 30.0
-# Used when pandad's own configuration cannot be read to find its queue size.
-DEFAULT_PANDAD_QUEUE_SIZE = 131072
 # --once: polls until the follower stops advancing; a bound in case the log grows forever.
 ONCE_MAX_POLLS = 10000
 
@@ -91,16 +90,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def load_settings(environ: Mapping[str, str] = os.environ) -> PluginSettings:
     """The plug-in's settings, read as the schedd reads its configuration; raises ConfigError."""
     return load_plugin_settings(HTCondorConfig.load("SCHEDD", environ))
-
-
-def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
-    """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below it."""
-    try:
-        from pandad.knobs import load_pandad_settings
-
-        return load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).queue_size
-    except (ConfigError, ImportError, AttributeError):
-        return DEFAULT_PANDAD_QUEUE_SIZE
 
 
 def pandad_close_timeout(environ: Mapping[str, str] = os.environ) -> float:
@@ -218,6 +207,7 @@ class PluginProcess:
         self.last_counters: Dict[str, float] = {}
         self.poll_error: Optional[str] = None
         self.reconciled = False
+        self.lock_fd: Optional[int] = None     # held for the process's life
 
     # -------------------------------------------------------------- signals
 
@@ -248,6 +238,8 @@ class PluginProcess:
         from schedd_plugin.mirror import Mirror
         from schedd_plugin.pipe import PandadPipe
 
+        if not self.args.dry_run and not self._lock():
+            return EXIT_CONFIG_ERROR
         position = None
         if self.saves_position or self.args.resume:
             position = load_position(self.state_file)
@@ -305,15 +297,11 @@ class PluginProcess:
         return 0
 
     def _make_healer(self):
-        from schedd_plugin.healer import Healer, load_heal_state
-        from schedd_plugin.healing import Healing
+        from schedd_plugin.healer import make_healer
 
-        path = self.state_file + ".heal" if self.saves_position else None
-        healer = Healer(self.plugin, self.stats, path,
-                        Healing(max_in_flight_bytes=pandad_queue_size(self.environ)),
-                        resync_interval=self.settings.resync_interval)
-        healer.restore(load_heal_state(path) if path else None)
-        return healer
+        return make_healer(self.plugin, self.stats,
+                           self.state_file + ".heal" if self.saves_position else None,
+                           self.settings.resync_interval, self.environ)
 
     def _reconcile(self) -> bool:
         """Once the start-up replay is done: reconcile (once). False before that."""
@@ -335,6 +323,23 @@ class PluginProcess:
             healer.resync("SIGUSR1")
         healer.tick()
         healer.maybe_save()
+
+    def _lock(self) -> bool:
+        """One plug-in per log (schedd_plugin.instancelock); False if another one runs.
+
+        --dry-run never locks: it is the diagnosis tool, safe beside the running plug-in.
+        """
+        from schedd_plugin.instancelock import LockHeld, acquire_instance_lock
+
+        try:
+            self.lock_fd = acquire_instance_lock(self.state_file)
+        except LockHeld as e:
+            log.error("%s: %s; exiting", self.job_queue_log, e)
+            return False
+        except OSError as e:
+            log.warning("cannot lock %s.lock (%s); a second panda_plugin on %s would not be "
+                        "detected", self.state_file, e.strerror, self.job_queue_log)
+        return True
 
     def _replay_once(self) -> None:
         for _ in range(ONCE_MAX_POLLS):
@@ -414,6 +419,7 @@ class PluginProcess:
         setup_logging("panda_plugin", new.log, new.max_log, new.debug)
         self.settings = new
         self.plugin.job_attributes = new.job_attributes
+        warn_invalid_job_attributes(new, "SIGHUP: ")
         if hasattr(self.sink, "argv"):
             self.sink.argv = tuple(new.pandad)
             self.sink.spill_bytes = new.spill_bytes
@@ -426,7 +432,7 @@ class PluginProcess:
             self.sink.restart_now()
         if self.healer is not None:
             self.healer.resync_interval = new.resync_interval
-            self.healer.healing.max_in_flight_bytes = pandad_queue_size(self.environ)
+            self.healer.reload(self.environ)
         if not self.args.log and new.job_queue_log != old.job_queue_log:
             log.warning("SIGHUP: JOB_QUEUE_LOG changed to %s; restart panda_plugin to follow it",
                         new.job_queue_log)
@@ -449,6 +455,15 @@ class PluginProcess:
         log.info("counters: %s", text or "none yet")
 
 
+def warn_invalid_job_attributes(settings: PluginSettings, prefix: str = "") -> None:
+    """One line naming the PANDA_JOB_ATTRIBUTES entries no attribute can match."""
+    if settings.invalid_job_attributes:
+        log.warning("%sPANDA_JOB_ATTRIBUTES: %s not an attribute name, so no attribute "
+                    "matches it (separate names with commas or spaces)", prefix,
+                    ", ".join(repr(name) for name in settings.invalid_job_attributes)
+                    + (" is" if len(settings.invalid_job_attributes) == 1 else " are"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     unblock_signals()
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -463,6 +478,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
     if args.ignored:
         log.warning("ignoring arguments panda_plugin does not know: %s", " ".join(args.ignored))
+    warn_invalid_job_attributes(settings)
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "
                  "SCHEDD.PLUGIN_DIR at its directory to enable it); exiting")

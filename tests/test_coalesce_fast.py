@@ -7,6 +7,7 @@ on generated input good and bad."""
 import json
 from collections import Counter
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -14,11 +15,12 @@ from pandad import classad
 from pandad.classad import to_json_value
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce, command_of
-from pandad.convert import JSON_NAMES, Converter, _local_time
+from pandad.convert import Converter, _local_time
 from pandad.flusher import Flusher
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
 from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
+from tests.support import MAP_2014
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -112,12 +114,16 @@ def test_coalesce_into_a_carried_batch_matches(first, second):
             == snapshot(reference_coalesce(first + second)))
 
 
-def reference_job_object(job_id, condor_id, attrs) -> dict:
+# Each property below holds with no PANDA_ATTRIBUTE_MAP and with the 2014 monitor's.
+MAPS = pytest.mark.parametrize("attribute_map", [(), MAP_2014], ids=["names", "map2014"])
+
+
+def reference_job_object(job_id, condor_id, attrs, attribute_map=()) -> dict:
     obj = {"id": job_id}
     if condor_id is not None:
         obj["condorid"] = condor_id
     for attr, text in attrs.items():
-        name = JSON_NAMES.get(attr.lower(), attr)
+        name = dict(attribute_map).get(attr.lower(), attr)
         if name in ("id", "condorid"):
             continue
         value = to_json_value(text)
@@ -125,14 +131,15 @@ def reference_job_object(job_id, condor_id, attrs) -> dict:
     return obj
 
 
+@MAPS
 @PROPERTY_SETTINGS
 @given(st.lists(st.lists(st.tuples(NAMES, VALUES | st.text(max_size=70)), max_size=5),
                 max_size=6))
-def test_converter_remembers_nothing_that_changes_an_object(commands):
-    converter = Converter()
+def test_converter_remembers_nothing_that_changes_an_object(attribute_map, commands):
+    converter = Converter(attribute_map)
     for index, pairs in enumerate(commands):
         attrs = dict(pairs)
-        expected = reference_job_object(f"j{index}", None, attrs)
+        expected = reference_job_object(f"j{index}", None, attrs, attribute_map)
         assert converter.job_object(f"j{index}", None, attrs.items()) == expected
         assert repr(converter.job_object(f"j{index}", None, attrs.items())) == repr(expected)
 
@@ -148,7 +155,7 @@ class Recorder:
         return {"POST": 201, "PUT": 200, "DELETE": 204}[method]
 
 
-def reference_requests(lines) -> tuple:
+def reference_requests(lines, attribute_map=()) -> tuple:
     """The requests and counters of one cycle over ``lines``, from reference_coalesce and
     reference_job_object: what the flusher sent before plain UPDATEs were kept as fields."""
     batch = reference_coalesce(lines)
@@ -161,7 +168,7 @@ def reference_requests(lines) -> tuple:
             try:
                 objects.append(reference_job_object(
                     command.job_id, command.condor_id if method == "POST" else None,
-                    command.attributes()))
+                    command.attributes(), attribute_map))
             except ValueError:
                 unconvertible += command.records
                 continue
@@ -171,10 +178,10 @@ def reference_requests(lines) -> tuple:
     return requests, sent, unconvertible
 
 
-# Names that need care (two spellings of one, id, QDate → submitted, two names for
-# "run_time"), and values to_json_value refuses (an integer of more digits than int() takes).
+# Names that need care (two spellings of one, id, submitted, QDate → submitted and two names
+# for "run_time" under the 2014 map), and an integer of more digits than int() takes.
 CARE_NAMES = st.sampled_from(["JobStatus", "jobstatus", "Owner", "owner", "QDate", "id",
-                              "RemoteWallClockTime", "run_time", "_x1"])
+                              "RemoteWallClockTime", "run_time", "submitted", "_x1"])
 CARE_VALUES = VALUES | st.just("9" * 5000)
 UPDATES = st.lists(st.one_of(
     st.builds(encode_update, JOBS, st.lists(st.tuples(CARE_NAMES, CARE_VALUES), min_size=1,
@@ -184,6 +191,7 @@ UPDATES = st.lists(st.one_of(
 ).map(lambda record: record[:-1]), max_size=12)
 
 
+@MAPS
 @PROPERTY_SETTINGS
 @given(UPDATES)
 @example([encode_update("s#1.0#9", [("A", "1")])[:-1],
@@ -196,28 +204,30 @@ UPDATES = st.lists(st.one_of(
 @example([encode_update("s#1.0#9", [("RemoteWallClockTime", "1"), ("run_time", "1")])[:-1],
           encode_update("s#2.0#9", [("RemoteWallClockTime", "1"), ("run_time", "2"),
                                     ("RemoteWallClockTime", "3")])[:-1]])    # one key, two names
-def test_plain_updates_give_the_bodies_and_counters_of_the_reference(lines):
+def test_plain_updates_give_the_bodies_and_counters_of_the_reference(attribute_map, lines):
     recorder = Recorder()
     stats = Statistics()
     buffer = RecordBuffer(1 << 30, 0, 1 << 30)
     assert buffer.put_many(lines) == len(lines)
-    Flusher(buffer, recorder, stats, PandadSettings(url="http://127.0.0.1:9/")).flush_once()
-    requests, sent, unconvertible = reference_requests(lines)
+    settings = PandadSettings(url="http://127.0.0.1:9/", attribute_map=attribute_map)
+    Flusher(buffer, recorder, stats, settings).flush_once()
+    requests, sent, unconvertible = reference_requests(lines, attribute_map)
     counters = stats.snapshot()
     assert recorder.requests == requests
     assert counters.get("records_sent", 0) == sent
     assert counters.get("records_bad_unconvertible", 0) == unconvertible
 
 
+@MAPS
 @PROPERTY_SETTINGS
 @given(UPDATES, UPDATES)
-def test_entry_objects_are_fields_objects(first, second):
+def test_entry_objects_are_fields_objects(attribute_map, first, second):
     """A warm converter (names and values remembered from ``first``) and a cold one agree."""
-    converter = Converter()
+    converter = Converter(attribute_map)
     converter.entry_objects(list(coalesce(first).update_entries.values()))
     entries = list(coalesce(second).update_entries.values())
     objects, missing = converter.entry_objects(entries)
-    expected = [Converter().fields_object(e) if type(e) is tuple else None for e in entries]
+    expected = [Converter(attribute_map).fields_object(e) if type(e) is tuple else None for e in entries]
     assert repr(objects) == repr(expected) and missing == expected.count(None)
 
 

@@ -1,9 +1,14 @@
-"""The contract test: the dev monitor behaves as a real Django REST Framework + drf-bulk one.
+"""The contract test: pandad against real Django REST Framework + drf-bulk monitors, and the
+dev monitor behaving as they do.
 
-A real DRF monitor (tests/drf_monitor: the BigPanDA HTCondor jobs model and a
-``ListCreateBulkUpdateAPIView``) runs as its own process on 127.0.0.1. The same bulk requests,
-and then the same records through a real ``python -m pandad``, go to it and to DevMonitor:
-statuses and the final value of every model field must be the same.
+A real DRF monitor (tests/drf_monitor: two BigPanDA HTCondor jobs models, each behind a
+``ListCreateBulkUpdateAPIView``) runs as its own process on 127.0.0.1.
+
+* panda-bigmon-htcondor's model (ClassAd spellings): a real ``python -m pandad`` with default
+  knobs fills every field of it that the jobs' attributes have.
+* the 2014 monitor's model (``cmd``, ``owner``, ``submitted``, ...): the same bulk requests,
+  and then the same records through pandad with the 2014 ``PANDA_ATTRIBUTE_MAP``, go to it
+  and to DevMonitor: statuses and the final value of every model field must be the same.
 """
 
 import json
@@ -16,7 +21,8 @@ import pytest
 
 from pandad.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_remove, encode_update
-from tests.support import python_command, python_env, require_module, wait_until
+from tests.support import (ATTRIBUTE_MAP_2014, python_command, python_env, require_module,
+                           wait_until)
 from tests.support.pandad_process import PandadProcess, assert_accounted
 
 SCHEDD = "schedd.example.org"
@@ -38,10 +44,15 @@ class DRFMonitor:
         if not self.url.startswith("http://127.0.0.1:"):
             self.stop()
             raise AssertionError(f"DRF monitor did not start: {self.stderr.read_text()}")
+        # panda-bigmon-htcondor's model, beside the 2014 one
+        self.htcondor_url = self.url.replace("/api/jobs/", "/htcondor/api/jobs/")
 
-    def jobs(self) -> Dict[str, dict]:
-        with urllib.request.urlopen(self.url, timeout=10) as response:
+    def jobs(self, url: Optional[str] = None) -> Dict[str, dict]:
+        with urllib.request.urlopen(url or self.url, timeout=10) as response:
             return {job["id"]: job for job in json.load(response)}
+
+    def htcondor_jobs(self) -> Dict[str, dict]:
+        return self.jobs(self.htcondor_url)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -172,13 +183,18 @@ def holds(jobs: Dict[str, dict], expected: Dict[str, Dict[str, Any]]) -> bool:
                for job, fields in expected.items())
 
 
-def feed_pandad(directory: Path, url: str, monitor_jobs) -> Dict[str, str]:
-    """Run pandad against ``url`` through every phase; its final statistics."""
+def feed_pandad(directory: Path, url: str, monitor_jobs, phases=None, expected_after=None,
+                **knobs: str) -> Dict[str, str]:
+    """Run pandad against ``url`` through every phase (by default the 2014 monitor's, with
+    its PANDA_ATTRIBUTE_MAP); its final statistics."""
+    if phases is None:
+        phases, expected_after = PHASES, EXPECTED_AFTER
+        knobs.setdefault("PANDA_ATTRIBUTE_MAP", ATTRIBUTE_MAP_2014)
     directory.mkdir()
-    with PandadProcess(directory, url=url, PANDA_FLUSH_INTERVAL="0.2") as pandad:
-        for name, records in PHASES:
+    with PandadProcess(directory, url=url, PANDA_FLUSH_INTERVAL="0.2", **knobs) as pandad:
+        for name, records in phases:
             pandad.write(*records)           # one write: one batch, one bulk request per verb
-            wait_until(lambda: holds(monitor_jobs(), EXPECTED_AFTER[name]), 30,
+            wait_until(lambda: holds(monitor_jobs(), expected_after[name]), 30,
                        interval=0.1, message=f"the {name} to reach {url}")
         pandad.close_stdin()
         assert pandad.wait(30) == 0, pandad.stderr_text()
@@ -200,3 +216,79 @@ def test_pandad_leaves_the_same_jobs_in_drf_and_in_devmonitor(tmp_path, drf) -> 
         assert int(float(stats["records_read"])) == sum(len(r) for _, r in PHASES)
     assert {name: drf_stats.get(name) for name in drf_stats if name.startswith("records_")} \
         == {name: dev_stats.get(name) for name in dev_stats if name.startswith("records_")}
+
+
+# -- panda-bigmon-htcondor's model, default knobs ----------------------------------------------
+
+# Its fields a job attribute fills (the others, factory, state, wmsid, start/end time, are the
+# monitor's own; Schedd is no job attribute; submitted is read-only there).
+HTCONDOR_FIELDS = ("Cmd", "GlobalJobId", "GridResource", "Environment", "Requirements",
+                   "LastJobStatus", "EnteredCurrentStatus")
+LONG_INTEGER = "7" * 5000         # more digits than Python's int() takes: sent as its text
+
+
+def htcondor_add(cluster: int) -> bytes:
+    attrs = {"Cmd": '"/usr/libexec/runpilot.sh"', "GlobalJobId": '"%s"' % job_id(cluster),
+             "GridResource": '"condor ce%d.example.org ce%d.example.org:9619"' % (cluster,
+                                                                                   cluster),
+             "Environment": '"PANDA_SITE=SITE_%d X509_USER_PROXY=/tmp/x509up"' % cluster,
+             "Requirements": '(TARGET.Arch == "X86_64") && (TARGET.Memory >= %d)' % cluster,
+             "JobStatus": "1", "LastJobStatus": "0", "EnteredCurrentStatus": "1700000000",
+             "QDate": "1700000000", "Owner": '"pilot"', "ClusterId": str(cluster),
+             "ProcId": "0", "Huge": LONG_INTEGER}
+    return encode_add(job_id(cluster), f"{cluster}.0", attrs.items())
+
+
+def stored(cluster: int, **changed: Any) -> Dict[str, Any]:
+    fields = {"Cmd": "/usr/libexec/runpilot.sh", "GlobalJobId": job_id(cluster),
+              "GridResource": f"condor ce{cluster}.example.org ce{cluster}.example.org:9619",
+              "Environment": f"PANDA_SITE=SITE_{cluster} X509_USER_PROXY=/tmp/x509up",
+              "Requirements": f'(TARGET.Arch == "X86_64") && (TARGET.Memory >= {cluster})',
+              "LastJobStatus": 0, "EnteredCurrentStatus": 1700000000}
+    fields.update(changed)
+    return fields
+
+
+HTCONDOR_PHASES: List[Tuple[str, List[bytes]]] = [
+    ("adds", [htcondor_add(i) for i in range(5)]),
+    ("updates", [encode_update(job_id(0), [("JobStatus", "2"), ("LastJobStatus", "1"),
+                                           ("EnteredCurrentStatus", "1700000100")]),
+                 encode_update(job_id(1), [("Requirements", "(TARGET.Memory > 10)"),
+                                           ("Cmd", '"/bin/true"')]),
+                 htcondor_add(5), encode_update(job_id(5), [("LastJobStatus", "1")])]),
+    ("poisoned update", [encode_update(job_id(3), [("LastJobStatus", "1")]),
+                         encode_update(job_id(99), [("LastJobStatus", "2"),
+                                                    ("GlobalJobId", '"%s"' % job_id(99))]),
+                         encode_update(job_id(4), [("GridResource", '"batch slurm"')])]),
+    ("removes", [encode_update(job_id(2), [("LastJobStatus", "2")]),
+                 encode_remove(job_id(2))]),
+]
+HTCONDOR_EXPECTED: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "adds": {job_id(i): stored(i) for i in range(5)},
+    "updates": {job_id(0): stored(0, LastJobStatus=1, EnteredCurrentStatus=1700000100),
+                job_id(1): stored(1, Requirements="(TARGET.Memory > 10)", Cmd="/bin/true"),
+                job_id(5): stored(5, LastJobStatus=1)},
+    "poisoned update": {job_id(3): stored(3, LastJobStatus=1),
+                        job_id(4): stored(4, GridResource="batch slurm"),
+                        job_id(99): {"LastJobStatus": 2, "GlobalJobId": job_id(99)}},
+    "removes": {job_id(2): stored(2, LastJobStatus=2)},
+}
+
+
+@pytest.mark.slow
+def test_pandad_with_default_knobs_fills_every_field_of_panda_bigmon_htcondor(tmp_path, drf):
+    stats = feed_pandad(tmp_path / "to-htcondor", drf.htcondor_url, drf.htcondor_jobs,
+                        HTCONDOR_PHASES, HTCONDOR_EXPECTED)
+    jobs = drf.htcondor_jobs()
+    assert sorted(jobs) == sorted(job_id(i) for i in (0, 1, 2, 3, 4, 5, 99))
+    expected = {job: fields for phase in HTCONDOR_EXPECTED.values()
+                for job, fields in phase.items()}
+    for job, fields in expected.items():
+        assert {name: jobs[job][name] for name in fields} == fields, job
+    # Every field a job attribute fills is filled, in every job pandad added.
+    assert all(jobs[job_id(i)][name] not in (None, "") for i in range(6)
+               for name in HTCONDOR_FIELDS)
+    assert all(job["submitted"] is None for job in jobs.values())     # read-only there
+    assert_accounted(stats)
+    assert int(float(stats["records_read"])) == sum(len(r) for _, r in HTCONDOR_PHASES)
+    assert int(float(stats["records_sent"])) == int(float(stats["records_read"]))

@@ -7,8 +7,15 @@ import time
 import pytest
 
 from pandad.convert import condor_id_from_job_id, job_object, json_name
+from tests.support import MAP_2014
 
 JOB = "schedd.example.org#12.3#1700000000"
+
+
+@pytest.mark.parametrize("attr", ["Cmd", "Err", "Owner", "QDate", "RemoteWallClockTime",
+                                  "JobStatus", "GlobalJobId", "owner", "out_x"])
+def test_json_name_is_the_classad_name_by_default(attr):
+    assert json_name(attr) == attr
 
 
 @pytest.mark.parametrize("attr, name", [
@@ -18,8 +25,8 @@ JOB = "schedd.example.org#12.3#1700000000"
     ("OWNER", "owner"), ("qdate", "submitted"), ("residentsetsize", "size"),
     ("JobStatus", "JobStatus"), ("GlobalJobId", "GlobalJobId"), ("out_x", "out_x"),
 ])
-def test_json_name(attr, name):
-    assert json_name(attr) == name
+def test_json_name_through_the_2014_map(attr, name):
+    assert json_name(attr, MAP_2014) == name
 
 
 @pytest.fixture
@@ -36,14 +43,29 @@ def utc_plus_two():
     time.tzset()
 
 
-def test_job_object_converts_names_and_values(utc_plus_two):
-    obj = job_object(JOB, "12.3", {
-        "Owner": '"alice"', "QDate": "1700000000", "JobStatus": "2",
-        "RemoteWallClockTime": "123.0", "Cmd": '"C:\\\\bin\\\\x.exe"',
-        "JobPrio": "-5", "ResidentSetSize": "1.5", "Requirements": "(Arch == \"X86_64\")",
-        "HoldReason": "null", "WantCheckpoint": "FALSE", "Err": "undefined",
-        "Args": '"a\\tb \\"q\\" é"',
-    })
+ATTRS = {
+    "Owner": '"alice"', "QDate": "1700000000", "JobStatus": "2",
+    "RemoteWallClockTime": "123.0", "Cmd": '"C:\\\\bin\\\\x.exe"',
+    "JobPrio": "-5", "ResidentSetSize": "1.5", "Requirements": "(Arch == \"X86_64\")",
+    "HoldReason": "null", "WantCheckpoint": "FALSE", "Err": "undefined",
+    "Args": '"a\\tb \\"q\\" é"',
+}
+
+
+def test_job_object_sends_classad_names_and_converts_values_by_default():
+    obj = job_object(JOB, "12.3", ATTRS)
+    assert obj == {
+        "id": JOB, "condorid": "12.3", "Owner": "alice", "QDate": 1700000000,
+        "JobStatus": 2, "RemoteWallClockTime": 123, "Cmd": "C:\\bin\\x.exe", "JobPrio": -5,
+        "ResidentSetSize": 1.5, "Requirements": '(Arch == "X86_64")', "HoldReason": None,
+        "WantCheckpoint": False, "Err": None, "Args": 'a\tb "q" é',
+    }
+    assert list(obj)[:2] == ["id", "condorid"]
+    assert json.loads(json.dumps(obj)) == obj
+
+
+def test_job_object_through_the_2014_map(utc_plus_two):
+    obj = job_object(JOB, "12.3", ATTRS, MAP_2014)
     assert obj == {
         "id": JOB, "condorid": "12.3", "owner": "alice",
         "submitted": "2023-11-15 00:13:20", "JobStatus": 2, "run_time": 123,
@@ -60,19 +82,40 @@ def test_update_objects_have_no_condorid():
 
 
 def test_submitted_that_is_not_a_number_keeps_its_value():
-    assert job_object(JOB, None, {"QDate": '"yesterday"'})["submitted"] == "yesterday"
-    assert job_object(JOB, None, {"QDate": "undefined"})["submitted"] is None
-    assert job_object(JOB, None, {"QDate": "true"})["submitted"] is True
-    assert job_object(JOB, None, {"QDate": "1e300"})["submitted"] == 1e300
+    def submitted(text):
+        return job_object(JOB, None, {"QDate": text}, MAP_2014)["submitted"]
+    assert submitted('"yesterday"') == "yesterday"
+    assert submitted("undefined") is None
+    assert submitted("true") is True
+    assert submitted("1e300") == 1e300
 
 
 def test_real_qdate_is_a_time_too(utc_plus_two):
-    assert job_object(JOB, None, {"QDate": "1700000000.0"})["submitted"] == "2023-11-15 00:13:20"
+    assert job_object(JOB, None, {"QDate": "1700000000.0"}, MAP_2014)["submitted"] \
+        == "2023-11-15 00:13:20"
+
+
+def test_whatever_maps_to_submitted_is_a_time_and_an_attribute_named_so_too(utc_plus_two):
+    assert job_object(JOB, None, {"JobStartDate": "1700000000", "QDate": "1"},
+                      (("jobstartdate", "submitted"),)) == {
+        "id": JOB, "submitted": "2023-11-15 00:13:20", "QDate": 1}
+    assert job_object(JOB, None, {"submitted": "1700000000"}) == {
+        "id": JOB, "submitted": "2023-11-15 00:13:20"}
+
+
+def test_an_integer_too_long_for_int_is_sent_as_its_text():
+    digits = "9" * 5000
+    obj = job_object(JOB, None, {"Big": digits, "Negative": "-" + digits,
+                                 "Padded": "0" * 5000 + "42"})
+    assert obj == {"id": JOB, "Big": digits, "Negative": "-" + digits, "Padded": 42}
+    assert json.loads(json.dumps(obj)) == obj
 
 
 def test_attributes_cannot_overwrite_the_identity():
     obj = job_object(JOB, "12.3", {"id": '"other"', "condorid": '"9.9"', "Id": "1"})
     assert obj["id"] == JOB and obj["condorid"] == "12.3" and obj["Id"] == 1
+    assert job_object(JOB, None, {"GlobalJobId": '"x"'}, (("globaljobid", "id"),)) == {
+        "id": JOB}
 
 
 def test_values_that_json_cannot_hold_are_sent_as_text():

@@ -113,6 +113,35 @@ def test_sighup_applies_new_url_queue_size_grace_and_timeout(tmp_path):
     assert_accounted(stats)
 
 
+def test_sighup_applies_a_new_attribute_map_and_keeps_the_old_one_when_it_is_bad(tmp_path):
+    def owned(job: int, key: str) -> bool:
+        return monitor.jobs().get(job_id(job), {}).get(key) == "alice"
+
+    def add(job: int) -> bytes:
+        return encode_add(job_id(job), f"{job}.0", [("Owner", '"alice"')])
+
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.wait_for_log("attribute names: as the schedd spells them")
+        pandad.write(add(0))
+        wait_until(lambda: owned(0, "Owner"), 10, message="job 0 with Owner")
+        pandad.write_config(PANDA_ATTRIBUTE_MAP="Owner=owner, QDate=submitted")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("SIGHUP: attribute names")
+        assert "renamed by PANDA_ATTRIBUTE_MAP: owner=owner, qdate=submitted" \
+            in pandad.log_text()
+        pandad.write(add(1))
+        wait_until(lambda: owned(1, "owner"), 10, message="job 1 with owner")
+        pandad.write_config(PANDA_ATTRIBUTE_MAP="Owner")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("keeping the old one")
+        assert "PANDA_ATTRIBUTE_MAP = 'Owner' has a bad entry" in pandad.log_text()
+        pandad.write(add(2))
+        wait_until(lambda: owned(2, "owner"), 10, message="job 2 with owner, as before")
+        assert "Owner" not in monitor.jobs()[job_id(1)]
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+
+
 def test_sighup_with_a_bad_configuration_keeps_the_old_one(tmp_path):
     with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
         pandad.write(*adds(0, 3))
@@ -156,6 +185,8 @@ def test_unwritable_statistics_log_is_not_fatal(tmp_path):
      "PANDA_QUEUE_SIZE"),
     ({"PANDA_URL": "ftp://monitor.example.org/jobs/"}, "ftp"),
     ({"PANDA_URL": "ftp://user:s3cret@monitor.example.org/jobs/"}, "user:***@"),
+    ({"PANDA_URL": "http://127.0.0.1:9/api/jobs/", "PANDA_ATTRIBUTE_MAP": "Cmd=cmd Owner"},
+     "PANDA_ATTRIBUTE_MAP = 'Cmd=cmd Owner' has a bad entry: 'Owner' is not"),
 ])
 def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phrase):
     config = tmp_path / "condor_config"

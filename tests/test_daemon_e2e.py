@@ -30,8 +30,8 @@ def workload(jobs: int, seed: int = 7) -> Tuple[List[bytes], Dict[str, dict]]:
         records.append(encode_add(job_id(i), f"{i}.0", [
             ("Owner", '"user%d"' % (i % 17)), ("JobStatus", "1"), ("Cmd", '"/bin/job"'),
             ("RequestCpus", "1"), ("ImageSize", "1000")]))
-        expected[job_id(i)] = {"condorid": f"{i}.0", "owner": "user%d" % (i % 17),
-                               "JobStatus": 1, "cmd": "/bin/job", "ImageSize": 1000,
+        expected[job_id(i)] = {"condorid": f"{i}.0", "Owner": "user%d" % (i % 17),
+                               "JobStatus": 1, "Cmd": "/bin/job", "ImageSize": 1000,
                                "removed": False}
     for i in range(jobs):
         records.append(encode_update(job_id(i), [("JobStatus", "2"),
@@ -80,6 +80,26 @@ def test_ten_thousand_jobs_reach_the_monitor_exactly(tmp_path):
     # Coalescing: far fewer commands than records.
     assert int(stats["commands_sent"]) < written
     assert "400" not in "".join(monitor.request_counts())
+
+
+def test_an_integer_longer_than_int_takes_arrives_as_its_text(tmp_path):
+    """5,000 digits: more than Python's int-to-string limit. The job and the update still
+    arrive (through coalesce, convert and the flusher), the value as its digits."""
+    digits = "8" * 5000
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.write(encode_add(job_id(1), "1.0", [("JobStatus", "1"), ("Huge", digits)]),
+                     encode_add(job_id(2), "2.0", [("JobStatus", "1")]))
+        wait_until(lambda: len(monitor.jobs()) == 2, 10, message="both jobs")
+        pandad.write(encode_update(job_id(2), [("Huge", "-" + digits)]))
+        wait_until(lambda: "Huge" in monitor.jobs()[job_id(2)], 10, message="the update")
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+        stats = pandad.statistics()
+        jobs = monitor.jobs()
+    assert jobs[job_id(1)]["Huge"] == digits and jobs[job_id(2)]["Huge"] == "-" + digits
+    assert int(stats["records_sent"]) == int(stats["records_read"]) == 3
+    assert "records_bad_unconvertible" not in stats
+    assert_accounted(stats)
 
 
 def test_bad_and_overlong_records_are_counted_and_the_rest_delivered(tmp_path):

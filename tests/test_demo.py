@@ -17,7 +17,7 @@ from pandad.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem
                          percentile)
 from pandad.stats import parse_statistics
 from schedd_plugin.simulate import ScheddSimulator
-from tests.support import python_command, python_env, wait_until
+from tests.support import MAP_2014, python_command, python_env, wait_until
 
 GJID = "ap1.example.org#1.0#1700000000"
 
@@ -42,6 +42,17 @@ def test_a_job_converted_as_job_object_matches():
     assert result.ok and result.matching == 1 and result.problems == []
 
 
+def test_the_names_are_the_classad_names_unless_the_attribute_map_renames_them():
+    entry = truth_entry(Owner='"alice"', QDate="1700000000", Cmd='"/bin/x"')
+    stored = {"id": GJID, "condorid": "1.0", "removed": False, "Owner": "alice",
+              "QDate": 1700000000, "Cmd": "/bin/x"}
+    assert compare({GJID: entry}, {GJID: stored}).ok
+    assert not compare({GJID: entry}, {GJID: stored}, MAP_2014).ok
+    mapped = job_object(GJID, "1.0", entry["attrs"], MAP_2014)
+    assert set(mapped) == {"id", "condorid", "owner", "submitted", "cmd"}
+    assert compare({GJID: entry}, {GJID: dict(mapped, removed=False)}, MAP_2014).ok
+
+
 def test_deleted_attributes_must_be_null_and_identity_keys_are_allowed():
     entry = truth_entry(JobStatus="1")
     assert compare({GJID: entry}, {GJID: monitor_object(entry, HoldReason=None)}).ok
@@ -53,7 +64,7 @@ def test_deleted_attributes_must_be_null_and_identity_keys_are_allowed():
 def test_each_kind_of_difference_is_reported():
     entry = truth_entry(JobStatus="2", Owner='"alice"')
     wrong = monitor_object(entry, JobStatus=1, removed=True, condorid="9.9")
-    del wrong["owner"]
+    del wrong["Owner"]
     other = "ap1.example.org#2.0#1700000000"
     result = compare({GJID: entry, "ap1.example.org#3.0#1": truth_entry()},
                      {GJID: wrong, other: {"id": other}})
@@ -62,7 +73,7 @@ def test_each_kind_of_difference_is_reported():
     assert "JobStatus = 1, expected 2" in text
     assert "removed = True, expected False" in text
     assert "condorid = '9.9', expected '1.0'" in text
-    assert "owner missing (expected 'alice')" in text
+    assert "Owner missing (expected 'alice')" in text
     assert "ap1.example.org#3.0#1: missing from the monitor" in text
     assert f"{other}: in the monitor but not in the truth" in text
 

@@ -83,7 +83,7 @@ def test_one_cycle_sends_post_put_delete_in_order(base_settings):
         assert [r.method for r in requests] == ["POST", "PUT", "DELETE"]
         assert all(r.headers["content-type"] == "application/json" for r in requests)
         post, put, delete = (json.loads(r.body) for r in requests)
-        assert post == [{"id": job(1), "condorid": "1.0", "owner": "alice", "JobStatus": 1}]
+        assert post == [{"id": job(1), "condorid": "1.0", "Owner": "alice", "JobStatus": 1}]
         assert put == [{"id": job(2), "JobStatus": 2}]
         assert delete == [{"id": job(3)}]
         assert rig.count("records_sent") == 4
@@ -130,7 +130,7 @@ def test_devmonitor_gets_the_coalesced_final_state(base_settings):
         for i in range(50):
             expected = 4 if i < 25 else 2
             assert jobs[job(i)]["JobStatus"] == expected
-            assert jobs[job(i)]["owner"] == "bob"
+            assert jobs[job(i)]["Owner"] == "bob"
             assert jobs[job(i)]["removed"] is (i < 10)
         # 50 updates of one PUT merged 125 records
         assert monitor.request_counts() == {"POST 201": 1, "PUT 200": 1, "DELETE 204": 1}

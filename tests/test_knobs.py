@@ -9,6 +9,7 @@ from pandad.config import ConfigError, HTCondorConfig
 from pandad.knobs import (EXIT_CONFIG_ERROR, KNOBS, PandadSettings, PluginSettings,
                           load_pandad_settings, load_plugin_settings, markdown_table,
                           plugin_enabled)
+from tests.support import ATTRIBUTE_MAP_2014, MAP_2014
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 FILE = "/etc/condor/config.d/60-panda.conf"
@@ -56,8 +57,8 @@ def test_settings_are_immutable():
         s.queue_size = 1  # type: ignore[misc]
     assert [f.name for f in dataclasses.fields(PluginSettings)] == [
         "job_queue_log", "pandad", "poll_interval", "state_file", "job_attributes",
-        "spill_bytes", "pipe_bytes", "enabled", "log", "max_log", "debug", "schedd_name",
-        "resync_interval"]
+        "invalid_job_attributes", "spill_bytes", "pipe_bytes", "enabled", "log", "max_log",
+        "debug", "schedd_name", "resync_interval"]
 
 
 def test_typed_values_as_htcondor_accepts_them():
@@ -82,9 +83,40 @@ def test_plugin_attributes_and_command_line():
                "PANDAD = $(LIBEXEC)/pandad --flag 'two words'\nSCHEDD_NAME = s1\n"
                "FULL_HOSTNAME = h.example\n")
     assert s.job_attributes == frozenset({"owner", "jobstatus", "qdate"})
+    assert s.invalid_job_attributes == ()
     assert s.pandad == ("/usr/libexec/pandad", "--flag", "two words")
     assert s.schedd_name == "s1@h.example"
     assert plugin("SCHEDD_NAME = s2@elsewhere\n").schedd_name == "s2@elsewhere"
+
+
+def test_job_attributes_that_are_not_attribute_names_are_named():
+    s = plugin("PANDA_JOB_ATTRIBUTES = JobStatus;Owner,QDate\tCmd , 1st,,x-y\n")
+    assert s.job_attributes == frozenset({"jobstatus;owner", "qdate", "cmd", "1st", "x-y"})
+    assert s.invalid_job_attributes == ("JobStatus;Owner", "1st", "x-y")
+
+
+def test_attribute_map_default_and_2014_line():
+    assert pandad(URL).attribute_map == ()
+    assert pandad(URL + f"PANDA_ATTRIBUTE_MAP = {ATTRIBUTE_MAP_2014}\n").attribute_map \
+        == MAP_2014
+    spaced = pandad(URL + "PANDA_ATTRIBUTE_MAP = CMD = cmd QDate=submitted,,\n")
+    assert spaced.attribute_map == (("cmd", "cmd"), ("qdate", "submitted"))
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("Cmd", "'Cmd' is not ClassAdName=json_name"),
+    ("Cmd=cmd, Owner", "'Owner' is not ClassAdName=json_name"),
+    ("Job;Status=x", "'Job;Status=x' is not ClassAdName=json_name"),
+    ("Cmd=a=b", "'Cmd=a=b' is not ClassAdName=json_name"),
+    ("Cmd=cmd CMD=c", "'CMD' is mapped twice"),
+    ("GlobalJobId=id", "'GlobalJobId=id' maps onto 'id', a key pandad fills itself"),
+])
+def test_a_malformed_attribute_map_is_one_error_naming_the_knob(value, reason):
+    with pytest.raises(ConfigError) as error:
+        pandad(URL + f"PANDA_ATTRIBUTE_MAP = {value}\n")
+    message = str(error.value)
+    assert message.startswith(f"{FILE}:2: PANDA_ATTRIBUTE_MAP = ") and reason in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("text, message", [
@@ -157,7 +189,8 @@ def test_enabled_by_a_plugin_dir_holding_the_plugin(tmp_path):
 
 def test_every_knob_fills_a_settings_field_once():
     fields = {"pandad": {f.name for f in dataclasses.fields(PandadSettings)},
-              "plugin": {f.name for f in dataclasses.fields(PluginSettings)} - {"enabled"}}
+              "plugin": {f.name for f in dataclasses.fields(PluginSettings)}
+              - {"enabled", "invalid_job_attributes"}}
     for program in fields:
         knobs = [k.field for k in KNOBS if k.program == program]
         assert sorted(knobs) == sorted(fields[program])

@@ -101,3 +101,16 @@ def test_any_bytes_never_raise_anything_else():
         except CorruptLine:
             continue
         assert 101 <= op.op <= 107
+
+
+@pytest.mark.parametrize("line, shown", [
+    (b"root:$6$secretsecretsecretsecretsecret$hash:19000:0:99999:7:::",
+     "'root:$6$secretsecretsecretsecret'... (62 bytes)"),
+    (b"104 1.0 A \x1b[31msecret", "'104 1.0 A '... (21 bytes)"),
+    (b"hello", "'hello'"),
+])
+def test_a_corrupt_line_is_quoted_by_its_first_32_printable_characters_only(line, shown):
+    with pytest.raises(CorruptLine) as e:
+        parse_line(line)
+    assert str(e.value).endswith(shown)
+    assert b"secret$hash" not in str(e.value).encode() and "\x1b" not in str(e.value)

@@ -15,7 +15,8 @@ from typing import List, Tuple
 
 import pytest
 
-from tests.support import REPO, python_env, require_module, require_tool
+from tests.support import (ATTRIBUTE_MAP_2014, MAP_2014, REPO, python_env, require_module,
+                           require_tool)
 
 PACKAGING = REPO / "packaging"
 CONF = PACKAGING / "60-panda.conf"
@@ -28,6 +29,8 @@ ADMIN_GUIDE = REPO / "docs" / "admin-guide.md"
 # built-in default.
 ACTIVE = {"PANDA_STATISTICS_LOG": "$(LOG)/PandaStatistics", "PANDAD_LOG": "$(LOG)/PandadLog",
           "PANDA_PLUGIN_LOG": "$(LOG)/PandaPluginLog"}
+# Offered commented out, after the knob's default line: a value for a known case.
+OFFERED = {"PANDA_ATTRIBUTE_MAP": ATTRIBUTE_MAP_2014}
 ENABLE_LINE = "SCHEDD.PLUGINS = $(SCHEDD.PLUGINS) $(LIBEXEC)/panda_plugin"
 MASTER_LINES = ("PANDA_PLUGIN = $(LIBEXEC)/panda_plugin", "DAEMON_LIST = $(DAEMON_LIST) PANDA_PLUGIN")
 
@@ -37,10 +40,13 @@ HOST_DIRS = {"LOG": "/var/log/condor", "SPOOL": "/var/lib/condor/spool",
 
 
 def conf_assignments(text: str) -> List[Tuple[str, str, bool]]:
-    """(NAME, value, active) for every ``NAME = value`` line, commented out or not."""
+    """(NAME, value, active) for every ``NAME = value`` line, commented out or not, but the
+    OFFERED ones commented out."""
     found = []
     for line in text.splitlines():
         match = re.match(r"^(#?)([A-Za-z_][A-Za-z0-9_.]*)\s*=\s?(.*)$", line)
+        if match and match.group(1) and OFFERED.get(match.group(2)) == match.group(3).rstrip():
+            continue
         if match:
             found.append((match.group(2), match.group(3).rstrip(), not match.group(1)))
     return found
@@ -150,6 +156,20 @@ def test_feed_is_off_as_installed_and_on_with_the_enabling_line(tmp_path):
     assert settings.log == "/var/log/condor/PandaPluginLog"
     assert settings.job_queue_log == "/var/lib/condor/spool/job_queue.log"
     assert tuple(settings.pandad) == ("/usr/libexec/condor/pandad",)
+
+
+def test_the_2014_monitors_attribute_map_is_one_line_to_uncomment(tmp_path):
+    knobs = runtime_module("pandad.knobs")
+    site = "PANDA_URL = https://monitor.example.org/api/jobs/\n"
+    line = f"PANDA_ATTRIBUTE_MAP = {ATTRIBUTE_MAP_2014}"
+    text = CONF.read_text()
+    assert text.index(f"#{line}\n") > text.index("#PANDA_ATTRIBUTE_MAP =\n")
+    (tmp_path / "as_shipped").mkdir()
+    (tmp_path / "2014").mkdir()
+    plain = write_host_config(tmp_path / "as_shipped", text, site)
+    mapped = write_host_config(tmp_path / "2014", uncomment(text, [line]), site)
+    assert knobs.load_pandad_settings(load_config(plain, "PANDAD")).attribute_map == ()
+    assert knobs.load_pandad_settings(load_config(mapped, "PANDAD")).attribute_map == MAP_2014
 
 
 def test_uncommenting_every_default_changes_no_setting(tmp_path):

@@ -256,7 +256,8 @@ def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
         # A good configuration is applied: only JobStatus is sent from now on. (pandad's
         # stand-in writes its pid once its SIGHUP handler is in place.)
         wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
-        Path(config).write_text(good + "PANDA_JOB_ATTRIBUTES = JobStatus\n")
+        # "JobStatus;Owner" is no attribute name: it matches nothing, and a warning says so.
+        Path(config).write_text(good + "PANDA_JOB_ATTRIBUTES = JobStatus JobStatus;Owner\n")
         proc.send_signal(signal.SIGHUP)
         assert notify.next() == "RELOADING=1"
         assert notify.next() == "READY=1"
@@ -271,6 +272,10 @@ def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
         wait_until(lambda: (tmp_path / "received").read_bytes().count(b"\n") == 2, timeout=20)
         update = decode((tmp_path / "received").read_bytes().split(b"\n")[1])
         assert [name for name, _ in update.attrs] == ["JobStatus"]
+        warnings = [line for line in (tmp_path / "plugin.stderr").read_text().splitlines()
+                    if "PANDA_JOB_ATTRIBUTES" in line]
+        assert len(warnings) == 1 and "SIGHUP: PANDA_JOB_ATTRIBUTES: 'JobStatus;Owner' is " \
+            "not an attribute name" in warnings[0], warnings
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -1,5 +1,16 @@
-"""The BigPanDA HTCondor jobs table: primary key ``id`` (GlobalJobId), every field nullable."""
+"""The two BigPanDA HTCondor jobs tables pandad is tested against; primary key ``id``
+(GlobalJobId).
 
+* ``Job``: the 2014 BigPanDA monitor's columns (``cmd``, ``owner``, ``submitted``, ...), every
+  field nullable; pandad fills them with the 2014 ``PANDA_ATTRIBUTE_MAP``.
+* ``HTCondorJob``: the fields of the last upstream monitor, PanDAWMS/panda-bigmon-htcondor
+  ``api/models.py``, with its types, lengths and nullability: ClassAd spellings, which pandad
+  sends with default knobs. ``submitted`` is read-only there (``editable=False``); its
+  ``wmsid`` was a ``CommaSeparatedIntegerField``, which Django 2 removed: here the CharField
+  with the validator Django offers in its place.
+"""
+
+from django.core.validators import validate_comma_separated_integer_list
 from django.db import models
 
 
@@ -24,6 +35,30 @@ class Job(models.Model):
     ExitCode = models.IntegerField(null=True, blank=True)
     RemoteHost = models.CharField(max_length=255, null=True, blank=True)
     removed = models.BooleanField(default=False)
+
+    class Meta:
+        app_label = "drf_monitor"
+
+
+class HTCondorJob(models.Model):
+    id = models.CharField(primary_key=True, max_length=100)
+    factory = models.CharField(max_length=64, blank=True)
+    Schedd = models.CharField(max_length=64, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    submitted = models.DateTimeField(editable=False, null=True, blank=True)
+    last_modified = models.DateTimeField(auto_now=True)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=3, blank=True)
+    LastJobStatus = models.IntegerField(null=True, blank=True)
+    EnteredCurrentStatus = models.IntegerField(null=True, blank=True)
+    GridResource = models.CharField(max_length=255, blank=True)
+    Environment = models.CharField(max_length=1024, blank=True)
+    GlobalJobId = models.CharField(max_length=100, null=True, blank=True)
+    Requirements = models.CharField(max_length=1024, blank=True)
+    Cmd = models.CharField(max_length=64, blank=True)
+    wmsid = models.CharField(max_length=1024, blank=True,
+                             validators=[validate_comma_separated_integer_list])
 
     class Meta:
         app_label = "drf_monitor"

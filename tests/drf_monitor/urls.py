@@ -1,5 +1,6 @@
 from django.urls import path
 
-from tests.drf_monitor.views import JobList
+from tests.drf_monitor.views import HTCondorJobList, JobList
 
-urlpatterns = [path("api/jobs/", JobList.as_view())]
+urlpatterns = [path("api/jobs/", JobList.as_view()),
+               path("htcondor/api/jobs/", HTCondorJobList.as_view())]

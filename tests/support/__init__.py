@@ -12,6 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures" / "job_queue_log"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# PANDA_ATTRIBUTE_MAP for the 2014 BigPanDA monitor, as packaging/60-panda.conf offers it, and
+# what pandad.knobs makes of it.
+ATTRIBUTE_MAP_2014 = ("Cmd=cmd, Err=p_stderr, JobDescription=p_description, JobPrio=pri, "
+                      "Out=p_stdout, Owner=owner, QDate=submitted, "
+                      "RemoteWallClockTime=run_time, ResidentSetSize=size")
+MAP_2014 = (("cmd", "cmd"), ("err", "p_stderr"), ("jobdescription", "p_description"),
+            ("jobprio", "pri"), ("out", "p_stdout"), ("owner", "owner"),
+            ("qdate", "submitted"), ("remotewallclocktime", "run_time"),
+            ("residentsetsize", "size"))
 
 T = TypeVar("T")
 
