@@ -28,6 +28,11 @@ once a pandad has stayed up for ``stable_after`` seconds. An exit with status 99
 configuration error, HTCondor's "do not restart") waits the longest backoff, so a fixed
 configuration is picked up without flooding the log.
 
+With ``back_channel``, pandad is started with ``PANDAD_BACK_CHANNEL=1`` and its stdout a pipe
+(``schedd_plugin.backchannel``); the loop waits on ``reports_fd`` and calls
+``read_reports()``. The ``tracker`` (``PipeTracker``) is told every record written whole (in
+order) or dropped, the back channel's bytes, and pandad's starts and exits: healing's inputs.
+
 pandad runs in its own session: its lifetime is tied to the pipe (EOF on stdin means "flush and
 exit"), not to signals a terminal sends the plug-in's process group.
 
@@ -49,7 +54,9 @@ import time
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice, repeat
-from typing import Callable, Deque, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Deque, List, Mapping, Optional, Sequence
+
+from schedd_plugin.backchannel import PipeTracker, ReportsPipe
 
 log = logging.getLogger("panda_plugin.pipe")
 
@@ -65,29 +72,6 @@ EXIT_CONFIG_ERROR = 99  # pandad's "do not restart" (pandad.knobs.EXIT_CONFIG_ER
 BATCH_BYTES = 64 * 1024
 # Buffers handed to one os.writev (Linux's IOV_MAX is 1024).
 WRITEV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
-
-
-class PipeTracker:
-    """What the pipe tells about its records and its pandad; every hook is a no-op here.
-
-    ``written`` gets the records that went whole into the pipe, in order; ``dropped`` the
-    records that never will (dropped or discarded); ``reports`` bytes read from the back
-    channel; ``started`` and ``exited(status)`` pandad's lifetime."""
-
-    def written(self, records: Sequence[bytes]) -> None:
-        pass
-
-    def dropped(self, records: Iterable[bytes]) -> None:
-        pass
-
-    def reports(self, data: bytes) -> None:
-        pass
-
-    def started(self) -> None:
-        pass
-
-    def exited(self, status: int) -> None:
-        pass
 
 
 class PandadPipe:
@@ -110,7 +94,7 @@ class PandadPipe:
         self._stable_after = stable_after
         self.tracker = tracker if tracker is not None else PipeTracker()
         self.back_channel = back_channel
-        self._reports_fd: Optional[int] = None   # read end of pandad's stdout (back channel)
+        self._reports = ReportsPipe()    # pandad's stdout, with the back channel
 
         self._proc: Optional[subprocess.Popen] = None
         self._fd: Optional[int] = None
@@ -151,23 +135,11 @@ class PandadPipe:
     @property
     def reports_fd(self) -> Optional[int]:
         """The read end of the back channel while pandad runs (for the loop's wait)."""
-        return self._reports_fd
+        return self._reports.fd
 
     def read_reports(self) -> None:
         """Hand what the back channel holds now to ``tracker.reports``; never blocks."""
-        fd = self._reports_fd
-        while fd is not None:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                log.error("reading pandad's back channel failed: %s", e)
-                data = b""
-            if not data:
-                self._close_reports()
-                return
-            self.tracker.reports(data)
+        self._reports.read(self.tracker.reports)
 
     def restart_now(self) -> None:
         """Start pandad at the next pump instead of after the backoff (SIGHUP after a fix)."""
@@ -261,43 +233,23 @@ class PandadPipe:
         self._end_down_episode(restarted=False)
         if proc is None:
             return None
-        status = self._wait_reading(proc, timeout)
+        status = self._reports.wait(proc, timeout, self.tracker.reports)
         if status is None:
             log.warning("pandad (pid %d) did not exit %.0f s after EOF; sending SIGTERM",
                         proc.pid, timeout)
             self._signal(proc, signal.SIGTERM)
             self._signal(proc, signal.SIGCONT)      # a stopped pandad cannot act on SIGTERM
-            status = self._wait_reading(proc, 5.0)
+            status = self._reports.wait(proc, 5.0, self.tracker.reports)
         if status is None:
             log.warning("pandad (pid %d) ignored SIGTERM; sending SIGKILL", proc.pid)
             self._signal(proc, signal.SIGKILL)
-            status = self._wait_reading(proc, 5.0)
+            status = self._reports.wait(proc, 5.0, self.tracker.reports)
         self.read_reports()
-        self._close_reports()
+        self._reports.close()
         if status is not None:
             log.info("pandad (pid %d) %s", proc.pid, describe_status(status))
             self.tracker.exited(status)
         return status
-
-    def _wait_reading(self, proc: subprocess.Popen, timeout: float) -> Optional[int]:
-        """Wait for pandad's exit, reading the back channel meanwhile (its LOST lines for
-        what it discards must not fill the pipe, and must not be missed)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = proc.poll()
-            if status is not None:
-                return status
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            fd = self._reports_fd
-            if fd is None:
-                return self._wait(proc, remaining)
-            try:
-                select.select([fd], [], [], min(remaining, 0.05))
-            except (OSError, ValueError):
-                pass
-            self.read_reports()
 
     # ----------------------------------------------------------------- writing
 
@@ -455,7 +407,7 @@ class PandadPipe:
         now = self._clock()
         # Its last reports (LOST, SETTLED, FATAL) come before the loss is reckoned.
         self.read_reports()
-        self._close_reports()
+        self._reports.close()
         if self._fd is not None:
             self._lost_pandad()
         self.tracker.exited(status)
@@ -493,33 +445,22 @@ class PandadPipe:
         except OSError as e:
             self._start_failed(f"cannot create a pipe: {e}")
             return
-        env = self._env
-        reports_read = reports_write = None
-        if self.back_channel:
-            env = dict(os.environ if env is None else env, PANDAD_BACK_CHANNEL="1")
-            try:
-                reports_read, reports_write = os.pipe()
-            except OSError as e:
-                os.close(read_fd)
-                os.close(write_fd)
-                self._start_failed(f"cannot create a pipe: {e}")
-                return
+        env, stdout = self._env, None
         try:
-            self._proc = subprocess.Popen(argv, stdin=read_fd, stdout=reports_write, env=env,
+            if self.back_channel:
+                env = dict(os.environ if env is None else env, PANDAD_BACK_CHANNEL="1")
+                stdout = self._reports.open()
+            self._proc = subprocess.Popen(argv, stdin=read_fd, stdout=stdout, env=env,
                                           close_fds=True, start_new_session=True)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             os.close(write_fd)
-            if reports_read is not None:
-                os.close(reports_read)
+            self._reports.close()
             self._start_failed(f"cannot start pandad {argv!r}: {e}")
             return
         finally:
             os.close(read_fd)
-            if reports_write is not None:
-                os.close(reports_write)
-        if reports_read is not None:
-            os.set_blocking(reports_read, False)
-            self._reports_fd = reports_read
+            if stdout is not None:
+                os.close(stdout)
         os.set_blocking(write_fd, False)
         self._enlarge(write_fd)
         self._fd = write_fd
@@ -557,14 +498,6 @@ class PandadPipe:
             log.debug("pipe to pandad holds %d bytes", fcntl.fcntl(fd, F_GETPIPE_SZ))
         except OSError:
             pass
-
-    def _close_reports(self) -> None:
-        if self._reports_fd is not None:
-            try:
-                os.close(self._reports_fd)
-            except OSError:
-                pass
-            self._reports_fd = None
 
     def _close_fd(self) -> None:
         if self._fd is not None:

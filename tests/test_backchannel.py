@@ -121,10 +121,22 @@ def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
         assert rig.count("records_rejected") == 1
 
 
-def test_unconvertible_names_the_job(base_settings):
+def test_unconvertible_names_the_job(base_settings, monkeypatch):
+    # convert now sends any value (an integer too long for int() goes as text), so no record
+    # is unconvertible by its content: the converter is the seam that fails for job 2.
+    from pandad.convert import Converter
+
+    original = Converter.job_object
+
+    def failing(self, job_id, *args, **kwargs):
+        if job_id == job(2):
+            raise ValueError("cannot convert (test)")
+        return original(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Converter, "job_object", failing)
     with DevMonitor() as monitor:
         rig = Rig(base_settings, monitor.url)
-        rig.feed(add(1), encode_update(job(2), [("Huge", "9" * 5000)]), add(3))
+        rig.feed(add(1), add(2), add(3))
         rig.flusher.flush_once()
         assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t3"]
         assert rig.count("records_bad_unconvertible") == 1

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from pandad.stats import Statistics
-from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe, PipeTracker
+from schedd_plugin.backchannel import PipeTracker
+from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe
 from tests.support import COPY_STDIN_CHILD, wait_until
 
 # Exits with status 3 after reading one line.
