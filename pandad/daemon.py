@@ -72,6 +72,7 @@ class DropEpisodes:
 
     QUIET = 5.0
     REMIND = 60.0
+    STUCK = 1.0         # a request outstanding this long is named in the line
 
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
@@ -80,18 +81,25 @@ class DropEpisodes:
         self._last_drop = 0.0
         self._last_line = 0.0
 
-    def update(self, dropped: int, nbytes: int, settings: PandadSettings) -> None:
+    def update(self, dropped: int, nbytes: int, settings: PandadSettings,
+               in_flight: Optional[Tuple[float, str]] = None) -> None:
+        """``in_flight``: the flusher's request outstanding, (seconds, "METHOD url")."""
         now = self._clock()
         if dropped:
+            # A buffer full behind a request that does not end is the monitor's doing.
+            stuck = ("" if in_flight is None or in_flight[0] < self.STUCK else
+                     f"; the flusher has been waiting {in_flight[0]:.0f} s for the answer to"
+                     f" {in_flight[1]}")
             if not self._dropped:
                 self._started = self._last_line = now
                 log.warning("buffer full (%d bytes; PANDA_QUEUE_SIZE %d, PANDA_QUEUE_GRACE %g s,"
-                            " PANDA_QUEUE_MAX_SIZE %d): dropping records", nbytes,
-                            settings.queue_size, settings.queue_grace, settings.queue_max_size)
+                            " PANDA_QUEUE_MAX_SIZE %d): dropping records%s", nbytes,
+                            settings.queue_size, settings.queue_grace, settings.queue_max_size,
+                            stuck)
             elif now - self._last_line >= self.REMIND:
                 self._last_line = now
-                log.warning("buffer still full: %d record(s) dropped in the last %.0f s",
-                            self._dropped + dropped, now - self._started)
+                log.warning("buffer still full: %d record(s) dropped in the last %.0f s%s",
+                            self._dropped + dropped, now - self._started, stuck)
             self._dropped += dropped
             self._last_drop = now
         elif self._dropped and now - self._last_drop >= self.QUIET:
@@ -122,14 +130,17 @@ class Daemon:
     """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
 
     def __init__(self, settings: PandadSettings, stdin_fd: int = 0,
+                 stall_after: Optional[float] = None,
                  back_channel: Optional[BackChannel] = None) -> None:
+        """``stall_after``: seconds before a request in flight is logged (default 60);
+        ``back_channel``: where to report losses (``PANDAD_BACK_CHANNEL=1``)."""
         self.settings = settings
         self.stats = Statistics()
         self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
                                    settings.queue_max_size)
         self.back_channel = back_channel
         self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
-                               report=back_channel or NO_REPORT)
+                               stall_after=stall_after, report=back_channel or NO_REPORT)
         self._main_idle = False     # the main thread waits in os.read, holding no lock
         self._stdin_fd = stdin_fd
         self._wake_r, self._wake_w = os.pipe()
@@ -337,7 +348,8 @@ class Daemon:
                     dropped = len(lines) - accepted
                     if dropped:
                         stats.add("records_dropped_queue_full", dropped)
-                    drops.update(dropped, self.buffer.nbytes, self.settings)
+                    drops.update(dropped, self.buffer.nbytes, self.settings,
+                                 self.flusher.in_flight.age() if dropped else None)
                 if back is not None and (lines or bad):
                     back.ledger.read(accepted, lines[accepted:] if dropped else (), bad)
             if back is not None and (dropped or bad):
@@ -356,13 +368,21 @@ class Daemon:
     # -- statistics ---------------------------------------------------------------------------
 
     def _stats_loop(self) -> None:
+        """Statistics every interval (or when woken); between blocks, the flusher's stall
+        watch, which says how long it can wait (a minute when no request is in flight)."""
+        due = time.monotonic() + self.settings.statistics_interval
         while True:
             interval = self.settings.statistics_interval
-            self._stats_wake.wait(interval if interval > 0 else None)
+            wait = self.flusher.watch_stall()
+            if interval > 0:
+                wait = min(wait, max(0.0, due - time.monotonic()))
+            woken = self._stats_wake.wait(wait)
             self._stats_wake.clear()
             if self._stats_stop.is_set():
                 return
-            self.write_statistics()
+            if woken or (interval > 0 and time.monotonic() >= due):
+                due = time.monotonic() + interval
+                self.write_statistics()
 
     def write_statistics(self, force: bool = False) -> None:
         """Append a statistics block when something changed (always when ``force``)."""
@@ -407,7 +427,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return fatal(redact_urls(str(error)), back_channel)
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
     try:
-        daemon = Daemon(settings, back_channel=back_channel)
+        # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
+        stall_after = os.environ.get("_PANDAD_STALL_AFTER")
+        daemon = Daemon(settings, stall_after=float(stall_after) if stall_after else None,
+                        back_channel=back_channel)
     except (TransportError, OSError, ValueError) as error:
         return fatal(redact_urls(str(error)), back_channel)
     return daemon.run()

@@ -46,7 +46,7 @@ DEFAULT_RATE = 300.0
 
 # Every record pandad reads ends in exactly one of these (DESIGN §4, Accounting).
 ACCOUNTING_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                       "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+                       "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 # Keys the monitor's objects carry that are not ClassAd attributes.
 IDENTITY_KEYS = frozenset({"id", "condorid", "removed"})
 
@@ -717,7 +717,8 @@ def summary(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher,
         f"sent {counter(stats, 'records_sent')}, dropped (queue full) "
         f"{counter(stats, 'records_dropped_queue_full')}, rejected "
         f"{counter(stats, 'records_rejected')}, bad {counter(stats, 'records_bad')}, "
-        f"lost in transport {counter(stats, 'records_lost_transport')}, discarded at shutdown "
+        f"lost in transport {counter(stats, 'records_lost_transport')}, lost to the endpoint "
+        f"{counter(stats, 'records_lost_endpoint')}, discarded at shutdown "
         f"{counter(stats, 'records_discarded_shutdown')}; "
         + ("every record accounted for" if problem is None else f"ACCOUNTING: {problem}"))
     plugin = chain.plugin_counters()

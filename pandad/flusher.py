@@ -8,25 +8,28 @@ per job (``pandad.coalesce``) and sends the adds (POST), then the updates (PUT),
 the monitor sees the records' order (an UPDATE in slice 2 of a job ADDed in slice 1 goes as a
 PUT after that POST), and memory holds one slice decoded, not the whole buffer.
 
-What happens to a request depends on its answer:
+What happens to a request depends on its answer (``endpoint.decide``):
 
-- any 2xx: accepted; every record merged into its commands counts as ``records_sent``;
-- 4xx other than 429: the body is split in halves and re-sent, down to single commands, so one
+- 2xx: accepted; every record merged into its commands counts as ``records_sent``;
+- 400, 409, 422, and 413 for a large body: split in halves down to single commands, so one
   unknown job does not sink a bulk update. A single rejected command is re-sent once with the
   other verb when ``upsert`` is on (a rejected POST as PUT: the job exists already; a rejected
-  PUT as POST with ``condorid`` from the GlobalJobId: the job is unknown, typically because its
-  ADD was dropped). Still rejected: ``records_rejected`` and a log line naming the job;
-- connection errors, timeouts, 429 and 5xx: the monitor is away, so nothing more is sent this
-  cycle. With ``retry_limit`` 0 the cycle's unsent commands are lost (``records_lost_transport``,
-  at-most-once like the C++ daemon: the rest of what was buffered at the cycle's start is taken
-  and counted lost too); otherwise the slice's unsent commands carry over into the next cycle,
-  merged with new records, after an exponential backoff, at most ``retry_limit`` times each,
-  and the slices not yet taken stay buffered for that cycle.
+  PUT as POST with ``condorid`` from the GlobalJobId: its ADD was lost). Still rejected:
+  ``records_rejected`` and a log line naming the job;
+- no answer, 408, 429, 5xx: nothing more is sent this cycle. With ``retry_limit`` 0 the
+  cycle's unsent commands, and the rest of what was buffered at its start, are lost
+  (``records_lost_transport``, at most once like the C++ daemon); otherwise the slice's unsent
+  commands carry over into the next cycle, merged with new records, after an exponential
+  backoff (or the ``Retry-After``, within its cap), at most ``retry_limit`` times each, and
+  the slices not yet taken stay buffered for that cycle;
+- anything else (3xx, 401, 403, 404, 405, 407, small 413) is about the endpoint: no split, no
+  re-send, nothing more this cycle; the cycle's unsent commands are lost as
+  ``records_lost_endpoint(_<reason>)``, logged once per episode (``EndpointEpisodes``).
 
 Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
-one of records_sent, records_rejected, records_lost_transport, records_bad (or, at shutdown,
-records_discarded_shutdown through ``abandon``). Losses are logged once per cycle with counts;
-per-record detail is DEBUG (D_FULLDEBUG).
+one of records_sent, records_rejected, records_lost_transport, records_lost_endpoint,
+records_bad (or, at shutdown, records_discarded_shutdown through ``abandon``), always through
+``_settle``. Losses are logged once per cycle with counts; per-record detail is DEBUG.
 
 The back channel (``pandad.report``) hears of the same outcomes through one seam, ``report``:
 ``taken`` when a slice is taken, ``lost`` from ``_settle`` for the jobs of records counted
@@ -39,13 +42,15 @@ import logging
 import threading
 import time
 from itertools import islice
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, records_of
 from pandad.convert import Converter, condor_id_from_job_id
+from pandad.endpoint import (Action, EndpointEpisodes, InFlight, decide, describe,
+                             refusal_reason, retry_after)
 from pandad.report import NO_REPORT
-from pandad.transport import TransportError
+from pandad.transport import Answer, TransportError
 
 log = logging.getLogger("pandad.flusher")
 
@@ -75,23 +80,21 @@ class _Cycle:
     (``Flusher._settle_slice``), the totals kept for the cycle's log lines.
     """
 
-    __slots__ = ("down", "reason", "failed", "rejected", "rejected_total", "carried",
-                 "lost_records", "lost_commands")
+    __slots__ = ("down", "refused", "busy", "reason", "retry_after", "failed", "rejected",
+                 "rejected_total", "carried", "lost_records", "lost_commands")
 
     def __init__(self) -> None:
         self.down = False              # a transport failure ended sending for this cycle
+        self.refused = ""              # an endpoint refusal did: records_lost_endpoint_<this>
+        self.busy = False              # a 408/429/5xx answer did (an endpoint episode)
         self.reason = ""               # why, for the log line
+        self.retry_after: Optional[float] = None    # seconds the monitor asked us to wait
         self.failed: List[Tuple[str, JobCommand]] = []    # (method, command) not delivered
         self.rejected: List[Tuple[str, JobCommand, str]] = []   # (method, command, status)
         self.rejected_total = 0        # commands rejected in the cycle's earlier slices too
         self.carried = Batch()         # commands to retry next cycle
         self.lost_records = 0
         self.lost_commands = 0
-
-
-def retryable(status: Optional[int]) -> bool:
-    """A failure the monitor may get over: no answer, 429 or 5xx."""
-    return status is None or status == 429 or status >= 500
 
 
 def encode_objects(objects: List[dict]) -> bytes:
@@ -113,7 +116,10 @@ class Flusher:
     """Sends the buffer's records to the monitor, one cycle at a time."""
 
     def __init__(self, buffer: RecordBuffer, transport, stats, settings,
-                 clock: Callable[[], float] = time.monotonic, report=NO_REPORT) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stall_after: Optional[float] = None, report=NO_REPORT) -> None:
+        """``stall_after``: seconds before an outstanding request is logged (tests shorten it);
+        ``report``: the back channel's seam (``pandad.report``)."""
         self._buffer = buffer
         self._transport = transport
         self._stats = stats
@@ -127,6 +133,8 @@ class Flusher:
         self._retry_at = 0.0
         self._failures = 0                  # failed cycles in a row
         self._idle = threading.Event()      # for backoff waits while draining
+        self._episodes = EndpointEpisodes()
+        self.in_flight = InFlight(clock, stall_after)
         self._report = report               # the back channel's seam (pandad.report)
         self._inflight: object = None       # the slice being sent: lines, then its Batch
 
@@ -142,6 +150,7 @@ class Flusher:
             change, self._next = self._next, None
         if change is not None:
             self._settings, self._transport = change
+            self._episodes.success()        # a new configuration: its answers are news
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -201,6 +210,14 @@ class Flusher:
         self._stats.set("records_pending_retry", 0)
         return discarded
 
+    def watch_stall(self) -> float:
+        """Log the request in flight when it has waited too long for its answer (again every
+        few minutes); the seconds until it is worth looking again."""
+        line, wait = self.in_flight.watch(self._settings.update_timeout)
+        if line:
+            log.warning("%s", line)
+        return wait
+
     @property
     def pending_records(self) -> int:
         pending = self._pending
@@ -241,7 +258,7 @@ class Flusher:
             del batch
             self._report.slice_settled(self._settle_slice(cycle))
             self._inflight = cycle.carried      # held until _finish makes it the pending
-            if cycle.down and self._settings.retry_limit > 0:
+            if cycle.down and not cycle.refused and self._settings.retry_limit > 0:
                 break                   # the rest stays buffered for the retry cycle
         self._finish(cycle)
         self._report.cycle_done()
@@ -337,26 +354,27 @@ class Flusher:
         if cycle.down:
             cycle.failed.extend((method, command_of(entry)) for entry in group)
             return
-        status = self._request(method, body, len(group), cycle)
-        if retryable(status):
-            cycle.down = True
-            cycle.failed.extend((method, command_of(entry)) for entry in group)
-        elif 200 <= status < 300:
+        answer = self._request(method, body, len(group), cycle)
+        status = answer.status if answer is not None else None
+        action = decide(status, len(body), len(group))
+        if action is Action.ACCEPT:
             self._accept(group)
-        elif 400 <= status < 500 and len(group) > 1:
+        elif action is Action.SPLIT:
             # Isolate the rejected commands: each half on its own.
             half = len(group) // 2
             for part in (group[:half], group[half:]):
                 for commands, part_body in self._bodies(method, part, converter):
                     self._send_group(method, commands, part_body, cycle, converter)
-        elif 400 <= status < 500:
+        elif action is Action.UPSERT:
             self._upsert_or_reject(method, command_of(group[0]), status, cycle, converter)
+        elif action is Action.REJECT:
+            cycle.rejected.append((method, command_of(group[0]), str(status)))
         else:
-            # 1xx/3xx: nothing to isolate or retry; the monitor did not take them.
-            for entry in group:
-                cycle.rejected.append((method, command_of(entry), str(status)))
+            # RETRY or REFUSE: an answer about the endpoint ends this cycle's sending.
+            cycle.down = True
+            cycle.failed.extend((method, command_of(entry)) for entry in group)
 
-    def _upsert_or_reject(self, method: str, command: JobCommand, status: int,
+    def _upsert_or_reject(self, method: str, command: JobCommand, status: Optional[int],
                           cycle: _Cycle, converter: Converter) -> None:
         other = OTHER_VERB.get(method) if self._settings.upsert else None
         if other is None:
@@ -368,39 +386,64 @@ class Flusher:
         self._stats.add("upserts_sent")
         body = encode_objects([converter.job_object(command.job_id, condor_id,
                                                     command.attributes().items())])
-        second = self._request(other, body, 1, cycle)
-        if retryable(second):
-            # The monitor went away in between: retried (or lost) with the first verb.
-            cycle.down = True
-            cycle.failed.append((method, command))
-        elif 200 <= second < 300:
+        answer = self._request(other, body, 1, cycle)
+        second = answer.status if answer is not None else None
+        action = decide(second, len(body), 1)
+        if action is Action.ACCEPT:
             self._stats.add("upserts_accepted")
             self._accept([command])
+        elif action in (Action.RETRY, Action.REFUSE):
+            # The endpoint went away in between: retried (or lost) with the first verb.
+            cycle.down = True
+            cycle.failed.append((method, command))
         else:
             cycle.rejected.append((method, command, f"{status}, then {other} {second}"))
 
-    def _request(self, method: str, body: bytes, commands: int, cycle: _Cycle) -> Optional[int]:
-        """One HTTP request, counted; the status, or None when no answer came."""
+    def _request(self, method: str, body: bytes, commands: int,
+                 cycle: _Cycle) -> Optional[Answer]:
+        """One HTTP request, counted; the answer, or None when no answer came."""
         stats = self._stats
         stats.add("requests_made")
         stats.add("commands_sent", commands)
+        self.in_flight.start(f"{method} {self._transport.url_for_log}")
         try:
-            status = self._transport.send(method, body)
+            answer = self._transport.exchange(method, body)
         except TransportError as error:
             stats.add("transport_failures")
             cycle.reason = f"{method} failed ({error.kind}): {error}"
             return None
+        finally:
+            self.in_flight.end()
+        status = answer.status
         stats.add(f"responses_{status}")
         if 200 <= status < 300:
             stats.add("requests_succeeded")
             stats.add("commands_accepted", commands)
             stats.set("last_success_time", time.time())
+            self._episodes.success()
         else:
             stats.add("bad_response_codes")
-            if retryable(status):
-                cycle.reason = f"{method} answered HTTP {status}"
+            self._endpoint_answer(method, answer, len(body), commands, cycle)
         log.debug("%s %d command(s), %d bytes: %s", method, commands, len(body), status)
-        return status
+        return answer
+
+    def _endpoint_answer(self, method: str, answer: Answer, body_bytes: int, commands: int,
+                         cycle: _Cycle) -> None:
+        """Note a non-2xx answer that is about the endpoint in the cycle; log its episode."""
+        action = decide(answer.status, body_bytes, commands)
+        if action not in (Action.RETRY, Action.REFUSE):
+            return
+        url = self._transport.url_for_log
+        new = self._episodes.answer(answer.status)
+        if action is Action.RETRY:
+            # Its episode's line is the first loss line (_finish).
+            cycle.busy = True
+            cycle.reason = f"{method} {url} answered HTTP {answer.status}"
+            cycle.retry_after = retry_after(answer.retry_after, time.time())
+            return
+        cycle.refused = refusal_reason(answer.status)
+        if new:
+            log.error("%s", describe(method, url, answer.status, answer.location))
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -435,7 +478,8 @@ class Flusher:
             cycle.rejected = []
         if not cycle.failed:
             return kept
-        limit = self._settings.retry_limit
+        # Refused by the endpoint: a retry would be refused too.
+        limit = -1 if cycle.refused else self._settings.retry_limit
         carried = cycle.carried
         lost: List[Tuple[str, JobCommand]] = []
         for method, command in cycle.failed:
@@ -449,32 +493,45 @@ class Flusher:
                 group[command.job_id] = command
         cycle.failed = []
         if lost:
-            records = sum(command.records for _, command in lost)
-            self._settle("records_lost_transport", records, [c.job_id for _, c in lost])
-            cycle.lost_records += records
-            cycle.lost_commands += len(lost)
-            if log.isEnabledFor(logging.DEBUG):
-                for method, command in lost:
-                    log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
-                              command.records)
+            self._lose(lost, cycle)
         return kept
+
+    def _lose(self, lost: List[Tuple[str, JobCommand]], cycle: _Cycle) -> None:
+        """Where undelivered commands are given up: counted, per job at DEBUG."""
+        records = sum(command.records for _, command in lost)
+        job_ids = [command.job_id for _, command in lost]
+        if cycle.refused:
+            self._settle("records_lost_endpoint", records, job_ids)
+            self._stats.add(f"records_lost_endpoint_{cycle.refused}", records)
+        else:
+            self._settle("records_lost_transport", records, job_ids)
+        cycle.lost_records += records
+        cycle.lost_commands += len(lost)
+        if log.isEnabledFor(logging.DEBUG):
+            for method, command in lost:
+                log.debug("lost %s of job %s (%d record(s))", method, command.job_id,
+                          command.records)
 
     def _finish(self, cycle: _Cycle) -> None:
         """Log what the cycle rejected and lost (once, with counts); plan any retry."""
         if cycle.rejected_total > REJECTIONS_LOGGED:
             log.warning("monitor rejected %d more job(s) this cycle",
                         cycle.rejected_total - REJECTIONS_LOGGED)
-        if not cycle.down:
+        if not cycle.down or cycle.refused:
             self._failures = 0
             self._stats.set("records_pending_retry", 0)
             return
         self._failures += 1
-        if cycle.lost_records:
+        if cycle.lost_records and not (cycle.busy and self._episodes.loss_logged):
             log.warning("lost %d record(s) in %d command(s): %s", cycle.lost_records,
                         cycle.lost_commands, cycle.reason)
+            self._episodes.loss_logged = cycle.busy
         carried = cycle.carried
         if carried:
             delay = backoff(self._failures)
+            if cycle.retry_after is not None:
+                # As the monitor asked, within the backoff's cap.
+                delay = min(max(delay, cycle.retry_after), BACKOFF_MAX)
             self._pending = carried
             self._retry_at = self._clock() + delay
             log.warning("will retry %d command(s) (%d record(s)) in %.0f s: %s",

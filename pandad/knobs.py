@@ -293,12 +293,23 @@ def _bool(text: str) -> bool:
 
 
 def _url(text: str) -> str:
+    """PANDA_URL: http(s)://host[:port]/path, nothing a request line cannot carry."""
     url = text.strip()
-    parts = urlsplit(url)
+    bad = next((c for c in url if c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"holds {'a space' if bad == ' ' else repr(bad)}: a URL cannot"
+                         f" (write a space in a path as %20)")
+    try:
+        parts = urlsplit(url)
+        parts.port                                     # raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL (bad port or [address]?)") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")
     if not parts.hostname:
         raise ValueError("has no host")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError("has a #fragment, which is never sent to a server")
     return url
 
 

@@ -102,8 +102,9 @@ STATISTICS: Tuple[Tuple[str, str], ...] = (
     ("records_dropped_queue_full", "records dropped: buffer full after its grace period, or at its ceiling"),
     ("records_bad", "records dropped: too long, torn, or not a valid record (by reason: records_bad_<reason>)"),
     ("records_sent", "records whose command the monitor accepted"),
-    ("records_rejected", "records whose command the monitor rejected (4xx), after isolation and upsert"),
-    ("records_lost_transport", "records whose command was lost: no answer, or 5xx/429 after any retries"),
+    ("records_rejected", "records whose command the monitor rejected (400, 409, 422, 413), after isolation and upsert"),
+    ("records_lost_transport", "records whose command was lost: no answer, or 408/429/5xx after any retries"),
+    ("records_lost_endpoint", "records lost to an answer about the endpoint: 3xx, 401, 403, 404, 405, 407, 413 for a small body ... (by reason: records_lost_endpoint_<reason>)"),
     ("records_discarded_shutdown", "records still buffered or unsent when the shutdown grace ran out"),
     ("records_pending_retry", "records held for a retry in the next cycle"),
     ("commands_sent", "job commands (one per job per batch and verb) sent"),
@@ -114,7 +115,7 @@ STATISTICS: Tuple[Tuple[str, str], ...] = (
     ("requests_succeeded", "HTTP requests answered with a 2xx status"),
     ("transport_failures", "HTTP requests that failed without an answer (refused, timeout, reset, TLS)"),
     ("bad_response_codes", "HTTP requests answered with a non-2xx status (by code: responses_<code>)"),
-    ("retries", "requests retried after a transport failure, 429 or 5xx"),
+    ("retries", "requests retried after a transport failure, 408, 429 or 5xx"),
     ("batches", "flush cycles that sent something"),
     ("queue_bytes", "bytes in the buffer now"),
     ("queue_peak_bytes", "most bytes the buffer has held"),
@@ -123,7 +124,7 @@ STATISTICS: Tuple[Tuple[str, str], ...] = (
 )
 
 # Families of counters created at run time, rendered after the table, sorted.
-DYNAMIC_PREFIXES: Tuple[str, ...] = ("responses_", "records_bad_")
+DYNAMIC_PREFIXES: Tuple[str, ...] = ("responses_", "records_bad_", "records_lost_endpoint_")
 
 _TIME_GAUGES = frozenset({"last_success_time"})
 

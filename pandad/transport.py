@@ -1,9 +1,15 @@
 """One HTTP(S) request to PANDA_URL, bounded as a whole by PANDA_UPDATE_TIMEOUT (DESIGN §4).
 
-``Transport(settings).send(method, body)`` returns the HTTP status of any answer (2xx to 5xx:
-the flusher decides what it means) and raises ``TransportError`` when no complete answer came:
-``kind`` is "refused", "timeout", "reset", "tls" or "other", and ``str(error)`` is one line
-that never holds a credential.
+``Transport(settings).exchange(method, body)`` returns the ``Answer`` to a request: its HTTP
+status (2xx to 5xx: the flusher decides what it means) and the ``Location`` and
+``Retry-After`` headers; ``send`` returns the status alone. Both raise ``TransportError`` when
+no complete answer came: ``kind`` is "refused", "timeout", "reset", "tls" or "other", and
+``str(error)`` is one line that never holds a credential. Nothing a server sends back reaches
+the log or the caller with the credential in it (a monitor may echo the Authorization header).
+
+The connection has TCP keep-alive on, so a peer that vanished (half-open connection) is found
+within minutes even with no deadline (``PANDA_UPDATE_TIMEOUT`` 0); a peer that is alive but
+does not answer is waited for, and the flusher names the request in the log while it waits.
 
 The deadline covers everything: name resolution, connect, the TLS handshake, sending, and
 every read of the answer. Socket timeouts alone cannot do that (they bound each read, so a
@@ -52,6 +58,17 @@ log = logging.getLogger("pandad.transport")
 KINDS = ("refused", "timeout", "reset", "tls", "other")
 _ERROR_BODY_LOG_BYTES = 200
 _CURL_PROXY_PORT = 1080        # libcurl's port for a proxy URL without one
+_LOCATION_LOG_CHARS = 200
+# TCP keep-alive: first probe after 60 s idle, then every 15 s, given up after 4 missed
+# (a dead peer is found in 2 minutes). Options missing on a platform are skipped.
+KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
+
+
+class Answer(NamedTuple):
+    """An HTTP answer: status, and the headers the flusher acts on (credentials removed)."""
+    status: int
+    location: str = ""
+    retry_after: str = ""
 
 
 class TransportError(Exception):
@@ -123,6 +140,26 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Turn TCP keep-alive on, with the ``KEEPALIVE`` timing where the platform has it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE:
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:
+                pass
+
+
+def scrub(text: bytes, secrets: List[bytes]) -> bytes:
+    """``text`` with every one of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, b"***")
+    return text
 
 
 def _bracketed(host: str) -> str:
@@ -223,6 +260,7 @@ class _DeadlineConnection(http.client.HTTPConnection):
                 errors.append(error)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keep_alive(sock)
             sock.settimeout(deadline.remaining())
             self.sock = sock
             if self._tunnel_host:
@@ -441,9 +479,17 @@ class Transport:
         netloc = parts.netloc.rpartition("@")[2]
         self._url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         self._basic_auth: Optional[str] = None
+        # What must never reach a log: the password as written and decoded, the Basic value.
+        self._secrets: List[bytes] = []
         if parts.username is not None:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            password = parts.password or ""
+            pair = f"{unquote(parts.username)}:{unquote(password)}"
             self._basic_auth = "Basic " + base64.b64encode(pair.encode()).decode()
+            self._secrets = [self._basic_auth.split()[1].encode(), pair.encode(),
+                             password.encode(), unquote(password).encode()]
+            if parts.scheme != "https":
+                log.warning("the password in PANDA_URL is sent to %s without TLS (Basic"
+                            " authentication over http)", self._url_for_log)
         self._lock = threading.Lock()
         self._settings = settings
         self._ssl: Optional[_CredentialFiles] = None
@@ -460,6 +506,8 @@ class Transport:
             log.warning("a client certificate is configured but PANDA_URL %s is not https:"
                         " it is not used", self._url_for_log)
         self._proxy = self._proxy_for(parts.scheme, os.environ if environ is None else environ)
+        if self._proxy is not None and self._proxy.authorization:
+            self._secrets.append(self._proxy.authorization.split()[1].encode())
         self._token: Optional[_CredentialFiles] = None
         if settings.token_file:
             self._token = _CredentialFiles([(settings.token_file, "token file")],
@@ -560,6 +608,15 @@ class Transport:
 
     def send(self, method: str, body: bytes) -> int:
         """Send ``body`` (JSON) with ``method``; the HTTP status, or raises TransportError."""
+        return self.exchange(method, body).status
+
+    @property
+    def url_for_log(self) -> str:
+        """PANDA_URL with any password replaced by ``***``."""
+        return self._url_for_log
+
+    def exchange(self, method: str, body: bytes) -> Answer:
+        """Send ``body`` (JSON) with ``method``; the answer, or raises TransportError."""
         with self._lock:
             context = self._context()
             token = self._token.current() if self._token else None
@@ -585,26 +642,36 @@ class Transport:
         try:
             response = opener.open(request)
             status = response.status
+            location = response.headers.get("Location", "")
+            retry_after = response.headers.get("Retry-After", "")
             answer = response.read()
         except urllib.request.URLError as error:
             reason = error.reason
             raise self._error(method, reason if isinstance(reason, BaseException) else error,
-                              deadline) from None
+                              deadline, token) from None
         except (OSError, http.client.HTTPException, ValueError) as error:
-            raise self._error(method, error, deadline) from None
+            raise self._error(method, error, deadline, token) from None
         finally:
             deadline.finish()
             if response is not None:
                 response.close()
+        # A server may quote the credential it refuses, in its body or its Location.
+        secrets = self._secrets + ([token.encode()] if token else [])
         if status >= 300 and log.isEnabledFor(logging.DEBUG):
-            excerpt = answer[:_ERROR_BODY_LOG_BYTES]
-            if token:                  # a server may quote the token it refuses
-                excerpt = excerpt.replace(token.encode(), b"***")
+            # Scrubbed whole, before the cut: a cut could keep a credential's first half.
+            excerpt = scrub(answer, secrets)[:_ERROR_BODY_LOG_BYTES]
             log.debug("%s %s answered %d: %r", method, self._url_for_log, status, excerpt)
-        return status
+        if location:
+            location = scrub(location.encode("utf-8", "replace"), secrets).decode(
+                "utf-8", "replace")
+            location = redact_url("".join(c if c.isprintable() else "?" for c in location))
+            location = location[:_LOCATION_LOG_CHARS]
+        return Answer(status, location, retry_after.strip()[:100])
 
-    def _error(self, method: str, error: BaseException, deadline: _Deadline) -> TransportError:
-        kind, what = _classify(error)
+    def _error(self, method: str, error: BaseException, deadline: _Deadline,
+               token: Optional[str]) -> TransportError:
+        # A server's garbage status line may quote the credential it was sent.
+        kind, what = _classify(error, self._secrets + ([token.encode()] if token else []))
         if deadline.expired or kind == "timeout":
             kind, what = "timeout", f"no complete answer within {deadline.timeout:g} s"
         if self._proxy is not None:
@@ -612,8 +679,9 @@ class Transport:
         return TransportError(kind, f"{method} {self._url_for_log}: {what}")
 
 
-def _classify(error: BaseException) -> Tuple[str, str]:
-    """(kind, one-line reason) for an exception raised while sending."""
+def _classify(error: BaseException, secrets: Optional[List[bytes]] = None) -> Tuple[str, str]:
+    """(kind, one-line reason) for an exception raised while sending; ``secrets`` are
+    masked in anything quoted from the server."""
     if isinstance(error, socket.timeout):
         return "timeout", "timed out"
     if isinstance(error, _TunnelRefused):
@@ -630,6 +698,7 @@ def _classify(error: BaseException) -> Tuple[str, str]:
         line = str(error.args[0]) if error.args else ""
         if not line.endswith("\n"):
             return "reset", "connection closed inside the status line"
+        line = scrub(line.encode("utf-8", "replace"), secrets or []).decode("utf-8", "replace")
         return "other", f"not an HTTP answer: {line.strip()[:80]!r}"
     if isinstance(error, socket.gaierror):
         return "other", f"cannot resolve the host: {_reason(error)}"

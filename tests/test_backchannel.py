@@ -12,6 +12,7 @@ import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
+from pandad.convert import Converter
 from pandad.devmonitor import DevMonitor
 from pandad.flusher import Flusher
 from pandad.knobs import load_pandad_settings
@@ -110,6 +111,18 @@ def test_lost_in_transport_names_every_job_then_settles(base_settings):
         assert rig.count("records_lost_transport") == 5
 
 
+@pytest.mark.parametrize("retry_limit", [0, 3])
+def test_an_endpoint_refusal_names_every_job_then_settles(base_settings, retry_limit):
+    with StatusServer(404) as server:
+        rig = Rig(base_settings, server.url, retry_limit=retry_limit)
+        rig.feed(*(add(i) for i in range(3)), encode_update(job(7), [("JobStatus", "2")]))
+        rig.flusher.flush_once()
+        reports = rig.reports()
+        assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 7))
+        assert reports[-1] == "SETTLED\t4"
+        assert rig.count("records_lost_endpoint") == 4
+
+
 def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
     def decide(method: str, ids: List[str]) -> int:
         return 400 if job(2) in ids else 201
@@ -122,18 +135,14 @@ def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
 
 
 def test_unconvertible_names_the_job(base_settings, monkeypatch):
-    # convert now sends any value (an integer too long for int() goes as text), so no record
-    # is unconvertible by its content: the converter is the seam that fails for job 2.
-    from pandad.convert import Converter
+    # No value text fails to convert today; the seam is convert's verdict on one job.
+    job_object = Converter.job_object
 
-    original = Converter.job_object
-
-    def failing(self, job_id, *args, **kwargs):
+    def refuse_job_2(self, job_id, *args, **kwargs):
         if job_id == job(2):
             raise ValueError("cannot convert (test)")
-        return original(self, job_id, *args, **kwargs)
-
-    monkeypatch.setattr(Converter, "job_object", failing)
+        return job_object(self, job_id, *args, **kwargs)
+    monkeypatch.setattr(Converter, "job_object", refuse_job_2)
     with DevMonitor() as monitor:
         rig = Rig(base_settings, monitor.url)
         rig.feed(add(1), add(2), add(3))

@@ -19,6 +19,7 @@ from pandad.convert import Converter, _local_time
 from pandad.flusher import Flusher
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
+from pandad.transport import Answer
 from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
 from tests.support import MAP_2014
 
@@ -147,12 +148,14 @@ def test_converter_remembers_nothing_that_changes_an_object(attribute_map, comma
 class Recorder:
     """A transport that takes every request and keeps (method, body)."""
 
+    url_for_log = "http://127.0.0.1:9/"
+
     def __init__(self) -> None:
         self.requests = []
 
-    def send(self, method: str, body: bytes) -> int:
+    def exchange(self, method: str, body: bytes) -> Answer:
         self.requests.append((method, body))
-        return {"POST": 201, "PUT": 200, "DELETE": 204}[method]
+        return Answer({"POST": 201, "PUT": 200, "DELETE": 204}[method])
 
 
 def reference_requests(lines, attribute_map=()) -> tuple:

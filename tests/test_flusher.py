@@ -19,8 +19,8 @@ from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
 from tests.support.faultserver import FaultServer, StatusServer, refused_url, respond
 
-END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport", "records_bad",
-                "records_discarded_shutdown")
+END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
+                "records_lost_endpoint", "records_bad", "records_discarded_shutdown")
 
 
 def job(i: int) -> str:

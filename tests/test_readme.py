@@ -258,6 +258,6 @@ def test_statistics_and_loss_commands_as_the_readme_shows(host):
     assert read > 0 and int(figures["records_lost_transport"]) == read, block
     assert figures["enqueue calls"] == str(read)
     losses = run_readme_command(readme_command("grep -E 'records_("), host).splitlines()
-    assert len(losses) == 5 and any(f"records_lost_transport: {read}" in line for line in losses)
+    assert len(losses) == 6 and any(f"records_lost_transport: {read}" in line for line in losses)
     log_lines = run_readme_command(readme_command("grep -E 'lost|"), host)
     assert re.search(r"lost \d+ record\(s\) in \d+ command\(s\): .*refused", log_lines), log_lines

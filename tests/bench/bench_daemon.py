@@ -23,6 +23,7 @@ from pandad.buffer import RecordBuffer  # noqa: E402
 from pandad.flusher import Flusher  # noqa: E402
 from pandad.knobs import PandadSettings  # noqa: E402
 from pandad.stats import Statistics  # noqa: E402
+from pandad.transport import Answer  # noqa: E402
 from pandad.wire import encode_add, encode_update  # noqa: E402
 from tests.support import wait_until  # noqa: E402
 from tests.support.faultserver import FaultServer, respond  # noqa: E402
@@ -51,8 +52,10 @@ def rate(label: str, count: int, seconds: float) -> bool:
 
 
 class NullTransport:
-    def send(self, method: str, body: bytes) -> int:
-        return STATUS[method]
+    url_for_log = "http://127.0.0.1:9/api/jobs/"
+
+    def exchange(self, method: str, body: bytes) -> Answer:
+        return Answer(STATUS[method])
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from tests.support import kill_if_running, python_command, python_env, wait_unti
 
 # Every record read ends in exactly one of these (DESIGN §4, Accounting).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+                "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
 
 FAST_KNOBS = {
@@ -36,8 +36,10 @@ FAST_KNOBS = {
 class PandadProcess:
     """pandad reading a pipe we write, configured by its own file in ``directory``."""
 
-    def __init__(self, directory: Path, url: Optional[str] = None, back_channel: bool = False,
+    def __init__(self, directory: Path, url: Optional[str] = None,
+                 environ: Optional[Dict[str, str]] = None, back_channel: bool = False,
                  capture_stdout: bool = False, **knobs: str) -> None:
+        """``environ``: more environment variables for the process (test seams)."""
         self.directory = Path(directory)
         self.config = self.directory / "condor_config"
         self.statistics_log = self.directory / "pandaStatisticsLog"
@@ -50,7 +52,7 @@ class PandadProcess:
             self.knobs["PANDA_URL"] = url
         self.knobs.update(knobs)
         self.write_config()
-        env = {"CONDOR_CONFIG": str(self.config)}
+        env = {"CONDOR_CONFIG": str(self.config), **(environ or {})}
         if back_channel:
             env["PANDAD_BACK_CHANNEL"] = "1"
         capture = back_channel or capture_stdout
