@@ -1,4 +1,4 @@
-"""The panda daemon process: threads, signals, exit codes (DESIGN §4).
+"""The panda daemon process: threads, signals, exit codes (docs/design.md §4).
 
 Three threads do the work, the main thread only waits for events:
 
@@ -18,7 +18,10 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
 - SIGTERM (and SIGINT), or EOF on stdin: stop reading, flush what is buffered for at most
   ``PANDA_SHUTDOWN_GRACE`` seconds, count the rest as discarded, write final statistics,
   exit 0.
-- SIGQUIT: exit at once.
+- SIGQUIT (HTCondor's fast shutdown): no flush. The main thread stops the reader, counts
+  what is buffered or in flight as discarded, logs one line, writes the final statistics and
+  ends the process at once, whatever the flusher is waiting for. A SIGQUIT during the final
+  flush of a SIGTERM cuts it short the same way.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
 With ``PANDAD_BACK_CHANNEL=1`` the daemon reports to the plug-in on stdout what it lost and
@@ -30,6 +33,7 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -52,7 +56,9 @@ EXIT_INTERNAL_ERROR = 1
 # Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
 WAKE_EOF = 0
 WAKE_FATAL = 255
+WAKE_FLUSHED = 254      # the flusher thread has ended (final flush done)
 BACK_CHANNEL_LINGER = 2.0     # seconds the last reports may wait for the plug-in to read
+QUIT_LINGER = 0.5             # the same at SIGQUIT, which exits at once
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
@@ -141,7 +147,6 @@ class Daemon:
         self.back_channel = back_channel
         self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
                                stall_after=stall_after, report=back_channel or NO_REPORT)
-        self._main_idle = False     # the main thread waits in os.read, holding no lock
         self._stdin_fd = stdin_fd
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -182,21 +187,18 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
-        self._shutdown(reason)
+        if reason == signal.SIGQUIT.name or not self._shutdown(reason):
+            self._quit()
+            os._exit(self._exit_code)   # a request in flight may never end: do not join it
         return self._exit_code
 
     def _install_signals(self) -> None:
         def wake_only(signum: int, frame: object) -> None:
             """The wakeup fd carries the signal number; the main loop acts on it."""
 
-        def quit_now(signum: int, frame: object) -> None:
-            self._report_quit()
-            os._exit(0)
-
         signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGHUP,) + SHUTDOWN_SIGNALS:
+        for signum in (signal.SIGHUP, signal.SIGQUIT) + SHUTDOWN_SIGNALS:
             signal.signal(signum, wake_only)
-        signal.signal(signal.SIGQUIT, quit_now)
 
     def _wake(self, code: int) -> None:
         try:
@@ -219,43 +221,76 @@ class Daemon:
     def _wait_for_shutdown(self) -> str:
         """Read the wakeup pipe; handle SIGHUP; return why the daemon stops."""
         while True:
-            self._main_idle = True
-            codes = os.read(self._wake_r, 64)
-            self._main_idle = False
-            for code in codes:
+            for code in os.read(self._wake_r, 64):
                 if code == signal.SIGHUP:
                     self.reload()
-                elif code in SHUTDOWN_SIGNALS:
+                elif code in SHUTDOWN_SIGNALS or code == signal.SIGQUIT:
                     return signal.Signals(code).name
                 elif code == WAKE_EOF:
                     return "end of input"
                 elif code == WAKE_FATAL:
                     return "internal error"
 
-    def _shutdown(self, reason: str) -> None:
+    def _stop_reading(self) -> None:
+        """No record is read or counted after this."""
+        with self._reader_lock:
+            self._reading = False
+            self.buffer.close()
+
+    def _discard_unsent(self) -> str:
+        """Count every record buffered or in flight as discarded; "" or a phrase saying so."""
+        in_flight = self.flusher.abandon()
+        leftover = self.buffer.take_all()
+        buffered = len(leftover)
+        if self.back_channel is not None:
+            self.back_channel.ledger.leftover(leftover)
+        del leftover
+        if buffered:
+            self.stats.add("records_discarded_shutdown", buffered)
+        if not in_flight + buffered:
+            return ""
+        return (f"discarded {in_flight + buffered} record(s) at shutdown ({buffered} buffered,"
+                f" {in_flight} in flight or waiting for a retry)")
+
+    def _quit(self) -> None:
+        """SIGQUIT: account for what is dropped, one line, the final statistics; no flush."""
+        self._stop_reading()
+        discarded = self._discard_unsent()
+        log.warning("SIGQUIT: exiting at once without flushing%s", f"; {discarded}"
+                    if discarded else "")
+        self.write_statistics(force=True)
+        if self.back_channel is not None:
+            self.back_channel.close(QUIT_LINGER)
+
+    def _await_final_flush(self) -> bool:
+        """Wait for the flusher's final flush until the deadline; False on a SIGQUIT."""
+        flusher = self._threads[1]
+        while flusher.is_alive():
+            left = self._shutdown_deadline - time.monotonic()
+            if left <= 0 or not select.select([self._wake_r], [], [], left)[0]:
+                return True
+            codes = os.read(self._wake_r, 64)
+            if signal.SIGQUIT in codes:
+                return False
+            if WAKE_FLUSHED in codes or WAKE_FATAL in codes:
+                flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
+        return True
+
+    def _shutdown(self, reason: str) -> bool:
+        """The bounded final flush and final statistics; False if a SIGQUIT cut it short."""
         grace = self.settings.shutdown_grace
         log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
         # The deadline is set before the flusher can notice the stop.
         self._shutdown_deadline = time.monotonic() + grace
-        with self._reader_lock:
-            self._reading = False
-            self.buffer.close()
+        self._stop_reading()
         self._flusher_stop.set()
-        flusher = self._threads[1]
-        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
-        if flusher.is_alive():
+        if not self._await_final_flush():
+            return False
+        if self._threads[1].is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
-        discarded = self.flusher.abandon()
-        leftover_lines = self.buffer.take_all()
-        leftover = len(leftover_lines)
-        if self.back_channel is not None:
-            self.back_channel.ledger.leftover(leftover_lines)
-        del leftover_lines
-        if leftover:
-            self.stats.add("records_discarded_shutdown", leftover)
-        if discarded + leftover:
-            log.warning("discarded %d record(s) at shutdown (%d buffered, %d in flight or"
-                        " waiting for a retry)", discarded + leftover, leftover, discarded)
+        discarded = self._discard_unsent()
+        if discarded:
+            log.warning("%s", discarded)
         self._stats_stop.set()
         self._stats_wake.set()
         self._threads[2].join(5)
@@ -263,22 +298,7 @@ class Daemon:
         if self.back_channel is not None:
             self.back_channel.close(BACK_CHANNEL_LINGER)
         log.info("pandad exiting")
-
-    def _report_quit(self) -> None:
-        """SIGQUIT: name what is held and say the last SETTLED, without waiting.
-
-        Only when the main thread was interrupted in its idle read, where it holds no lock;
-        interrupted anywhere else (shutdown, SIGHUP) the reports already written stand.
-        """
-        back = self.back_channel
-        if back is None or not self._main_idle:
-            return
-        try:
-            self.flusher.abandon()
-            back.ledger.leftover(self.buffer.take_all())
-            back.close(0.5)
-        except Exception:                   # exiting at once matters more than the reports
-            pass
+        return True
 
     # -- SIGHUP -------------------------------------------------------------------------------
 
@@ -292,8 +312,8 @@ class Daemon:
                       redact_urls(str(error)))
             return
         old = self.settings
-        if (settings.log, settings.max_log, settings.debug) != (old.log, old.max_log, old.debug):
-            setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+        # Always: a log file refused before (planted, unwritable) gets its second chance.
+        setup_logging("pandad", settings.log, settings.max_log, settings.debug)
         self.buffer.configure(settings.queue_size, settings.queue_grace,
                               settings.queue_max_size)
         self.flusher.reconfigure(settings, transport)
@@ -364,6 +384,7 @@ class Daemon:
     def _flush_loop(self) -> None:
         self.flusher.run(self._flusher_stop)
         self.flusher.drain(self._shutdown_deadline)
+        self._wake(WAKE_FLUSHED)
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -417,7 +438,8 @@ class Daemon:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
+    """``pandad``: the daemon on stdin. ``argv`` (DaemonCore flags such as -f, already
+    checked by ``pandad.cli``) is ignored, with a warning."""
     unblock_signals()
     back_channel = BackChannel(1) if back_channel_enabled(os.environ) else None
     try:
@@ -426,6 +448,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         setup_logging("pandad", None, 0, "")
         return fatal(redact_urls(str(error)), back_channel)
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+    if argv:
+        log.warning("ignoring arguments pandad does not know: %s", " ".join(argv))
     try:
         # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
         stall_after = os.environ.get("_PANDAD_STALL_AFTER")
