@@ -1,5 +1,6 @@
-"""Self-healing (DESIGN §4 "Healing"): which jobs the monitor may be wrong about, and when to
-re-send them. Pure: plain data in, decisions out; the plug-in's loop does the I/O.
+"""Self-healing (docs/architecture.md, "Healing: the plug-in side"): which jobs the monitor
+may be wrong about, and when to re-send them. Pure: plain data in, decisions out; the
+plug-in's loop does the I/O.
 
 A job is *to heal* when a change of it may not have reached the monitor:
 
