@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from pandad.demo import counter
+from pandad.dev.demo import counter
 from tests.support import python_command, wait_until
 from tests.support.pandad_process import assert_accounted
 from tests.support.system import System, losses

@@ -31,7 +31,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from pandad.devpage import job_status, render_page, status_name
+from pandad.dev.devpage import job_status, render_page, status_name
 
 JOBS_PATH = "/api/jobs/"
 STATS_PATH = "/api/stats/"
