@@ -526,7 +526,7 @@ class Chain:
     def start_simulator(self, seed: int = 1, jobs: int = 100, rate: float = 200.0,
                         duration: float = 10.0, rotate_every: float = 0.0,
                         extra: Sequence[str] = ()) -> subprocess.Popen:
-        """``python -m schedd_plugin.simulate`` writing JOB_QUEUE_LOG and, at its end, the
+        """``python -m pandad.dev.simulate`` writing JOB_QUEUE_LOG and, at its end, the
         truth file."""
         argv = [sys.executable, "-m", "pandad.dev.simulate", "--log", self.job_queue_log,
                 "--truth", self.truth_file, "--seed", str(seed), "--jobs", str(jobs),

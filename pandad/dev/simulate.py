@@ -30,7 +30,7 @@ In-process use (tests, benchmarks)::
     sim.finish()
     truth = sim.truth()
 
-Command line: ``python3 -m schedd_plugin.simulate --log FILE [--seed N] [--jobs N]
+Command line: ``python3 -m pandad.dev.simulate --log FILE [--seed N] [--jobs N]
 [--procs-per-cluster N] [--rate CHANGES_PER_S] [--duration S] [--rotate-every S]
 [--truth FILE] [--timestamps]``.
 """
@@ -912,7 +912,7 @@ class _Pacer:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python3 -m schedd_plugin.simulate",
+        prog="python3 -m pandad.dev.simulate",
         description="Append to a job_queue.log as a real schedd does (tests, demo, benchmarks).")
     parser.add_argument("--log", required=True, help="the job_queue.log to create and append to")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
