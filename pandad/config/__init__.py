@@ -1,4 +1,4 @@
-"""HTCondor configuration, read exactly as HTCondor 25 reads it.
+"""HTCondor configuration, read exactly as HTCondor 25 reads it (docs/design.md §6).
 
 Shared by pandad and panda_plugin.
 
