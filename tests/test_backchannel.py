@@ -10,7 +10,7 @@ from typing import Callable, List, Optional
 import pytest
 
 from pandad.convert import Converter
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.report import Ledger
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until

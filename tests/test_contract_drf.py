@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import (ATTRIBUTE_MAP_2014, python_command, python_env, require_module,
                            wait_until)

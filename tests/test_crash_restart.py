@@ -25,9 +25,9 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from pandad.demo import Chain, compare, counter
-from pandad.devmonitor import DevMonitor
-from schedd_plugin.simulate import RUNNING, ScheddSimulator
+from pandad.dev.demo import Chain, compare, counter
+from pandad.dev.devmonitor import DevMonitor
+from pandad.dev.simulate import RUNNING, ScheddSimulator
 from tests.support import python_env, wait_until
 from tests.support.pandad_process import END_COUNTERS, assert_accounted
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_update
 from tests.support import python_command, python_env, wait_until
 from tests.support.faultserver import HangServer

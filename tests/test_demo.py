@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from pandad.convert import job_object
-from pandad.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem, compare,
+from pandad.dev.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem, compare,
                          config_text, chain_knobs, drained, log_event, parse_plugin_counters,
                          percentile)
 from pandad.stats import parse_statistics
-from schedd_plugin.simulate import ScheddSimulator
+from pandad.dev.simulate import ScheddSimulator
 from tests.support import (MAP_2014, kill_if_running, python_command, python_env,
                            wait_until)
 from tests.support.http_client import request

@@ -1,4 +1,4 @@
-"""pandad.devmonitor: the BigPanDA bulk jobs contract, on a real server on 127.0.0.1."""
+"""pandad.dev.devmonitor: the BigPanDA bulk jobs contract, on a real server on 127.0.0.1."""
 
 import http.client
 import json
@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array
+from pandad.dev.devmonitor import BadBody, DevMonitor, main, parse_job_array
 from tests.support import kill_if_running, python_command, python_env
 from tests.support.http_client import get_json, request, request_json
 

@@ -11,7 +11,7 @@ import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
 from pandad.report import NO_REPORT

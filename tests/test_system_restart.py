@@ -25,7 +25,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from pandad.demo import counter
+from pandad.dev.demo import counter
 from tests.support import python_command, wait_until
 from tests.support.pandad_process import assert_accounted
 from tests.support.system import System, losses
