@@ -101,6 +101,25 @@ def encode_objects(objects: List[dict]) -> bytes:
     return _JSON.encode(objects).encode("ascii")
 
 
+def encode_pieces(pieces: List[object]) -> bytes:
+    """``encode_objects`` for a list that mixes objects with objects' JSON texts
+    (``Converter.entry_texts``): texts go in as they are, each run of objects is encoded at
+    once, so the body is byte for byte the one ``encode_objects`` makes of the objects."""
+    out: List[str] = []
+    run: List[object] = []
+    for piece in pieces:
+        if piece.__class__ is str:
+            if run:
+                out.append(_JSON.encode(run)[1:-1])
+                run = []
+            out.append(piece)                               # type: ignore[arg-type]
+        else:
+            run.append(piece)
+    if run:
+        out.append(_JSON.encode(run)[1:-1])
+    return ("[" + ",".join(out) + "]").encode("ascii")
+
+
 def backoff(failures: int) -> float:
     """Seconds to wait after ``failures`` failed cycles in a row: 1, 2, 4, ... 60."""
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 16))
@@ -111,8 +130,11 @@ class Flusher:
 
     def __init__(self, buffer: RecordBuffer, transport, stats, settings,
                  clock: Callable[[], float] = time.monotonic,
-                 stall_after: Optional[float] = None) -> None:
-        """``stall_after``: seconds before an outstanding request is logged (tests shorten it)."""
+                 stall_after: Optional[float] = None, fast: bool = True) -> None:
+        """``stall_after``: seconds before an outstanding request is logged (tests shorten it).
+        ``fast``: build plain updates' JSON as text (``Converter.entry_texts`` and
+        ``encode_pieces``); False is the reference, objects through ``encode_objects``."""
+        self._fast = fast
         self._buffer = buffer
         self._transport = transport
         self._stats = stats
@@ -287,7 +309,8 @@ class Flusher:
         per_object = 100.0                       # bytes per encoded object, learnt as we go
         # The commands ready and their objects, side by side (no tuple per command).
         ready: List[Entry] = []
-        objects: List[dict] = []
+        objects: List[object] = []              # dicts, or their JSON texts when fast
+        encode = encode_pieces if self._fast else encode_objects
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
@@ -297,7 +320,8 @@ class Flusher:
                     break
                 # PlainUpdates convert from their fields in one loop (no call per entry); a
                 # JobCommand, or a PlainUpdate that needs job_object's care, from its attrs.
-                converted, missing = converter.entry_objects(chunk)
+                converted, missing = (converter.entry_texts(chunk) if self._fast else
+                                      converter.entry_objects(chunk))
                 if missing:
                     unconvertible = False
                     for index, entry in enumerate(chunk):
@@ -319,10 +343,10 @@ class Flusher:
             if not ready:
                 return
             count = min(want, len(ready))
-            body = encode_objects(objects[:count])
+            body = encode(objects[:count])                  # type: ignore[arg-type]
             while len(body) > max_bytes and count > 1:
                 count = max(1, min(count - 1, int(count * max_bytes * BODY_FILL / len(body))))
-                body = encode_objects(objects[:count])
+                body = encode(objects[:count])              # type: ignore[arg-type]
             per_object = len(body) / count
             yield ready[:count], body
             del ready[:count], objects[:count]
