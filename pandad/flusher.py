@@ -162,7 +162,10 @@ class Flusher:
         with self._lock:
             change, self._next = self._next, None
         if change is not None:
+            old = self._transport
             self._settings, self._transport = change
+            if old is not self._transport and hasattr(old, "close"):
+                old.close()                 # its kept connection goes with it
             self._episodes.success()        # a new configuration: its answers are news
 
     # -- the loop -----------------------------------------------------------------------------
