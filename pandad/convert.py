@@ -34,6 +34,13 @@ _MISSING = object()
 _JSON_TEXT = json.JSONEncoder(check_circular=False).encode
 # Unsigned integer texts up to this many digits are their own JSON text (no leading zero).
 _PLAIN_INT_DIGITS = 18
+_CONTROL = bytes(range(32)) + b"\x7f"      # the ASCII characters that are not printable
+
+
+def _printable_ascii(text: str) -> bool:
+    """``text.isascii() and text.isprintable()``, in a few C passes (isprintable looks every
+    character up in the Unicode tables: the largest cost of a plain update's JSON)."""
+    return text.isascii() and len(text.encode("ascii").translate(None, _CONTROL)) == len(text)
 
 
 def json_name(attr: str, attribute_map: AttributeMap = ()) -> str:
@@ -169,33 +176,33 @@ class Converter:
         append = pieces.append
         keys = self._keys
         texts = self._texts
-        missing = 0
         for fields in entries:
             piece: object = None
             if type(fields) is tuple:
-                ident = fields[1]
-                if len(fields) == 4 and ident.isascii() and ident.isprintable():
-                    # One attribute, the usual live change, inline.
+                if len(fields) == 4:
+                    # One attribute, the usual live change, inline. The job id is checked
+                    # below, with every piece at once.
                     key = keys.get(fields[2]) or self._key_text(fields[2])
                     value = fields[3]
-                    text = texts.get(value)
-                    if text is None:
-                        if (value.isdigit() and value.isascii() and (
-                                value[0] != "0" or len(value) == 1)
-                                and len(value) <= _PLAIN_INT_DIGITS):
-                            text = value
-                        else:
-                            text = self._value_text(value)
+                    if (value.isdigit() and len(value) <= _PLAIN_INT_DIGITS
+                            and (value[0] != "0" or len(value) == 1)):
+                        text = value            # (a non-ASCII digit fails the check below)
+                    else:
+                        text = texts.get(value) or self._value_text(value)
                     if key is not None and text is not None:
-                        piece = '{"id":' + ident + "," + key + text + "}"
-                elif ident.isascii() and ident.isprintable():
+                        piece = '{"id":%s,%s%s}' % (fields[1], key, text)
+                else:
                     piece = self._fields_text(fields)
                 if piece is None:
                     piece = self.fields_object(fields)
             append(piece)
-            if piece is None:
-                missing += 1
-        return pieces, missing
+        # A piece is JSON only if it is printable ASCII (its job id: the rest is made so).
+        # One check over all of them; where it fails, each piece is looked at.
+        if not _printable_ascii("".join(map(str, pieces))):
+            for index, piece in enumerate(pieces):
+                if piece.__class__ is str and not _printable_ascii(piece):   # type: ignore
+                    pieces[index] = self.fields_object(entries[index])  # type: ignore
+        return pieces, pieces.count(None)
 
     def _fields_text(self, fields: Sequence[str]) -> Optional[str]:
         """The JSON text of a PlainUpdate of any length, or None (ask ``fields_object``)."""

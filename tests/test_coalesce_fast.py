@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pandad import classad
+from pandad import classad, convert
 from pandad.classad import to_json_value
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce, command_of
@@ -277,6 +277,25 @@ def test_fast_bodies_are_the_reference_bodies_at_any_size(attribute_map, lines, 
         counters.pop("last_success_time", None)
         sent.append((recorder.requests, counters))
     assert sent[0] == sent[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+@example("a\x7fb")
+@example("a\u00a0b")
+def test_printable_ascii_is_isascii_and_isprintable(text):
+    assert convert._printable_ascii(text) == (text.isascii() and text.isprintable())
+
+
+def test_entry_texts_leave_ids_that_are_not_printable_ascii_to_the_objects():
+    lines = [encode_update(job_id, [("JobStatus", "2")])[:-1]
+             for job_id in ("s#1.0#9", "s#\u00a0.0#9", "s#3.0#9", "s#\u00e9.0#9")]
+    entries = list(coalesce(lines).update_entries.values())   # the first: a JobCommand
+    pieces, missing = Converter().entry_texts(entries)
+    objects, _ = Converter().entry_objects(entries)
+    assert [type(piece) for piece in pieces] == [type(None), dict, str, dict] and missing == 1
+    assert pieces[1] == objects[1] == {"id": "s#\u00a0.0#9", "JobStatus": 2}
+    assert encode_pieces(pieces[1:]) == encode_objects(objects[1:])
 
 
 def test_encode_pieces_mixes_texts_and_objects():
