@@ -104,9 +104,9 @@ run_installed() {
     esac
     out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --version)"
     [ "$out" = "pandad $version" ] || fail "pandad --version printed '$out'"
-    if [ ! -f "$src/pandad/config.py" ]; then
-        $IN_CI && fail "pandad/config.py is missing: --config-val cannot be checked"
-        echo "SKIP --config-val: pandad/config.py is not in this tree yet"
+    if [ ! -f "$src/pandad/config/__init__.py" ]; then
+        $IN_CI && fail "pandad/config/ is missing: --config-val cannot be checked"
+        echo "SKIP --config-val: pandad/config/ is not in this tree yet"
         return 0
     fi
     out="$(cd "$tmp" && "${env_[@]}" "$PY" -s "$root/usr/libexec/condor/pandad" --config-val PANDA_QUEUE_SIZE)"

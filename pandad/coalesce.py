@@ -204,29 +204,122 @@ def _names_known(fields: List[str], first: int, names: Dict[str, str]) -> bool:
     return True
 
 
-def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
+def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None, *,
+             fast: bool = True) -> Batch:
     """Decode and merge ``lines`` (record lines without newline) into ``into`` or a new Batch.
 
-    Bad records are counted in ``bad`` and ``bad_reasons``, never raised.
+    Bad records are counted in ``bad`` and ``bad_reasons``, never raised. ``fast=False`` runs
+    the readable reference (``decode`` on every line, then the merge rules), which the fast
+    path must agree with exactly (tests/test_coalesce_fast.py compares the two).
     """
     batch = Batch() if into is None else into
-    adds = batch.adds
-    updates = batch.update_entries
-    removes = batch.removes
     lines = lines if isinstance(lines, list) else list(lines)
-    texts = _batch_texts(lines)
-    names: Dict[str, str] = {}          # attribute names decode accepted → lower case
-    lowers: Set[str] = set()            # their lower cases
-    # Whether two names in ``names`` differ in case alone. A record may then hold both: its
-    # JobCommand merges them into one attribute where its fields would convert to two keys,
-    # so no record is kept as a PlainUpdate from then on.
-    spellings = False
+    if fast:
+        _coalesce_fast(lines, batch)
+    else:
+        _coalesce_reference(lines, batch)
+    return batch
+
+
+def _coalesce_reference(lines: List[bytes], batch: Batch) -> None:
+    """The rules, plainly: each line decoded, its job's command found by ``_command_for``."""
+    for line in lines:
+        try:
+            record = decode(line)
+        except BadRecord as error:
+            _count_bad(batch, error)
+            continue
+        command = _command_for(batch, _VERB[record.verb], record.job_id, record.condor_id)
+        command.merge(record.attrs)
+
+
+def _count_bad(batch: Batch, error: BadRecord) -> None:
+    batch.bad += 1
+    batch.bad_reasons[bad_reason(error)] += 1
+
+
+def _command_for(batch: Batch, verb: str, job_id: str, condor_id: Optional[str]) -> JobCommand:
+    """The command a record of ``verb`` merges into: the merge rules of the module docstring."""
+    adds, updates, removes = batch.adds, batch.update_entries, batch.removes
+    if verb == "\vUPDATE":
+        # A job in removes was removed after any ADD of it (an ADD after a REMOVE supersedes
+        # it), so the REMOVE is its latest state.
+        entry = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
+        if entry is None:
+            updates[job_id] = command = JobCommand(job_id)
+        elif type(entry) is tuple:
+            updates[job_id] = command = command_of(entry)
+        else:
+            command = entry                                 # type: ignore[assignment]
+        return command
+    if verb == "\vADD":
+        command = adds.get(job_id)                          # type: ignore[assignment]
+        if command is None:
+            adds[job_id] = command = JobCommand(job_id, condor_id)
+            earlier = updates.pop(job_id, None)
+            if earlier is not None:
+                command.absorb(command_of(earlier))
+            removed = removes.pop(job_id, None)
+            if removed is not None:
+                command.absorb(removed)
+        elif condor_id:
+            command.condor_id = condor_id
+        return command
+    command = removes.get(job_id)                           # type: ignore[assignment]
+    if command is None:                                     # REMOVE: decode admits three verbs
+        removes[job_id] = command = JobCommand(job_id)
+    return command
+
+
+class _Names:
+    """The attribute names ``decode`` accepted in this batch, name → lower case.
+
+    ``spellings``: whether two of them differ in case alone. A record may then hold both: its
+    JobCommand merges them into one attribute where its fields would convert to two keys, so
+    no record is kept as a PlainUpdate from then on.
+    """
+
+    __slots__ = ("lower", "lowers", "spellings")
+
+    def __init__(self) -> None:
+        self.lower: Dict[str, str] = {}
+        self.lowers: Set[str] = set()
+        self.spellings = False
+
+    def learn(self, fields: List[str]) -> None:
+        for name in fields[0::2]:
+            if name not in self.lower:
+                lower = self.lower[name] = name.lower()
+                if lower in self.lowers:
+                    self.spellings = True
+                self.lowers.add(lower)
+
+
+def _decoded(line: bytes, batch: Batch,
+             seen: _Names) -> Optional[Tuple[str, str, Optional[str], List[str]]]:
+    """(verb, job id, condor id, flat name/value fields) by ``decode``, or None if bad
+    (counted); the names it accepts become known to the fast path."""
+    try:
+        record = decode(line)
+    except BadRecord as error:
+        _count_bad(batch, error)
+        return None
+    fields = [item for pair in record.attrs for item in pair]
+    seen.learn(fields)
+    return _VERB[record.verb], record.job_id, record.condor_id, fields
+
+
+def _coalesce_fast(lines: List[bytes], batch: Batch) -> None:
+    """``_coalesce_reference``'s result, with the usual record split and merged without a
+    ``decode`` call (module docstring, "Speed")."""
+    adds, updates, removes = batch.adds, batch.update_entries, batch.removes
+    seen = _Names()
+    names = seen.lower
     # Every (name, value) pair merged, once: the jobs of a burst share most of their values,
     # and a shared pair costs a reference instead of a tuple and two strings (memory: a
     # batch's commands take a few times its bytes, not ten).
     pairs: Dict[Tuple[str, str], Tuple[str, str]] = {}
-    condor_id: Optional[str]
-    entry: Optional[Entry]
+    texts = _batch_texts(lines)
     for line, text in zip(lines, repeat(None) if texts is None else texts):
         plain = None
         if text is not None:
@@ -248,12 +341,8 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
                     else:
                         known = _names_known(fields, 2, names)
                     if known:
-                        if removes or adds:
-                            entry = (removes.get(job_id) or adds.get(job_id)
-                                     or updates.get(job_id))
-                        else:
-                            entry = updates.get(job_id)
-                        if entry is None and not spellings:
+                        if (not seen.spellings and job_id not in updates
+                                and job_id not in adds and job_id not in removes):
                             updates[job_id] = tuple(fields)     # a PlainUpdate
                             continue
                         plain = (job_id, 2)
@@ -264,57 +353,14 @@ def coalesce(lines: Iterable[bytes], into: Optional[Batch] = None) -> Batch:
             verb = fields[0]
             condor_id = fields[2][1:-1] if first == 3 else None
         else:
-            try:
-                record = decode(line)
-            except BadRecord as error:
-                batch.bad += 1
-                batch.bad_reasons[bad_reason(error)] += 1
+            decoded = _decoded(line, batch, seen)
+            if decoded is None:
                 continue
-            verb = _VERB[record.verb]
-            job_id = record.job_id
-            condor_id = record.condor_id
-            fields = [item for pair in record.attrs for item in pair]
+            verb, job_id, condor_id, fields = decoded
             first = 0
-            for name in fields[0::2]:
-                if name not in names:
-                    lower = names[name] = name.lower()
-                    if lower in lowers:
-                        spellings = True
-                    lowers.add(lower)
-        # The hot loop: dict lookups and the merge inlined, no call per record.
-        if verb == "\vUPDATE":
-            # A job in removes was removed after any ADD of it (an ADD after a REMOVE
-            # supersedes it), so the REMOVE is its latest state.
-            # Most slices hold UPDATEs alone: one lookup then.
-            if removes or adds:
-                entry = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
-            else:
-                entry = updates.get(job_id)
-            if entry is None:
-                command = updates[job_id] = JobCommand(job_id)
-            elif type(entry) is tuple:
-                command = updates[job_id] = command_of(entry)
-            else:
-                command = entry                             # type: ignore[assignment]
-        elif verb == "\vADD":
-            command = adds.get(job_id)
-            if command is None:
-                command = adds[job_id] = JobCommand(job_id, condor_id)
-                entry = updates.pop(job_id, None)
-                if entry is not None:
-                    command.absorb(command_of(entry))
-                earlier = removes.pop(job_id, None)
-                if earlier is not None:
-                    command.absorb(earlier)
-            elif condor_id:
-                command.condor_id = condor_id
-        else:  # REMOVE: decode admits only the three verbs
-            command = removes.get(job_id)
-            if command is None:
-                command = removes[job_id] = JobCommand(job_id)
+        command = _command_for(batch, verb, job_id, condor_id)
         merged = command.attrs
         for index in range(first, len(fields), 2):
             pair = (fields[index], fields[index + 1])
             merged[names[pair[0]]] = pairs.setdefault(pair, pair)
         command.records += 1
-    return batch

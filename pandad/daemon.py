@@ -18,7 +18,10 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
 - SIGTERM (and SIGINT), or EOF on stdin: stop reading, flush what is buffered for at most
   ``PANDA_SHUTDOWN_GRACE`` seconds, count the rest as discarded, write final statistics,
   exit 0.
-- SIGQUIT: exit at once.
+- SIGQUIT (HTCondor's fast shutdown): no flush. The main thread stops the reader, counts
+  what is buffered or in flight as discarded, logs one line, writes the final statistics and
+  ends the process at once, whatever the flusher is waiting for. A SIGQUIT during the final
+  flush of a SIGTERM cuts it short the same way.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
 Records the reader has not taken from the pipe when reading stops were never read, so they
@@ -27,6 +30,7 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -48,6 +52,7 @@ EXIT_INTERNAL_ERROR = 1
 # Bytes in the wakeup pipe that are not signal numbers (no signal has number 0).
 WAKE_EOF = 0
 WAKE_FATAL = 255
+WAKE_FLUSHED = 254      # the flusher thread has ended (final flush done)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
@@ -171,20 +176,18 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
-        self._shutdown(reason)
+        if reason == signal.SIGQUIT.name or not self._shutdown(reason):
+            self._quit()
+            os._exit(self._exit_code)   # a request in flight may never end: do not join it
         return self._exit_code
 
     def _install_signals(self) -> None:
         def wake_only(signum: int, frame: object) -> None:
             """The wakeup fd carries the signal number; the main loop acts on it."""
 
-        def quit_now(signum: int, frame: object) -> None:
-            os._exit(0)
-
         signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGHUP,) + SHUTDOWN_SIGNALS:
+        for signum in (signal.SIGHUP, signal.SIGQUIT) + SHUTDOWN_SIGNALS:
             signal.signal(signum, wake_only)
-        signal.signal(signal.SIGQUIT, quit_now)
 
     def _wake(self, code: int) -> None:
         try:
@@ -210,38 +213,73 @@ class Daemon:
             for code in os.read(self._wake_r, 64):
                 if code == signal.SIGHUP:
                     self.reload()
-                elif code in SHUTDOWN_SIGNALS:
+                elif code in SHUTDOWN_SIGNALS or code == signal.SIGQUIT:
                     return signal.Signals(code).name
                 elif code == WAKE_EOF:
                     return "end of input"
                 elif code == WAKE_FATAL:
                     return "internal error"
 
-    def _shutdown(self, reason: str) -> None:
+    def _stop_reading(self) -> None:
+        """No record is read or counted after this."""
+        with self._reader_lock:
+            self._reading = False
+            self.buffer.close()
+
+    def _discard_unsent(self) -> str:
+        """Count every record buffered or in flight as discarded; "" or a phrase saying so."""
+        in_flight = self.flusher.abandon()
+        buffered = len(self.buffer.take_all())
+        if buffered:
+            self.stats.add("records_discarded_shutdown", buffered)
+        if not in_flight + buffered:
+            return ""
+        return (f"discarded {in_flight + buffered} record(s) at shutdown ({buffered} buffered,"
+                f" {in_flight} in flight or waiting for a retry)")
+
+    def _quit(self) -> None:
+        """SIGQUIT: account for what is dropped, one line, the final statistics; no flush."""
+        self._stop_reading()
+        discarded = self._discard_unsent()
+        log.warning("SIGQUIT: exiting at once without flushing%s", f"; {discarded}"
+                    if discarded else "")
+        self.write_statistics(force=True)
+
+    def _await_final_flush(self) -> bool:
+        """Wait for the flusher's final flush until the deadline; False on a SIGQUIT."""
+        flusher = self._threads[1]
+        while flusher.is_alive():
+            left = self._shutdown_deadline - time.monotonic()
+            if left <= 0 or not select.select([self._wake_r], [], [], left)[0]:
+                return True
+            codes = os.read(self._wake_r, 64)
+            if signal.SIGQUIT in codes:
+                return False
+            if WAKE_FLUSHED in codes or WAKE_FATAL in codes:
+                flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
+        return True
+
+    def _shutdown(self, reason: str) -> bool:
+        """The bounded final flush and final statistics; False if a SIGQUIT cut it short."""
         grace = self.settings.shutdown_grace
         log.info("%s: stopping; flushing what is buffered for up to %g s", reason, grace)
         # The deadline is set before the flusher can notice the stop.
         self._shutdown_deadline = time.monotonic() + grace
-        with self._reader_lock:
-            self._reading = False
-            self.buffer.close()
+        self._stop_reading()
         self._flusher_stop.set()
-        flusher = self._threads[1]
-        flusher.join(max(0.0, self._shutdown_deadline - time.monotonic()))
-        if flusher.is_alive():
+        if not self._await_final_flush():
+            return False
+        if self._threads[1].is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
-        discarded = self.flusher.abandon()
-        leftover = len(self.buffer.take_all())
-        if leftover:
-            self.stats.add("records_discarded_shutdown", leftover)
-        if discarded + leftover:
-            log.warning("discarded %d record(s) at shutdown (%d buffered, %d in flight or"
-                        " waiting for a retry)", discarded + leftover, leftover, discarded)
+        discarded = self._discard_unsent()
+        if discarded:
+            log.warning("%s", discarded)
         self._stats_stop.set()
         self._stats_wake.set()
         self._threads[2].join(5)
         self.write_statistics(force=True)
         log.info("pandad exiting")
+        return True
 
     # -- SIGHUP -------------------------------------------------------------------------------
 
@@ -255,8 +293,8 @@ class Daemon:
                       redact_urls(str(error)))
             return
         old = self.settings
-        if (settings.log, settings.max_log, settings.debug) != (old.log, old.max_log, old.debug):
-            setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+        # Always: a log file refused before (planted, unwritable) gets its second chance.
+        setup_logging("pandad", settings.log, settings.max_log, settings.debug)
         self.buffer.configure(settings.queue_size, settings.queue_grace,
                               settings.queue_max_size)
         self.flusher.reconfigure(settings, transport)
@@ -321,6 +359,7 @@ class Daemon:
     def _flush_loop(self) -> None:
         self.flusher.run(self._flusher_stop)
         self.flusher.drain(self._shutdown_deadline)
+        self._wake(WAKE_FLUSHED)
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -374,7 +413,8 @@ class Daemon:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``pandad``: the daemon on stdin. Arguments are accepted and ignored (HTCondor's -f)."""
+    """``pandad``: the daemon on stdin. ``argv`` (DaemonCore flags such as -f, already
+    checked by ``pandad.cli``) is ignored, with a warning."""
     unblock_signals()
     try:
         settings = load_settings()
@@ -383,6 +423,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
         return EXIT_CONFIG_ERROR
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
+    if argv:
+        log.warning("ignoring arguments pandad does not know: %s", " ".join(argv))
     try:
         # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
         stall_after = os.environ.get("_PANDAD_STALL_AFTER")

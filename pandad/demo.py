@@ -77,7 +77,7 @@ def chain_knobs(directory: str, url: str, python: str = sys.executable) -> Dict[
         "PANDA_HTTP_PROXY": "none",
         "PANDAD": " ".join(shlex.quote(part) for part in (python, "-m", "pandad")),
         "PANDA_STATISTICS_LOG": os.path.join(logs, "PandaStatistics"),
-        "PANDA_STATISTICS_INTERVAL": "0.5",
+        "PANDA_STATISTICS_INTERVAL": "1",
         "PANDAD_LOG": os.path.join(logs, "PandadLog"),
         "PANDA_PLUGIN_LOG": os.path.join(logs, "PandaPluginLog"),
     }

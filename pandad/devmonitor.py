@@ -14,13 +14,13 @@ endpoint (DESIGN §7), with the same contract on ``/api/jobs/``:
   unknown ids are ignored.
 - A body that is not a JSON array of objects is 400; a body over 64 MiB is 413.
 - ``GET /api/jobs/`` lists every job as JSON; ``GET /api/stats/`` gives job counts by status and
-  request counts by method and status; ``GET /`` is a page with both.
+  request counts by method and status; ``GET /`` is a page with both and the jobs
+  (pandad/devpage.py), whatever names their fields arrived under.
 
 It is a development tool: it listens on 127.0.0.1 by default and is never started by pandad.
 """
 
 import argparse
-import html
 import json
 import signal
 import socket
@@ -31,14 +31,12 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from pandad.devpage import job_status, render_page, status_name
+
 JOBS_PATH = "/api/jobs/"
 STATS_PATH = "/api/stats/"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-PAGE_ROWS = 1000            # the page shows this many jobs; the JSON list shows all
-
-JOB_STATUS_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held",
-                    6: "Transferring", 7: "Suspended", 10: "Preparing"}
-
+PAGE_ROWS = 1000            # the page shows the newest jobs; the JSON list shows all
 
 class BadBody(ValueError):
     """The request body breaks the contract; str(e) is the one-line reason sent back."""
@@ -71,13 +69,6 @@ def merged(stored: Dict[str, Any], fields: Dict[str, Any]) -> Dict[str, Any]:
     result = dict(stored)
     result.update(fields)
     return result
-
-
-def job_status(job: Dict[str, Any]) -> Optional[int]:
-    status = job.get("JobStatus")
-    if isinstance(status, bool) or not isinstance(status, (int, float)):
-        return None
-    return int(status)
 
 
 # -- the job store ---------------------------------------------------------------------------
@@ -177,23 +168,31 @@ class JobStore:
             jobs = list(self._jobs.values())
         return [dict(job) for job in jobs[:limit]]
 
+    def tally(self) -> Dict[Tuple[Optional[int], bool], int]:
+        """Jobs by (JobStatus, removed flag): one query, what the counts and the page need."""
+        with self._lock:
+            rows = list(self._db.execute(
+                "SELECT status, removed, COUNT(*) FROM jobs GROUP BY status, removed"))
+        return {(status, bool(removed)): count for status, removed, count in rows}
+
+    def newest(self, limit: int) -> List[Dict[str, Any]]:
+        """The last ``limit`` jobs created, newest first (what the page lists)."""
+        with self._lock:
+            jobs = list(self._jobs.values())[-limit:]
+        return [dict(job) for job in reversed(jobs)]
+
     def counts(self) -> Dict[str, Any]:
         """Live jobs by JobStatus name, removed jobs separately, and the total."""
-        with self._lock:
-            by_status = list(self._db.execute(
-                "SELECT status, COUNT(*) FROM jobs WHERE removed = 0 GROUP BY status"))
-            removed, total = self._db.execute(
-                "SELECT COALESCE(SUM(removed), 0), COUNT(*) FROM jobs").fetchone()
         statuses: Dict[str, int] = {}
-        for status, count in by_status:
-            statuses[status_name(status)] = count
+        removed = total = 0
+        for (status, gone), count in self.tally().items():
+            total += count
+            if gone:
+                removed += count
+            else:
+                name = status_name(status)
+                statuses[name] = statuses.get(name, 0) + count
         return {"by_status": statuses, "removed": removed, "total": total}
-
-
-def status_name(status: Optional[int]) -> str:
-    if status is None:
-        return "unknown"
-    return JOB_STATUS_NAMES.get(status, str(status))
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -231,8 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == STATS_PATH:
             self._send_json(200, self.server.monitor.stats())
         elif path == "/":
-            page = render_page(store.all(limit=PAGE_ROWS), store.counts(),
-                               self.server.monitor.request_counts())
+            tally = store.tally()
+            page = render_page(store.newest(PAGE_ROWS), tally,
+                               self.server.monitor.request_counts(), sum(tally.values()),
+                               JOBS_PATH)
             self._send(200, page.encode(), "text/html; charset=utf-8")
         else:
             self._send_json(404, {"detail": "Not found."})
@@ -315,45 +316,6 @@ class _MonitorServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
-
-
-def render_page(jobs: List[Dict[str, Any]], counts: Dict[str, Any],
-                requests: Dict[str, int]) -> str:
-    """The jobs as a readable HTML page; every value is escaped."""
-    e = html.escape
-    columns = ["id", "condorid", "owner", "JobStatus", "removed", "submitted", "cmd"]
-    rows = []
-    for job in jobs:
-        cells = []
-        for name in columns:
-            value = job.get(name)
-            if name == "JobStatus" and job_status(job) is not None:
-                value = status_name(job_status(job))
-            cells.append(f"<td>{e('' if value is None else str(value))}</td>")
-        others = {k: v for k, v in job.items() if k not in columns}
-        cells.append(f"<td><code>{e(json.dumps(others, sort_keys=True))}</code></td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    status_rows = "".join(f"<tr><td>{e(name)}</td><td>{count}</td></tr>"
-                          for name, count in sorted(counts["by_status"].items()))
-    request_rows = "".join(f"<tr><td>{e(name)}</td><td>{count}</td></tr>"
-                           for name, count in sorted(requests.items()))
-    shown = "" if len(jobs) >= counts["total"] or len(jobs) < PAGE_ROWS else (
-        f"<p>Showing the first {len(jobs)} of {counts['total']} jobs;"
-        f" all are at <a href=\"{JOBS_PATH}\">{JOBS_PATH}</a>.</p>")
-    head = "".join(f"<th>{e(name)}</th>" for name in columns + ["other fields"])
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>pandad devmonitor</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
-        "code{font-size:smaller}</style></head><body>\n"
-        "<h1>pandad development monitor</h1>\n"
-        "<h2>Jobs by status</h2>\n<table><tr><th>status</th><th>jobs</th></tr>"
-        f"{status_rows}<tr><td>removed</td><td>{counts['removed']}</td></tr>"
-        f"<tr><th>total</th><th>{counts['total']}</th></tr></table>\n"
-        "<h2>Requests</h2>\n<table><tr><th>method and status</th><th>requests</th></tr>"
-        f"{request_rows}</table>\n"
-        f"<h2>Jobs</h2>\n{shown}<table><tr>{head}</tr>\n" + "\n".join(rows) +
-        "</table>\n</body></html>\n")
 
 
 class DevMonitor:

@@ -10,14 +10,14 @@ Values are read as HTCondor reads them (``pandad.config``): pandad's with subsys
 ``SCHEDD``.
 """
 
-import ast
 import os
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
+from pandad import knobvalues
 from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig, parse_bool
 from pandad.logsetup import redact_urls
 
@@ -31,6 +31,10 @@ __all__ = ["EXIT_CONFIG_ERROR", "KNOBS", "Knob", "PandadSettings", "PluginSettin
 PLUGIN_FILE_NAMES = ("panda_plugin", "panda-plugin.so")
 
 AUTO_QUEUE_MAX_SIZE = 16 * 1024 * 1024      # PANDA_QUEUE_MAX_SIZE = 0: max(this, 4 x size)
+HOUR = 3600
+DAY = 24 * HOUR
+GIB = 1 << 30
+TIB = 1 << 40
 
 
 class Knob(NamedTuple):
@@ -41,6 +45,9 @@ class Knob(NamedTuple):
     program: str             # "pandad" or "plugin"
     meaning: str             # one line, for docs/configuration.md
     sighup: str = "yes"      # whether a SIGHUP applies it while running
+    # (least, most) a numeric knob may be: every value in it is safe to sleep, wait or
+    # allocate with (threading and select take at most ~292 years, fcntl a C int).
+    limits: Optional[Tuple[float, float]] = None
 
 
 KNOBS: Tuple[Knob, ...] = (
@@ -50,26 +57,30 @@ KNOBS: Tuple[Knob, ...] = (
          "`https://bigpanda.cern.ch/condor/api/jobs/`. Required."),
     Knob("PANDA_UPDATE_TIMEOUT", "0", "seconds", "update_timeout", "pandad",
          "Seconds one HTTP request may take in all before it is given up and its commands "
-         "are lost (0 = wait forever)."),
+         "are lost (0 = wait forever).", limits=(0, DAY)),
     Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
-         "Bytes of records pandad buffers before the grace window opens."),
+         "Bytes of records pandad buffers before the grace window opens.", limits=(1, 4 * GIB)),
     Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
          "Seconds the buffer keeps accepting records after it first exceeds "
-         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains."),
-    Knob("PANDA_QUEUE_MAX_SIZE", "0", "size0", "queue_max_size", "pandad",
+         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains.",
+         limits=(0, DAY)),
+    Knob("PANDA_QUEUE_MAX_SIZE", "0", "size", "queue_max_size", "pandad",
          "Hard ceiling in bytes, even inside the grace window. 0 = automatic: "
-         "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE."),
+         "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE.",
+         limits=(0, 16 * GIB)),
     Knob("PANDA_FLUSH_INTERVAL", "1", "seconds", "flush_interval", "pandad",
-         "Least seconds between two send cycles (0 = send as soon as records arrive)."),
+         "Least seconds between two send cycles (0 = send as soon as records arrive).",
+         limits=(0, HOUR)),
     Knob("PANDA_MAX_REQUEST_BYTES", "524288", "size", "max_request_bytes", "pandad",
-         "Largest HTTP request body; bigger batches are split."),
+         "Largest HTTP request body; bigger batches are split.", limits=(1, GIB)),
     Knob("PANDA_MAX_RECORD_BYTES", "524288", "size", "max_record_bytes", "pandad",
-         "Longest record pandad accepts from the plug-in; longer ones are counted bad."),
+         "Longest record pandad accepts from the plug-in; longer ones are counted bad.",
+         limits=(1, GIB)),
     Knob("PANDA_SHUTDOWN_GRACE", "5", "seconds", "shutdown_grace", "pandad",
-         "Seconds pandad spends on its final flush at SIGTERM or end of input."),
+         "Seconds pandad spends on its final flush at SIGTERM or end of input.", limits=(0, DAY)),
     Knob("PANDA_RETRY_LIMIT", "0", "count", "retry_limit", "pandad",
          "Send cycles a failed command (connection error, timeout, 429, 5xx) is retried in; "
-         "0 = never (at most once)."),
+         "0 = never (at most once).", limits=(0, 1000000)),
     Knob("PANDA_UPSERT", "true", "bool", "upsert", "pandad",
          "Re-send a rejected ADD as UPDATE and a rejected UPDATE as ADD, once."),
     Knob("PANDA_ATTRIBUTE_MAP", "", "attribute_map", "attribute_map", "pandad",
@@ -79,8 +90,9 @@ KNOBS: Tuple[Knob, ...] = (
          "attribute under its ClassAd name (see [Attribute names](#attribute-names))."),
     Knob("PANDA_STATISTICS_LOG", "/tmp/pandaStatisticsLog", "path", "statistics_log",
          "pandad", "File pandad appends its statistics to."),
-    Knob("PANDA_STATISTICS_INTERVAL", "60", "interval", "statistics_interval", "pandad",
-         "Seconds between two statistics entries (written only when something changed)."),
+    Knob("PANDA_STATISTICS_INTERVAL", "60", "seconds", "statistics_interval", "pandad",
+         "Seconds between two statistics entries (written only when something changed).",
+         limits=(1, DAY)),
     Knob("PANDA_CA_FILE", None, "path", "ca_file", "pandad",
          "PEM file of CA certificates to verify the monitor with (default: the system's)."),
     Knob("PANDA_CA_DIR", None, "path", "ca_dir", "pandad",
@@ -103,8 +115,8 @@ KNOBS: Tuple[Knob, ...] = (
          "as libcurl."),
     Knob("PANDAD_LOG", None, "path", "log", "pandad",
          "pandad's log file (unset, or under systemd: standard error)."),
-    Knob("MAX_PANDAD_LOG", "10485760", "size0", "max_log", "pandad",
-         "Bytes at which PANDAD_LOG is rotated to PANDAD_LOG.old (0 = never)."),
+    Knob("MAX_PANDAD_LOG", "10485760", "size", "max_log", "pandad",
+         "Bytes at which PANDAD_LOG is rotated to PANDAD_LOG.old (0 = never).", limits=(0, TIB)),
     Knob("PANDAD_DEBUG", "", "text", "debug", "pandad",
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     # the plug-in (subsystem SCHEDD)
@@ -118,20 +130,21 @@ KNOBS: Tuple[Knob, ...] = (
          "Job attributes to send, an HTCondor list (commas and/or spaces), "
          "case-insensitive; an entry that is not an attribute name is logged as a warning; "
          "empty = all."),
-    Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "interval", "poll_interval", "plugin",
-         "Seconds between two looks at JOB_QUEUE_LOG."),
+    Knob("PANDA_PLUGIN_POLL_INTERVAL", "0.25", "seconds", "poll_interval", "plugin",
+         "Seconds between two looks at JOB_QUEUE_LOG.", limits=(0.01, HOUR)),
     Knob("PANDA_PLUGIN_STATE_FILE", "$(SPOOL)/panda_plugin.state", "path", "state_file",
          "plugin", "Where the plug-in saves its position in JOB_QUEUE_LOG.", "restart"),
-    Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size0", "spill_bytes", "plugin",
+    Knob("PANDA_PLUGIN_SPILL_BYTES", "1048576", "size", "spill_bytes", "plugin",
          "Bytes of partly written records the plug-in keeps when the pipe is full; beyond "
-         "that whole records are dropped and counted."),
-    Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size0", "pipe_bytes", "plugin",
+         "that whole records are dropped and counted.", limits=(0, GIB)),
+    Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size", "pipe_bytes", "plugin",
          "Pipe size the plug-in asks the kernel for (Linux caps it at "
-         "/proc/sys/fs/pipe-max-size)."),
+         "/proc/sys/fs/pipe-max-size).", limits=(0, GIB)),
     Knob("PANDA_PLUGIN_LOG", None, "path", "log", "plugin",
          "The plug-in's log file (unset, or under systemd: standard error)."),
-    Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size0", "max_log", "plugin",
-         "Bytes at which PANDA_PLUGIN_LOG is rotated to PANDA_PLUGIN_LOG.old (0 = never)."),
+    Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size", "max_log", "plugin",
+         "Bytes at which PANDA_PLUGIN_LOG is rotated to PANDA_PLUGIN_LOG.old (0 = never).",
+         limits=(0, TIB)),
     Knob("PANDA_PLUGIN_DEBUG", "", "text", "debug", "plugin",
          "HTCondor-style debug flags; `D_FULLDEBUG` logs every record."),
     Knob("SCHEDD_NAME", "$(FULL_HOSTNAME)", "daemon_name", "schedd_name", "plugin",
@@ -188,98 +201,13 @@ class PluginSettings:
 
 
 # --------------------------------------------------------------------------- parsers
-# Each takes the expanded text and returns the value or raises ValueError(reason).
+# Each takes the expanded text and returns the value or raises ValueError(reason); the
+# numeric ones are in pandad.knobvalues.
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-          "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
-_SIZE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*")
-_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Add, ast.Sub,
-               ast.Mult, ast.Div, ast.Mod, ast.USub, ast.UAdd)
-
-
-def _number(text: str) -> Union[int, float]:
-    """An integer or real as HTCondor takes one: a literal or simple ClassAd arithmetic."""
-    stripped = text.strip()
-    try:
-        return int(stripped)
-    except ValueError:
-        pass
-    try:
-        tree = ast.parse(stripped, mode="eval")
-    except SyntaxError:
-        raise ValueError("is not a number") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _ARITHMETIC) or (
-                isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
-                                                    not isinstance(node.value, (int, float)))):
-            raise ValueError("is not a number")
-    try:
-        value = _arith(tree.body)
-    except ZeroDivisionError:
-        raise ValueError("divides by zero") from None
-    return value
-
-
-def _arith(node: ast.AST) -> Union[int, float]:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.UnaryOp):
-        value = _arith(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    assert isinstance(node, ast.BinOp)
-    left, right = _arith(node.left), _arith(node.right)
-    if isinstance(node.op, ast.Add):
-        return left + right
-    if isinstance(node.op, ast.Sub):
-        return left - right
-    if isinstance(node.op, ast.Mult):
-        return left * right
-    if isinstance(left, int) and isinstance(right, int):
-        # ClassAd integer division and modulus truncate toward zero, as C does.
-        quotient = abs(left) // abs(right) * (1 if (left < 0) == (right < 0) else -1)
-        return quotient if isinstance(node.op, ast.Div) else left - quotient * right
-    return left / right if isinstance(node.op, ast.Div) else left % right
-
-
-def _integer(text: str) -> int:
-    value = _number(text)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError("is not an integer")
-        value = int(value)
-    return value
-
-
-def _size(text: str, minimum: int) -> int:
-    match = _SIZE.fullmatch(text)
-    if match and match.group(2).lower() in _UNITS:
-        value = int(match.group(1)) * _UNITS[match.group(2).lower()]
-    else:
-        value = _integer(text)
-    if value < minimum:
-        raise ValueError("must not be negative" if minimum == 0 else f"must be at least {minimum}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(_number(text))
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _interval(text: str) -> float:
-    value = float(_number(text))
-    if value <= 0:
-        raise ValueError("must be more than 0")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+def range_text(knob: Knob) -> str:
+    """The documented range of a numeric knob, e.g. ``0 to 86400`` or ``1 to 4G``."""
+    assert knob.limits is not None
+    return knobvalues.range_text(knob.kind, knob.limits)
 
 
 def _bool(text: str) -> bool:
@@ -381,13 +309,12 @@ def _attribute_map(text: str) -> Tuple[Tuple[str, str], ...]:
 # A knob that is unset (and has no default) by kind, where that is not "".
 _UNSET: Dict[str, object] = {"path": None, "attributes": None, "attribute_map": ()}
 
+NUMERIC_KINDS = frozenset({"seconds", "size", "count"})   # each such knob has limits
 _PARSERS: Dict[str, Callable[[str], object]] = {
     "url": _url,
-    "seconds": _seconds,
-    "interval": _interval,
-    "size": lambda text: _size(text, 1),
-    "size0": lambda text: _size(text, 0),
-    "count": _count,
+    "seconds": knobvalues.seconds,
+    "size": knobvalues.size,
+    "count": knobvalues.integer,
     "bool": _bool,
     "path": lambda text: text.strip(),
     "text": lambda text: text.strip(),
@@ -424,7 +351,10 @@ def _values(config: HTCondorConfig, program: str) -> Dict[str, object]:
             values[knob.field] = _UNSET.get(knob.kind, "")
             continue
         try:
-            values[knob.field] = _PARSERS[knob.kind](text)
+            values[knob.field] = value = _PARSERS[knob.kind](text)
+            if knob.kind in NUMERIC_KINDS:
+                assert knob.limits is not None, knob.name
+                knobvalues.check_range(knob.kind, knob.limits, value)  # type: ignore[arg-type]
         except ValueError as error:
             raise _error(config, knob.name, text, str(error)) from None
     return values
@@ -499,12 +429,15 @@ def load_plugin_settings(config: HTCondorConfig) -> PluginSettings:
 
 def markdown_table(program: str) -> str:
     """The knobs of ``program`` as the Markdown table docs/configuration.md holds."""
-    lines: List[str] = ["| knob | default | SIGHUP | meaning |", "|---|---|---|---|"]
+    lines: List[str] = ["| knob | default | range | SIGHUP | meaning |",
+                        "|---|---|---|---|---|"]
     for knob in KNOBS:
         if knob.program == program:
             if knob.default is None:
                 default = "none (required)" if knob.kind == "url" else "unset"
             else:
                 default = f"`{knob.default}`" if knob.default else "empty"
-            lines.append(f"| `{knob.name}` | {default} | {knob.sighup} | {knob.meaning} |")
+            limits = range_text(knob) if knob.limits else ""
+            lines.append(f"| `{knob.name}` | {default} | {limits} | {knob.sighup} "
+                         f"| {knob.meaning} |")
     return "\n".join(lines)

@@ -6,13 +6,13 @@ are generated from it. It starts with the figures HTCondor's C++ pandad reported
 readable names, so an admin used to the old log finds them first.
 """
 
-import errno
 import os
 import re
-import stat
 import threading
 import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from pandad.logsetup import open_append
 
 __all__ = ["Statistics", "STATISTICS", "DYNAMIC_PREFIXES", "render", "StatisticsLog"]
 
@@ -169,10 +169,6 @@ def render(snapshot: Mapping[str, Number], now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-_OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-               | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO planted at the path must not hang us
-
-
 # One line of a block ``render`` wrote: "[YYYY-MM-DD HH:MM:SS] name: value".
 _STATISTICS_LINE = re.compile(r"^\[[0-9: -]+\] ([^:]+): (.*)$")
 
@@ -198,9 +194,9 @@ def read_statistics(path: str) -> Dict[str, str]:
 
 
 class StatisticsLog:
-    """Append-only statistics file: created 0600, never followed through a symlink, refused
-    unless it is a regular file owned by this user. Reopened when the path's file is replaced
-    (an admin rotated it). Errors are OSError with a message naming the path."""
+    """Append-only statistics file, opened by ``logsetup.open_append`` (0600; no symlink, hard
+    link, foreign or non-regular file). Reopened when the path's file is replaced (an admin
+    rotated it). Errors are OSError with a message naming the path and the reason."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -209,27 +205,8 @@ class StatisticsLog:
         self._open()
 
     def _open(self) -> None:
-        try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o600)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, f"statistics log {self.path} is a symbolic link;"
-                                           " refusing to follow it") from None
-            raise OSError(error.errno, f"cannot open statistics log {self.path}: "
-                                       f"{error.strerror}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise OSError(errno.EINVAL, f"statistics log {self.path} is not a regular"
-                                            " file; refusing to write to it")
-            if info.st_uid != os.geteuid():
-                raise OSError(errno.EPERM, f"statistics log {self.path} is owned by uid "
-                                           f"{info.st_uid}, not by this user (uid "
-                                           f"{os.geteuid()}); refusing to write to it")
-            os.set_blocking(fd, True)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = open_append(self.path, "statistics log")
+        info = os.fstat(fd)
         self._fd = fd
         self._identity = (info.st_dev, info.st_ino)
 

@@ -4,14 +4,7 @@ import threading
 import time
 
 from pandad.buffer import RecordBuffer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 def line(n: int) -> bytes:

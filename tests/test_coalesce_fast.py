@@ -14,49 +14,21 @@ from hypothesis import strategies as st
 from pandad import classad, convert
 from pandad.classad import to_json_value
 from pandad.buffer import RecordBuffer
-from pandad.coalesce import Batch, JobCommand, bad_reason, coalesce, command_of
+from pandad.coalesce import Batch, JobCommand, coalesce, command_of
 from pandad.convert import Converter, _local_time
 from pandad.flusher import Flusher, encode_objects, encode_pieces
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
 from pandad.transport import Answer
-from pandad.wire import BadRecord, decode, encode_add, encode_remove, encode_update
+from pandad.wire import decode, encode_add, encode_remove, encode_update
 from tests.support import MAP_2014
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 
 
 def reference_coalesce(lines) -> Batch:
-    """coalesce as it was before the fast path: ``decode`` on every line."""
-    batch = Batch()
-    for line in lines:
-        try:
-            verb, job_id, condor_id, attrs = decode(line)
-        except BadRecord as error:
-            batch.bad += 1
-            batch.bad_reasons[bad_reason(error)] += 1
-            continue
-        adds, updates, removes = batch.adds, batch.updates, batch.removes
-        if verb == "UPDATE":
-            command = removes.get(job_id) or adds.get(job_id) or updates.get(job_id)
-            if command is None:
-                command = updates[job_id] = JobCommand(job_id)
-        elif verb == "ADD":
-            command = adds.get(job_id)
-            if command is None:
-                command = adds[job_id] = JobCommand(job_id, condor_id)
-                for group in (updates, removes):
-                    earlier = group.pop(job_id, None)
-                    if earlier is not None:
-                        command.absorb(earlier)
-            elif condor_id:
-                command.condor_id = condor_id
-        else:
-            command = removes.get(job_id)
-            if command is None:
-                command = removes[job_id] = JobCommand(job_id)
-        command.merge(attrs)
-    return batch
+    """coalesce's readable reference: ``decode`` on every line, then the merge rules."""
+    return coalesce(lines, fast=False)
 
 
 def snapshot(batch: Batch) -> tuple:

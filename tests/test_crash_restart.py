@@ -43,7 +43,7 @@ class Feed:
         self.monitor = DevMonitor(db=self.db)
         self.monitor.start()
         settings = {"PANDA_PLUGIN_POLL_INTERVAL": "0.05", "PANDA_FLUSH_INTERVAL": "0.2",
-                    "PANDA_STATISTICS_INTERVAL": "0.2", "PANDA_UPDATE_TIMEOUT": "5"}
+                    "PANDA_STATISTICS_INTERVAL": "1", "PANDA_UPDATE_TIMEOUT": "5"}
         settings.update(knobs)
         self.chain = Chain(str(directory), self.monitor.url, settings, env=python_env())
         self.sim = ScheddSimulator(self.chain.job_queue_log, seed=17, jobs=1 << 30,

@@ -73,17 +73,48 @@ def test_sigterm_gives_up_a_hanging_monitor_after_shutdown_grace(tmp_path):
     assert_accounted(stats)
 
 
-def test_sigquit_exits_at_once(tmp_path):
+def test_sigquit_exits_at_once_with_a_log_line_and_final_statistics(tmp_path):
+    with HangServer() as server, PandadProcess(
+            tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0", PANDA_SHUTDOWN_GRACE="60",
+            PANDA_QUEUE_SIZE="16M") as pandad:
+        pandad.write(*adds(0, 10))
+        wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        pandad.write_all(adds(10, 2990))
+        wait_until(lambda: pandad.counter("records_queued") == 3000, 10,
+                   message="3,000 records queued")
+        started = time.monotonic()
+        pandad.send_signal(signal.SIGQUIT)
+        assert pandad.wait(10) == 0
+        # A SIGTERM would have waited up to the 60 s grace for the hanging request.
+        assert time.monotonic() - started < 5
+        stats = pandad.statistics()
+    log = pandad.log_text().splitlines()
+    start = next(i for i, line in enumerate(log) if "SIGQUIT" in line)
+    assert len(log[start:]) == 1, log[start:]           # one line, nothing after it
+    assert "SIGQUIT: exiting at once without flushing; discarded 3000 record(s)" in log[start]
+    assert server.requests == 1
+    assert int(stats["records_discarded_shutdown"]) == 3000
+    assert int(stats["records_sent"]) == 0
+    assert_accounted(stats)
+
+
+def test_sigquit_cuts_a_sigterm_flush_short(tmp_path):
     with HangServer() as server, PandadProcess(
             tmp_path, url=server.url, PANDA_UPDATE_TIMEOUT="0",
             PANDA_SHUTDOWN_GRACE="60") as pandad:
-        pandad.write(*adds(0, 10))
+        pandad.write(*adds(0, 20))
         wait_until(lambda: server.requests >= 1, 10, message="a hanging request")
+        pandad.send_signal(signal.SIGTERM)
+        pandad.wait_for_log("SIGTERM: stopping")
         started = time.monotonic()
         pandad.send_signal(signal.SIGQUIT)
-        pandad.wait(5)
-        # A SIGTERM would have waited up to the 60 s grace for the hanging request.
-        assert time.monotonic() - started < 3
+        assert pandad.wait(10) == 0
+        assert time.monotonic() - started < 5
+        stats = pandad.statistics()
+    assert "SIGQUIT: exiting at once without flushing; discarded 20 record(s)" in \
+        pandad.log_text()
+    assert int(stats["records_discarded_shutdown"]) == 20
+    assert_accounted(stats)
 
 
 def test_sighup_applies_new_url_queue_size_grace_and_timeout(tmp_path):
@@ -156,6 +187,23 @@ def test_sighup_with_a_bad_configuration_keeps_the_old_one(tmp_path):
         assert pandad.wait(10) == 0
 
 
+def test_sighup_with_an_out_of_range_knob_keeps_the_old_value(tmp_path):
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        pandad.write(*adds(0, 3))
+        wait_until(lambda: len(monitor.jobs()) == 3, 10, message="first jobs")
+        pandad.write_config(PANDA_SHUTDOWN_GRACE="1e308")
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("keeping the old one")
+        lines = [line for line in pandad.log_text().splitlines() if "SIGHUP" in line]
+        assert len(lines) == 1 and "PANDA_SHUTDOWN_GRACE = '1e308' must be at most" in lines[0]
+        pandad.write(*adds(3, 3))
+        wait_until(lambda: len(monitor.jobs()) == 6, 10, message="jobs after the bad SIGHUP")
+        # The old grace (5 s) still bounds the final flush: no OverflowError at exit.
+        pandad.close_stdin()
+        assert pandad.wait(10) == 0
+        assert "Traceback" not in pandad.log_text() + pandad.stderr_text()
+
+
 def test_statistics_log_is_written_periodically_and_at_exit(tmp_path):
     with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
         pandad.write(*adds(0, 5))
@@ -187,6 +235,17 @@ def test_unwritable_statistics_log_is_not_fatal(tmp_path):
     ({"PANDA_URL": "ftp://user:s3cret@monitor.example.org/jobs/"}, "user:***@"),
     ({"PANDA_URL": "http://127.0.0.1:9/api/jobs/", "PANDA_ATTRIBUTE_MAP": "Cmd=cmd Owner"},
      "PANDA_ATTRIBUTE_MAP = 'Cmd=cmd Owner' has a bad entry: 'Owner' is not"),
+    # Out of range (issue 13): these loaded, then raised OverflowError or busy-looped.
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_UPDATE_TIMEOUT": "1e10"},
+     "PANDA_UPDATE_TIMEOUT = '1e10' must be at most 86400 (range 0 to 86400)"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_SHUTDOWN_GRACE": "1e308"},
+     "PANDA_SHUTDOWN_GRACE = '1e308' must be at most 86400"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_QUEUE_SIZE": "1e99"},
+     "PANDA_QUEUE_SIZE = '1e99' must be at most 4G"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_STATISTICS_INTERVAL": "1e-300"},
+     "PANDA_STATISTICS_INTERVAL = '1e-300' must be at least 1"),
+    ({"PANDA_URL": "http://127.0.0.1:9/", "PANDA_FLUSH_INTERVAL": "1e999 - 1e999"},
+     "PANDA_FLUSH_INTERVAL = '1e999 - 1e999' is not a number"),
 ])
 def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phrase):
     config = tmp_path / "condor_config"
@@ -199,6 +258,43 @@ def test_fatal_configuration_error_exits_99_with_one_line(tmp_path, knobs, phras
     assert len(lines) == 1, lines
     assert phrase in lines[0]
     assert "s3cret" not in lines[0]
+
+
+@pytest.mark.parametrize("module, option, phrase", [
+    ("pandad", "--help", "pandad --config-val"),
+    ("pandad", "-h", "pandad --config-val"),
+    ("schedd_plugin", "--help", "--dry-run"),
+])
+def test_help_prints_usage_and_exits_0_without_reading_stdin(tmp_path, module, option, phrase):
+    config = tmp_path / "condor_config"
+    config.write_text("PANDA_URL = http://127.0.0.1:9/\n")
+    # stdin stays open: a daemon started by mistake would wait on it until the timeout.
+    with subprocess.Popen(python_command(module, option), stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=python_env({"CONDOR_CONFIG": str(config)})) as proc:
+        try:
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.decode().startswith("usage:") and phrase in out.decode()
+    assert err == b""
+
+
+def test_daemoncore_flags_are_ignored_with_a_warning_and_long_typos_exit_99(tmp_path):
+    config = tmp_path / "condor_config"
+    config.write_text("PANDA_URL = http://127.0.0.1:9/\n"
+                      f"PANDA_STATISTICS_LOG = {tmp_path / 'stats'}\n")
+    env = python_env({"CONDOR_CONFIG": str(config)})
+    ran = subprocess.run(python_command("pandad", "-f", "-p", "0"), stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=30, env=env)
+    assert ran.returncode == 0
+    assert "ignoring arguments pandad does not know: -f -p 0" in ran.stderr.decode()
+    typo = subprocess.run(python_command("pandad", "--confg-val", "PANDA_URL"),
+                          stdin=subprocess.PIPE, capture_output=True, timeout=30, env=env)
+    assert typo.returncode == 99
+    assert typo.stderr.decode().splitlines() == [
+        "pandad: unknown option --confg-val (pandad --help lists the options)"]
 
 
 def test_drops_are_logged_once_per_episode_with_counts(caplog):

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Tuple
 
 import pytest
 
-from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array, render_page
+from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array
 from tests.support import python_command, python_env
 
 
@@ -149,16 +149,27 @@ def test_page_escapes_everything(monitor: DevMonitor) -> None:
     status, body = request(monitor.url, "GET", path="/")
     page = body.decode()
     assert status == 200
-    assert "<script>" not in page
-    assert "&lt;script&gt;" in page
+    assert evil not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "Running" in page
 
 
-def test_render_page_counts_removed_separately() -> None:
-    page = render_page([{"id": "a", "JobStatus": 4, "removed": True}],
-                       {"by_status": {}, "removed": 1, "total": 1}, {})
-    assert "<td>removed</td><td>1</td>" in page
-    assert "<th>total</th><th>1</th>" in page
+def test_page_counts_left_the_queue_apart_from_jobstatus_removed(monitor: DevMonitor) -> None:
+    request(monitor.url, "POST", [{"id": "a", "JobStatus": 3}, {"id": "b", "JobStatus": 4},
+                                  {"id": "c", "JobStatus": 2}])
+    request(monitor.url, "DELETE", [{"id": "b"}])
+    assert monitor.store.tally() == {(3, False): 1, (4, True): 1, (2, False): 1}
+    page = request(monitor.url, "GET", path="/")[1].decode()
+    assert 'data-status="Removed" data-count="1"' in page
+    assert 'data-status="left" data-count="1"' in page
+    assert 'data-total="3"' in page
+
+
+def test_the_page_lists_the_newest_jobs_first(monitor: DevMonitor) -> None:
+    request(monitor.url, "POST", [{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    assert [job["id"] for job in monitor.store.newest(2)] == ["c", "b"]
+    page = request(monitor.url, "GET", path="/")[1].decode()
+    assert page.index('data-id="c"') < page.index('data-id="b"') < page.index('data-id="a"')
 
 
 def test_jobs_survive_in_a_db_file(tmp_path) -> None:

@@ -226,6 +226,73 @@ def test_statistics_log_symlink_is_not_followed(tmp_path):
     assert link.is_symlink()
 
 
+def test_statistics_log_hard_linked_to_another_file_is_refused(tmp_path):
+    other = tmp_path / "etc-shadow-stand-in"
+    other.write_text("do not touch\n")
+    stats = tmp_path / "pandaStatisticsLog"
+    os.link(other, stats)
+    result = run_pandad_with_statistics_at(tmp_path, stats)
+    lines = [line for line in result["log"].splitlines() if "statistics not written" in line]
+    assert len(lines) == 1, lines
+    assert f"statistics log {stats} has 2 hard links; refusing to write to it" in lines[0]
+    assert result["alive"] and result["status"] == 0
+    assert other.read_text() == "do not touch\n"
+    assert stats.stat().st_nlink == 2
+
+
+def test_a_refused_pandad_log_is_used_again_after_sighup_once_it_is_safe(tmp_path):
+    other = tmp_path / "someone-elses"
+    other.write_text("precious\n")
+    log = tmp_path / "PandadLog"
+    os.link(other, log)
+    with DevMonitor() as monitor, PandadProcess(tmp_path, url=monitor.url) as pandad:
+        wait_until(lambda: "logging to stderr" in pandad.stderr_text(), 10,
+                   message="the refusal on stderr")
+        assert f"log file {log} has 2 hard links" in pandad.stderr_text()
+        log.unlink()                            # the admin removes what was planted
+        pandad.send_signal(signal.SIGHUP)
+        pandad.wait_for_log("configuration re-read")
+        pandad.close_stdin()
+        assert pandad.wait(20) == 0
+    assert other.read_text() == "precious\n"
+    assert (log.stat().st_mode & 0o777) == 0o600 and log.stat().st_nlink == 1
+
+
+def as_root_for_another_user() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI runs the tests as root, to create a file owned by another user")
+        pytest.skip("needs root to create a file owned by another user")
+    return nobody()
+
+
+def test_pandad_log_planted_by_another_user_is_refused(tmp_path):
+    """PANDAD_LOG in a world-writable directory, pre-created by another user: pandad says
+    why on stderr, logs there instead and keeps working; the file is left as it was."""
+    other = as_root_for_another_user()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "PandadLog"
+    planted.write_text("someone else's\n")
+    planted.chmod(0o666)
+    os.chown(planted, other.pw_uid, other.pw_gid)
+    with DevMonitor() as monitor:
+        with PandadProcess(tmp_path, url=monitor.url, PANDAD_LOG=str(planted)) as pandad:
+            pandad.write(encode_add("h#1.0#1", "1.0", [("JobStatus", "1")]))
+            wait_until(lambda: "h#1.0#1" in monitor.jobs(), 10, message="the job in the monitor")
+            pandad.close_stdin()
+            assert pandad.wait(20) == 0
+    stderr = pandad.stderr_text().splitlines()
+    refused = [line for line in stderr if "refusing" in line]
+    assert len(refused) == 1, stderr
+    assert (f"log file {planted} is owned by uid {other.pw_uid}, not by this user (uid 0);"
+            " refusing to write to it; logging to stderr") in refused[0]
+    assert any("pandad starting" in line for line in stderr)
+    assert planted.read_text() == "someone else's\n"
+    assert planted.stat().st_uid == other.pw_uid
+
+
 def test_statistics_log_owned_by_another_user_is_refused(tmp_path):
     if os.geteuid() != 0:
         if IN_CI:

@@ -1,14 +1,22 @@
 """pandad.knobs: defaults, validation naming knob/file/line, the enabling rule, the docs."""
 
 import dataclasses
+import datetime
+import math
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 
 from pandad.config import ConfigError, HTCondorConfig
-from pandad.knobs import (EXIT_CONFIG_ERROR, KNOBS, PandadSettings, PluginSettings,
-                          load_pandad_settings, load_plugin_settings, markdown_table,
-                          plugin_enabled)
+from pandad.knobs import (EXIT_CONFIG_ERROR, KNOBS, NUMERIC_KINDS, PandadSettings,
+                          PluginSettings, load_pandad_settings, load_plugin_settings,
+                          markdown_table, plugin_enabled, range_text)
 from tests.support import ATTRIBUTE_MAP_2014, MAP_2014
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -123,10 +131,11 @@ def test_a_malformed_attribute_map_is_one_error_naming_the_knob(value, reason):
     ("", "PANDA_URL is not set"),
     ("PANDA_URL = ftp://x/\n", f"{FILE}:1: PANDA_URL = 'ftp://x/' must be an http"),
     ("PANDA_URL = https://u:secret@/x\n", "'https://u:***@/x' has no host"),
-    (URL + "PANDA_QUEUE_SIZE = -5\n", f"{FILE}:2: PANDA_QUEUE_SIZE = '-5' must be at least 1"),
+    (URL + "PANDA_QUEUE_SIZE = -5\n",
+     f"{FILE}:2: PANDA_QUEUE_SIZE = '-5' must be at least 1 (range 1 to 4G)"),
     (URL + "\n\nPANDA_QUEUE_GRACE = soon\n", f"{FILE}:4: PANDA_QUEUE_GRACE = 'soon' is not a"),
     (URL + "PANDA_UPDATE_TIMEOUT = -1\n", "PANDA_UPDATE_TIMEOUT = '-1' must not be negative"),
-    (URL + "PANDA_STATISTICS_INTERVAL = 0\n", "PANDA_STATISTICS_INTERVAL = '0' must be more"),
+    (URL + "PANDA_STATISTICS_INTERVAL = 0\n", "PANDA_STATISTICS_INTERVAL = '0' must be at least 1"),
     (URL + "PANDA_RETRY_LIMIT = 1.5\n", "PANDA_RETRY_LIMIT = '1.5' is not an integer"),
     (URL + "PANDA_UPSERT = maybe\n", f"{FILE}:2: PANDA_UPSERT = 'maybe' is not a boolean"),
     (URL + "PANDA_CERT_FILE = /c.pem\n", f"{FILE}:2: PANDA_CERT_FILE = '/c.pem' is set but "
@@ -156,7 +165,7 @@ def _loaded(environ):
 
 @pytest.mark.parametrize("text, message", [
     ("PANDAD = 'unterminated\n", f"{FILE}:1: PANDAD = \"'unterminated\" cannot be split"),
-    ("PANDA_PLUGIN_POLL_INTERVAL = 0\n", "PANDA_PLUGIN_POLL_INTERVAL = '0' must be more"),
+    ("PANDA_PLUGIN_POLL_INTERVAL = 0\n", "PANDA_PLUGIN_POLL_INTERVAL = '0' must be at least 0.01"),
     ("PANDA_PLUGIN_SPILL_BYTES = -1\n", "PANDA_PLUGIN_SPILL_BYTES = '-1' must not be negative"),
 ])
 def test_bad_plugin_values(text, message):
@@ -208,3 +217,114 @@ def test_docs_hold_every_knob_with_its_default():
     for topic in ("status 99", "SIGHUP", "panda-plugin.so", "LOCAL_CONFIG_DIR",
                   "_CONDOR_", "SCHEDD.PLUGINS", "metaknobs"):
         assert topic.lower() in doc.lower()
+
+
+# --------------------------------------------------------------------------- ranges
+
+NUMERIC = [knob for knob in KNOBS if knob.kind in NUMERIC_KINDS]
+
+
+def load(knob, value):
+    text = f"{knob.name} = {value}\n"
+    if knob.program == "pandad":
+        return pandad(URL + text)
+    return plugin(text)
+
+
+def test_every_numeric_knob_has_a_range_holding_its_default():
+    assert {k.kind for k in KNOBS if k.limits} == set(NUMERIC_KINDS)
+    for knob in NUMERIC:
+        assert knob.limits is not None, knob.name
+        low, high = knob.limits
+        settings = load(knob, knob.default)
+        assert low <= getattr(settings, knob.field) <= high or (
+            knob.name == "PANDA_QUEUE_MAX_SIZE")        # 0 = automatic, resolved
+    assert all(k.limits is None for k in KNOBS if k.kind not in NUMERIC_KINDS)
+
+
+def test_docs_show_the_range_of_every_numeric_knob():
+    doc = DOCS.read_text()
+    for knob in NUMERIC:
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{knob.name}` |"))
+        assert f"| {range_text(knob)} |" in row, (knob.name, row)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    # The values of issue 13 that used to load and then raise OverflowError or busy-loop.
+    ("PANDA_UPDATE_TIMEOUT", "1e10", "must be at most 86400 (range 0 to 86400)"),
+    ("PANDA_SHUTDOWN_GRACE", "1e308", "must be at most 86400 (range 0 to 86400)"),
+    ("PANDA_QUEUE_SIZE", "1e99", "must be at most 4G (range 1 to 4G)"),
+    ("PANDA_STATISTICS_INTERVAL", "1e-300", "must be at least 1 (range 1 to 86400)"),
+    ("PANDA_QUEUE_GRACE", "1e999", "must be at most 86400"),
+    ("PANDA_FLUSH_INTERVAL", "1e999 - 1e999", "is not a number"),
+    ("PANDA_QUEUE_MAX_SIZE", "99999999999999999999999", "must be at most 16G"),
+    ("PANDA_RETRY_LIMIT", "9" * 5000, "is too large"),
+    ("PANDA_MAX_REQUEST_BYTES", "9" * 5000 + "K", "must be at most 1G"),
+    ("PANDA_UPDATE_TIMEOUT", "9" * 400 + " * 1.5", "is too large"),
+    ("MAX_PANDAD_LOG", "-1", "must not be negative (range 0 to 1T)"),
+    ("PANDA_PLUGIN_POLL_INTERVAL", "1e-300", "must be at least 0.01"),
+    ("PANDA_PLUGIN_PIPE_BYTES", "1e99", "must be at most 1G"),
+])
+def test_out_of_range_values_are_one_configuration_error(name, value, message):
+    knob = next(k for k in KNOBS if k.name == name)
+    with pytest.raises(ConfigError) as info:
+        load(knob, value)
+    assert f"{name} = " in str(info.value) and message in str(info.value)
+
+
+def test_the_ends_of_each_range_are_accepted():
+    for knob in NUMERIC:
+        for end in knob.limits:
+            if knob.name == "PANDA_QUEUE_MAX_SIZE" and 0 < end:
+                continue        # must also be >= PANDA_QUEUE_SIZE: checked below
+            value = getattr(load(knob, repr(end)), knob.field)
+            assert value == end or knob.name == "PANDA_QUEUE_MAX_SIZE", knob.name
+    assert pandad(URL + "PANDA_QUEUE_SIZE = 4G\nPANDA_QUEUE_MAX_SIZE = 16G\n").queue_max_size \
+        == 16 << 30
+    assert pandad(URL + "PANDA_QUEUE_SIZE = 4G\n").queue_max_size == 16 << 30
+
+
+def assert_usable(knob, value):
+    """What the programs do with a value must not raise (OverflowError above all)."""
+    if knob.kind == "seconds":
+        assert isinstance(value, float) and math.isfinite(value)
+        assert value <= threading.TIMEOUT_MAX
+        lock = threading.Lock()
+        assert lock.acquire(timeout=value)      # free: returns at once, after the range check
+        lock.release()
+        assert math.isfinite(time.monotonic() + value)
+        datetime.timedelta(seconds=value)
+        with socket.socket() as sock:
+            sock.settimeout(value or None)
+    else:
+        # Compared with file offsets and lengths (C ssize_t), never beyond the range.
+        assert isinstance(value, int) and 0 <= value <= min(sys.maxsize, knob.limits[1])
+        if knob.name == "PANDA_PLUGIN_PIPE_BYTES":
+            assert value < 2 ** 31                      # fcntl(F_SETPIPE_SZ) takes a C int
+
+
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+_VALUES = st.one_of(
+    _FLOATS.map(repr),
+    st.integers(min_value=-10 ** 400, max_value=10 ** 400).map(str),
+    st.tuples(st.one_of(_FLOATS, st.integers(-10 ** 30, 10 ** 30)), st.sampled_from("+-*/%"),
+              st.one_of(_FLOATS, st.integers(-10 ** 30, 10 ** 30))).map(
+        lambda t: f"{t[0]!r} {t[1]} {t[2]!r}"),
+    st.tuples(st.integers(0, 10 ** 30), st.sampled_from(["", "K", "kb", "M", "G", "T"])).map(
+        lambda t: f"{t[0]}{t[1]}"),
+)
+
+
+@hypothesis.settings(max_examples=400, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@hypothesis.given(knob=st.sampled_from(NUMERIC), value=_VALUES)
+def test_any_value_is_usable_or_a_configuration_error(knob, value):
+    try:
+        settings = load(knob, value)
+    except ConfigError as error:
+        assert knob.name in str(error)
+        return
+    assert_usable(knob, getattr(settings, knob.field))
+    if knob.program == "pandad":        # derived from PANDA_QUEUE_SIZE when 0
+        assert_usable(next(k for k in NUMERIC if k.name == "PANDA_QUEUE_MAX_SIZE"),
+                      settings.queue_max_size)

@@ -97,7 +97,75 @@ def test_does_not_follow_a_symlink(tmp_path, capsys, logger_name):
     log.info("still logged")
     assert target.read_text() == ""
     err = capsys.readouterr().err
-    assert "cannot open log file" in err and "still logged" in err
+    assert f"log file {link} is a symbolic link" in err and "still logged" in err
+
+
+def planted(tmp_path, kind):
+    """A file someone else could have put at the log's path; (path, the file it must spare)."""
+    path = tmp_path / "PandadLog"
+    other = tmp_path / "someone-elses"
+    other.write_text("precious\n")
+    if kind == "hard link":
+        os.link(other, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "foreign":
+        path.write_text("")
+        os.chown(path, 12345, 12345)
+        other = path
+    return path, other
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("hard link", "has 2 hard links; refusing to write to it"),
+    ("fifo", "is not a regular file; refusing to write to it"),
+    ("foreign", "is owned by uid 12345, not by this user"),
+])
+def test_a_planted_log_file_is_refused_with_the_reason(tmp_path, capsys, logger_name, kind,
+                                                      reason):
+    if kind == "foreign" and os.geteuid() != 0:
+        pytest.skip("needs root to create a file owned by another user")
+    path, other = planted(tmp_path, kind)
+    before = other.read_text() if other.is_file() else None
+    log = setup_logging(logger_name, str(path), 1 << 20, "", environ=NO_SYSTEMD)
+    log.info("still logged")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert f"log file {path} {reason}" in err[0], err[0]
+    assert err[0].endswith("; logging to stderr"), err[0]
+    assert err[1].endswith("still logged")
+    if before is not None:
+        assert other.read_text() == before
+
+
+def test_a_file_planted_at_rotation_is_refused(tmp_path, capfd, logger_name):
+    path = tmp_path / "PandadLog"
+    other = tmp_path / "someone-elses"
+    other.write_text("precious\n")
+    log = setup_logging(logger_name, str(path), 300, "", environ=NO_SYSTEMD)
+    handler = log.handlers[0]
+    real_replace = os.replace
+
+    def replace_then_plant(src, dst):
+        # The race the rotation loses: a hard link appears where the new file goes.
+        real_replace(src, dst)
+        os.link(other, src)
+
+    for i in range(3):
+        log.info("line %d %s", i, "x" * 100)
+    os.replace = replace_then_plant
+    try:
+        for i in range(3, 6):
+            log.info("line %d %s", i, "x" * 100)
+    finally:
+        os.replace = real_replace
+    log.info("after")
+    assert other.read_text() == "precious\n"
+    err = capfd.readouterr().err.splitlines()
+    assert err[0].endswith(f"log file {path} has 2 hard links; refusing to write to it;"
+                           " logging to stderr"), err
+    assert err[-1].endswith("after"), err
+    assert handler.maxBytes == 0
 
 
 def test_unwritable_directory_falls_back_to_stderr(tmp_path, capsys, logger_name):

@@ -13,7 +13,7 @@ import pytest
 
 from pandad.stats import Statistics
 from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe
-from tests.support import COPY_STDIN_CHILD, wait_until
+from tests.support import COPY_STDIN_CHILD, FakeClock, wait_until
 
 # Exits with status 3 after reading one line.
 ONE_LINE_CHILD = "import sys; sys.stdin.buffer.readline(); sys.exit(3)"
@@ -22,14 +22,6 @@ ONE_LINE_CHILD = "import sys; sys.stdin.buffer.readline(); sys.exit(3)"
 def record(i: int, size: int) -> bytes:
     head = b'\vUPDATE\t"schedd#%d.0#1"\tPad\t"' % i
     return head + b"x" * max(0, size - len(head) - 2) + b'"\n'
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from pandad.classad import old_to_new
 from schedd_plugin.simulate import ScheddSimulator, main
-from tests.support import FIXTURES, python_command, python_env, wait_until
+from tests.support import FIXTURES, FakeClock, python_command, python_env, wait_until
 
 PRIVATE = ("ClaimId", "ClaimIds")
 
@@ -29,16 +29,6 @@ PROC_RE = re.compile(r"[1-9][0-9]*\.(0|[1-9][0-9]*)\Z")
 KEY_RES = (HEADER_RE, USER_RE, CLUSTER_RE, PVT_RE, PROC_RE)
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 TIMESTAMP_COMMENT_RE = re.compile(r"# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}( NONDURABLE)?\Z")
-
-
-class FakeClock:
-    """Epoch seconds that move only when the test says so."""
-
-    def __init__(self, now: float = 1767225600.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def well_formed_key(key: str) -> bool:
@@ -198,7 +188,7 @@ def snapshot_state(lines: List[Line]) -> Tuple[Dict[str, Dict[str, str]], List[L
 
 
 def make_sim(tmp_path: Path, seed: int = 1, **kwargs) -> Tuple[ScheddSimulator, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(1767225600.0)
     kwargs.setdefault("jobs", 60)
     return ScheddSimulator(str(tmp_path / "job_queue.log"), seed=seed, clock=clock,
                            **kwargs), clock

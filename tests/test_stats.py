@@ -170,6 +170,16 @@ def test_log_refuses_a_directory(tmp_path):
         StatisticsLog(str(tmp_path))
 
 
+def test_log_refuses_a_hard_link_to_another_file(tmp_path):
+    other = tmp_path / "someone-elses"
+    other.write_text("precious\n")
+    path = tmp_path / "stats"
+    os.link(other, path)
+    with pytest.raises(OSError, match=f"statistics log {path} has 2 hard links; refusing"):
+        StatisticsLog(str(path))
+    assert other.read_text() == "precious\n"
+
+
 def test_log_refuses_a_file_owned_by_someone_else(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to create a file owned by another user")

@@ -21,7 +21,7 @@ END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
 
 FAST_KNOBS = {
     "PANDA_FLUSH_INTERVAL": "0.1",
-    "PANDA_STATISTICS_INTERVAL": "0.2",
+    "PANDA_STATISTICS_INTERVAL": "1",
     "PANDA_UPDATE_TIMEOUT": "5",
     "PANDA_SHUTDOWN_GRACE": "5",
 }
