@@ -174,19 +174,21 @@ class Converter:
         """
         pieces: List[object] = []
         append = pieces.append
+        idents: List[str] = []            # the quoted job ids, checked together below
+        ident = idents.append
         keys = self._keys
         texts = self._texts
         for fields in entries:
             piece: object = None
             if type(fields) is tuple:
+                ident(fields[1])
                 if len(fields) == 4:
-                    # One attribute, the usual live change, inline. The job id is checked
-                    # below, with every piece at once.
+                    # One attribute, the usual live change, inline.
                     key = keys.get(fields[2]) or self._key_text(fields[2])
                     value = fields[3]
-                    if (value.isdigit() and len(value) <= _PLAIN_INT_DIGITS
+                    if (value.isdigit() and value.isascii() and len(value) <= _PLAIN_INT_DIGITS
                             and (value[0] != "0" or len(value) == 1)):
-                        text = value            # (a non-ASCII digit fails the check below)
+                        text = value
                     else:
                         text = texts.get(value) or self._value_text(value)
                     if key is not None and text is not None:
@@ -196,9 +198,9 @@ class Converter:
                 if piece is None:
                     piece = self.fields_object(fields)
             append(piece)
-        # A piece is JSON only if it is printable ASCII (its job id: the rest is made so).
-        # One check over all of them; where it fails, each piece is looked at.
-        if not _printable_ascii("".join(map(str, pieces))):
+        # A piece is JSON only if its job id is printable ASCII (names and values are made
+        # so): one check over all ids; where it fails, each piece is looked at.
+        if not _printable_ascii("".join(idents)):
             for index, piece in enumerate(pieces):
                 if piece.__class__ is str and not _printable_ascii(piece):   # type: ignore
                     pieces[index] = self.fields_object(entries[index])  # type: ignore
