@@ -1,16 +1,19 @@
-"""The byte-bounded record buffer between the reader and the flusher (DESIGN §4).
+"""The byte-bounded record buffer between the reader and the flusher (docs/design.md §4.2).
 
-An enqueue that fits under ``size`` is accepted. When the buffer first goes over the size a
-grace window of ``grace`` seconds opens, during which entries are still accepted, so a burst
-(a schedd starting thousands of jobs at once) is not cut off at the first byte over. After the
-window, entries are dropped until the flusher drains the buffer below the size, which re-arms
-the grace. ``max_size`` is a hard ceiling that holds even inside the window, so memory stays
-bounded however long the monitor is away.
+An enqueue that fits under ``size`` is accepted. Over the size, the grace window decides: it
+opens when a put takes the buffer over the size, and restarts whenever the flusher takes
+records (closing when what is left fits under the size). Inside the window entries are still
+accepted; once a window is ``grace`` seconds old, entries are dropped until the flusher takes
+again. So a steady stream the flusher keeps up with is never dropped, however far over the
+size it keeps the buffer between two cycles, while a stalled flusher (a request hanging until
+PANDA_UPDATE_TIMEOUT, a monitor in backoff) costs only what arrives after ``grace`` seconds
+without progress. ``max_size`` is a hard ceiling that holds even inside the window, so memory
+stays bounded however long the monitor is away.
 
 The reader never waits for the flusher: ``put_many`` only takes a short lock. The flusher never
 holds the lock while sending: ``take`` hands over a slice of at most ``max_bytes`` (so one cycle
 never holds the whole buffer decoded at once) and ``take_all`` swaps the whole deque out
-(shutdown). Draining below ``size`` re-arms the grace. ``wait_for_data`` sleeps
+(shutdown). Either re-arms the grace. ``wait_for_data`` sleeps
 on a condition variable, so an idle daemon does not wake up at all.
 
 The clock is injected so the grace window can be tested without sleeping.
@@ -98,7 +101,7 @@ class RecordBuffer:
     def take(self, max_bytes: int) -> List[bytes]:
         """The oldest lines up to ``max_bytes`` in all (at least one line, however long).
 
-        The grace window is re-armed once what is left fits under the size again.
+        Taking is the flusher's progress: it re-arms the grace window.
         """
         with self._cond:
             lines = self._lines
@@ -124,8 +127,9 @@ class RecordBuffer:
                     break
                 arrivals.popleft()
                 count -= n
-            if self.nbytes <= self._size:
-                self._over_since = None
+            # Still over the size: the window restarts now, so it only runs out after
+            # ``grace`` seconds in which the flusher took nothing.
+            self._over_since = self._clock() if self.nbytes > self._size else None
             return taken
 
     def _take_everything(self) -> List[bytes]:

@@ -1,4 +1,4 @@
-"""The panda daemon process: threads, signals, exit codes (DESIGN §4).
+"""The panda daemon process: threads, signals, exit codes (docs/design.md §4).
 
 Three threads do the work, the main thread only waits for events:
 
@@ -24,6 +24,9 @@ thread reads that pipe and acts in ordinary code, never inside a handler. The re
   flush of a SIGTERM cuts it short the same way.
 - A fatal configuration error at start: one log line, exit 99 (HTCondor's "do not restart").
 
+With ``PANDAD_BACK_CHANNEL=1`` the daemon reports to the plug-in on stdout what it lost and
+how far the stream is settled (``pandad.report``; docs/architecture.md).
+
 Records the reader has not taken from the pipe when reading stops were never read, so they
 are not counted; every record read ends in exactly one counter.
 """
@@ -42,6 +45,7 @@ from pandad.flusher import Flusher
 from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
 from pandad.logsetup import redact_url, redact_urls, setup_logging
 from pandad.process import unblock_signals
+from pandad.report import NO_REPORT, BackChannel, enabled as back_channel_enabled
 from pandad.stats import Statistics, StatisticsLog, render
 from pandad.transport import Transport, TransportError
 from pandad.wire import REASON_TOO_LONG, REASON_UNTERMINATED, RecordSplitter
@@ -53,6 +57,8 @@ EXIT_INTERNAL_ERROR = 1
 WAKE_EOF = 0
 WAKE_FATAL = 255
 WAKE_FLUSHED = 254      # the flusher thread has ended (final flush done)
+BACK_CHANNEL_LINGER = 2.0     # seconds the last reports may wait for the plug-in to read
+QUIT_LINGER = 0.5             # the same at SIGQUIT, which exits at once
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gauges that move with the clock alone; a change in them is not worth a statistics block.
 TICKING = frozenset({"oldest_entry_age_s"})
@@ -130,14 +136,17 @@ class Daemon:
     """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
 
     def __init__(self, settings: PandadSettings, stdin_fd: int = 0,
-                 stall_after: Optional[float] = None) -> None:
-        """``stall_after``: seconds before a request in flight is logged (default 60)."""
+                 stall_after: Optional[float] = None,
+                 back_channel: Optional[BackChannel] = None) -> None:
+        """``stall_after``: seconds before a request in flight is logged (default 60);
+        ``back_channel``: where to report losses (``PANDAD_BACK_CHANNEL=1``)."""
         self.settings = settings
         self.stats = Statistics()
         self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
                                    settings.queue_max_size)
+        self.back_channel = back_channel
         self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
-                               stall_after=stall_after)
+                               stall_after=stall_after, report=back_channel or NO_REPORT)
         self._stdin_fd = stdin_fd
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -173,6 +182,8 @@ class Daemon:
                  self.settings.queue_grace, self.settings.queue_max_size,
                  self.settings.flush_interval)
         log.info("attribute names: %s", describe_attribute_map(self.settings.attribute_map))
+        if self.back_channel is not None:
+            self.back_channel.flush()           # HELLO
         for thread in self._threads:
             thread.start()
         reason = self._wait_for_shutdown()
@@ -229,7 +240,11 @@ class Daemon:
     def _discard_unsent(self) -> str:
         """Count every record buffered or in flight as discarded; "" or a phrase saying so."""
         in_flight = self.flusher.abandon()
-        buffered = len(self.buffer.take_all())
+        leftover = self.buffer.take_all()
+        buffered = len(leftover)
+        if self.back_channel is not None:
+            self.back_channel.ledger.leftover(leftover)
+        del leftover
         if buffered:
             self.stats.add("records_discarded_shutdown", buffered)
         if not in_flight + buffered:
@@ -244,6 +259,8 @@ class Daemon:
         log.warning("SIGQUIT: exiting at once without flushing%s", f"; {discarded}"
                     if discarded else "")
         self.write_statistics(force=True)
+        if self.back_channel is not None:
+            self.back_channel.close(QUIT_LINGER)
 
     def _await_final_flush(self) -> bool:
         """Wait for the flusher's final flush until the deadline; False on a SIGQUIT."""
@@ -278,6 +295,8 @@ class Daemon:
         self._stats_wake.set()
         self._threads[2].join(5)
         self.write_statistics(force=True)
+        if self.back_channel is not None:
+            self.back_channel.close(BACK_CHANNEL_LINGER)
         log.info("pandad exiting")
         return True
 
@@ -315,6 +334,7 @@ class Daemon:
         splitter = RecordSplitter(self.settings.max_record_bytes)
         drops = DropEpisodes()
         stats = self.stats
+        back = self.back_channel
         while True:
             try:
                 chunk = os.read(self._stdin_fd, READ_CHUNK)
@@ -329,6 +349,7 @@ class Daemon:
             else:
                 lines, bad = [], splitter.finish()
                 reason = REASON_UNTERMINATED
+            accepted = dropped = 0
             with self._reader_lock:
                 if not self._reading:
                     drops.finish()
@@ -349,6 +370,10 @@ class Daemon:
                         stats.add("records_dropped_queue_full", dropped)
                     drops.update(dropped, self.buffer.nbytes, self.settings,
                                  self.flusher.in_flight.age() if dropped else None)
+                if back is not None and (lines or bad):
+                    back.ledger.read(accepted, lines[accepted:] if dropped else (), bad)
+            if back is not None and (dropped or bad):
+                back.flush()        # the flusher may be idle: say it now
             if not chunk:
                 drops.finish()
                 self._wake(WAKE_EOF)
@@ -416,20 +441,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``pandad``: the daemon on stdin. ``argv`` (DaemonCore flags such as -f, already
     checked by ``pandad.cli``) is ignored, with a warning."""
     unblock_signals()
+    back_channel = BackChannel(1) if back_channel_enabled(os.environ) else None
     try:
         settings = load_settings()
     except ConfigError as error:
         setup_logging("pandad", None, 0, "")
-        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
-        return EXIT_CONFIG_ERROR
+        return fatal(redact_urls(str(error)), back_channel)
     setup_logging("pandad", settings.log, settings.max_log, settings.debug)
     if argv:
         log.warning("ignoring arguments pandad does not know: %s", " ".join(argv))
     try:
         # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
         stall_after = os.environ.get("_PANDAD_STALL_AFTER")
-        daemon = Daemon(settings, stall_after=float(stall_after) if stall_after else None)
+        daemon = Daemon(settings, stall_after=float(stall_after) if stall_after else None,
+                        back_channel=back_channel)
     except (TransportError, OSError, ValueError) as error:
-        log.error("pandad: fatal configuration error: %s", redact_urls(str(error)))
-        return EXIT_CONFIG_ERROR
+        return fatal(redact_urls(str(error)), back_channel)
     return daemon.run()
+
+
+def fatal(message: str, back_channel: Optional[BackChannel]) -> int:
+    """A configuration error at start: log it (and tell the plug-in); the exit status."""
+    log.error("pandad: fatal configuration error: %s", message)
+    if back_channel is not None:
+        back_channel.fatal(f"fatal configuration error: {message}")
+    return EXIT_CONFIG_ERROR

@@ -44,7 +44,7 @@ DEFAULT_SECONDS = 20.0
 DEFAULT_JOBS = 200
 DEFAULT_RATE = 300.0
 
-# Every record pandad reads ends in exactly one of these (DESIGN §4, Accounting).
+# Every record pandad reads ends in exactly one of these (docs/design.md §4.7).
 ACCOUNTING_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
                        "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 # Keys the monitor's objects carry that are not ClassAd attributes.

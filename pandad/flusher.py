@@ -1,4 +1,4 @@
-"""The flusher: one cycle turns what is buffered into POST, PUT and DELETE requests (DESIGN §4).
+"""The flusher: one cycle sends what is buffered as POST, PUT and DELETE (docs/design.md §4.3).
 
 A cycle sends what was buffered when it started, one slice at a time: it takes at most
 ``SLICE_REQUESTS × max_request_bytes`` of record lines (``RecordBuffer.take``), coalesces them
@@ -30,6 +30,11 @@ Accounting: every record taken from the buffer is "unsettled" until it is counte
 one of records_sent, records_rejected, records_lost_transport, records_lost_endpoint,
 records_bad (or, at shutdown, records_discarded_shutdown through ``abandon``), always through
 ``_settle``. Losses are logged once per cycle with counts; per-record detail is DEBUG.
+
+The back channel (``pandad.report``) hears of the same outcomes through one seam, ``report``:
+``taken`` when a slice is taken, ``lost`` from ``_settle`` for the jobs of records counted
+rejected, lost or unconvertible, ``slice_settled`` with the commands carried for a retry after
+each slice, ``abandoned`` with the jobs held at shutdown, and ``cycle_done``.
 """
 
 import json
@@ -44,6 +49,7 @@ from pandad.coalesce import Batch, Entry, JobCommand, coalesce, command_of, reco
 from pandad.convert import Converter, condor_id_from_job_id
 from pandad.endpoint import (Action, EndpointEpisodes, InFlight, decide, describe,
                              refusal_reason, retry_after)
+from pandad.report import NO_REPORT
 from pandad.transport import Answer, TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -121,10 +127,12 @@ class Flusher:
 
     def __init__(self, buffer: RecordBuffer, transport, stats, settings,
                  clock: Callable[[], float] = time.monotonic,
-                 stall_after: Optional[float] = None, fast: bool = True) -> None:
-        """``stall_after``: seconds before an outstanding request is logged (tests shorten it).
-        ``fast``: build plain updates' JSON as text (``Converter.entry_texts`` and
-        ``encode_pieces``); False is the reference, objects through ``encode_objects``."""
+                 stall_after: Optional[float] = None, report=NO_REPORT,
+                 fast: bool = True) -> None:
+        """``stall_after``: seconds before an outstanding request is logged (tests shorten it);
+        ``report``: the back channel's seam (``pandad.report``); ``fast``: build plain
+        updates' JSON as text (``Converter.entry_texts`` and ``encode_pieces``); False is the
+        reference, objects through ``encode_objects``."""
         self._fast = fast
         self._buffer = buffer
         self._transport = transport
@@ -141,6 +149,8 @@ class Flusher:
         self._idle = threading.Event()      # for backoff waits while draining
         self._episodes = EndpointEpisodes()
         self.in_flight = InFlight(clock, stall_after)
+        self._report = report               # the back channel's seam (pandad.report)
+        self._inflight: object = None       # the slice being sent: lines, then its Batch
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -209,7 +219,9 @@ class Flusher:
         with self._lock:
             self._abandoned = True
             discarded, self._unsettled = self._unsettled, 0
+            held = [self._inflight, self._pending]
             self._pending = None
+            self._report.abandoned(*_held(held))
         if discarded:
             self._stats.add("records_discarded_shutdown", discarded)
         self._stats.set("records_pending_retry", 0)
@@ -249,19 +261,24 @@ class Flusher:
                     return
                 lines = self._buffer.take(slice_bytes) if todo > 0 else []
                 self._unsettled += len(lines)
+                self._report.taken(len(lines))
+                self._inflight = lines
             todo -= len(lines)
             if not lines and not first:
                 break                   # taken by someone else (shutdown)
             first = False
             batch = coalesce(lines, into=self._pending)
+            self._inflight = batch
             self._pending = None
             del lines
             self._send_batch(batch, cycle)
             del batch
-            self._settle_slice(cycle)
+            self._report.slice_settled(self._settle_slice(cycle))
+            self._inflight = cycle.carried      # held until _finish makes it the pending
             if cycle.down and not cycle.refused and self._settings.retry_limit > 0:
                 break                   # the rest stays buffered for the retry cycle
         self._finish(cycle)
+        self._report.cycle_done()
 
     def _send_batch(self, batch: Batch, cycle: _Cycle) -> None:
         if batch.bad:
@@ -347,7 +364,7 @@ class Flusher:
 
     def _unconvertible(self, command: JobCommand, error: Exception) -> None:
         # A value convert cannot turn into JSON: bad input, never fatal.
-        self._settle("records_bad", command.records)
+        self._settle("records_bad", command.records, [command.job_id])
         self._stats.add("records_bad_unconvertible", command.records)
         log.warning("skipped job %s: cannot convert to JSON: %s", command.job_id, error)
 
@@ -449,20 +466,29 @@ class Flusher:
 
     # -- accounting ---------------------------------------------------------------------------
 
-    def _settle(self, counter: str, records: int) -> None:
+    def _settle(self, counter: str, records: int, lost: List[str] = ()) -> None:
+        """Count ``records`` in ``counter``; ``lost``: the jobs whose changes they were."""
         with self._lock:
             if self._abandoned:
                 return
             self._unsettled -= records
             self._stats.add(counter, records)
+            if lost:
+                self._report.lost(lost)
 
     def _accept(self, commands: List[Entry]) -> None:
         self._settle("records_sent", records_of(commands))
 
-    def _settle_slice(self, cycle: _Cycle) -> None:
-        """Count what the slice had rejected and lost; keep what is to be retried."""
+    def _settle_slice(self, cycle: _Cycle) -> List[Tuple[str, bool]]:
+        """Count what the slice had rejected and lost; keep what is to be retried.
+
+        Returns (job id, whether its command holds records of an earlier cycle) per command
+        kept for a retry, for the back channel's SETTLED watermark.
+        """
+        kept: List[Tuple[str, bool]] = []
         if cycle.rejected:
-            self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected))
+            self._settle("records_rejected", sum(c.records for _, c, _ in cycle.rejected),
+                         [c.job_id for _, c, _ in cycle.rejected])
             for method, command, status in cycle.rejected[:REJECTIONS_LOGGED -
                                                           cycle.rejected_total]:
                 log.warning("monitor rejected %s of job %s (HTTP %s): %d record(s) not applied",
@@ -470,7 +496,7 @@ class Flusher:
             cycle.rejected_total += len(cycle.rejected)
             cycle.rejected = []
         if not cycle.failed:
-            return
+            return kept
         # Refused by the endpoint: a retry would be refused too.
         limit = -1 if cycle.refused else self._settings.retry_limit
         carried = cycle.carried
@@ -480,21 +506,24 @@ class Flusher:
             if command.attempts > limit:
                 lost.append((method, command))
             else:
+                kept.append((command.job_id, command.attempts > 1))
                 group = (carried.adds if method == "POST" else
                          carried.update_entries if method == "PUT" else carried.removes)
                 group[command.job_id] = command
         cycle.failed = []
         if lost:
             self._lose(lost, cycle)
+        return kept
 
     def _lose(self, lost: List[Tuple[str, JobCommand]], cycle: _Cycle) -> None:
         """Where undelivered commands are given up: counted, per job at DEBUG."""
         records = sum(command.records for _, command in lost)
+        job_ids = [command.job_id for _, command in lost]
         if cycle.refused:
-            self._settle("records_lost_endpoint", records)
+            self._settle("records_lost_endpoint", records, job_ids)
             self._stats.add(f"records_lost_endpoint_{cycle.refused}", records)
         else:
-            self._settle("records_lost_transport", records)
+            self._settle("records_lost_transport", records, job_ids)
         cycle.lost_records += records
         cycle.lost_commands += len(lost)
         if log.isEnabledFor(logging.DEBUG):
@@ -528,3 +557,16 @@ class Flusher:
                         len(carried.adds) + len(carried.update_entries) + len(carried.removes),
                         carried.records, delay, cycle.reason)
         self._stats.set("records_pending_retry", self.pending_records)
+
+
+
+def _held(items: List[object]) -> Tuple[List[str], List[bytes]]:
+    """(job ids, record lines) of what the flusher holds, for the back channel."""
+    ids: List[str] = []
+    lines: List[bytes] = []
+    for item in items:
+        if isinstance(item, Batch):
+            ids += list(item.adds) + list(item.update_entries) + list(item.removes)
+        elif isinstance(item, list):
+            lines += item
+    return ids, lines

@@ -61,8 +61,8 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
          "Bytes of records pandad buffers before the grace window opens.", limits=(1, 4 * GIB)),
     Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
-         "Seconds the buffer keeps accepting records after it first exceeds "
-         "PANDA_QUEUE_SIZE; after that, records are dropped (and counted) until it drains.",
+         "Seconds the buffer accepts records over PANDA_QUEUE_SIZE while the sender takes "
+         "nothing; then records are dropped (and counted) until it takes again.",
          limits=(0, DAY)),
     Knob("PANDA_QUEUE_MAX_SIZE", "0", "size", "queue_max_size", "pandad",
          "Hard ceiling in bytes, even inside the grace window. 0 = automatic: "

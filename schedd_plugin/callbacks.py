@@ -5,7 +5,7 @@
 schedd's ``Play()`` does: the mirror is changed first and then the hook is called, except
 ``destroy_classad``, which is called while the ad is still in the mirror.
 
-:class:`PandaPlugin` writes wire records (``pandad.wire``), DESIGN §5 "Callbacks":
+:class:`PandaPlugin` writes wire records (``pandad.wire``), docs/design.md §5.2:
 
 - a job (``C.P``, P ≥ 0) created in a transaction → one ``ADD`` at the transaction's end,
   carrying its effective attributes (cluster ad ⊕ proc ad) at that moment;

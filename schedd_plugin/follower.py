@@ -1,6 +1,6 @@
-"""Follow the schedd's job_queue.log and replay it as ClassAdLogPlugin callbacks (DESIGN §5).
+"""Follow job_queue.log and replay it as ClassAdLogPlugin callbacks (docs/design.md §5.1).
 
-``reference/job_queue_log.md`` §8 is the checklist this follows.  In short:
+``docs/job-queue-log.md`` §8 is the checklist this follows.  In short:
 
 - The file is read in binary, only complete ``\\n``-terminated lines are parsed; a torn tail
   is read again from its start on the next poll.
@@ -398,6 +398,7 @@ class Follower:
         text = bool(lines) and isinstance(lines[0], str)
         # One test for the whole chunk instead of one per key and name (a tab is rare).
         tabs = text and "\t" in "".join(lines)
+        shared_name, names_get, last_key = self.mirror.name, self.mirror.names.get, ""
         for line in lines:
             end = pos + len(line) + 1
             op = None
@@ -414,11 +415,18 @@ class Follower:
                     if (key and name and value[:1] not in " \t"
                             and (not tabs or "\t" not in key and "\t" not in name)):
                         consumed += 1
-                        op = (SET_ATTRIBUTE, key, name, value, ())
                         if txn is not None:
-                            txn.append(op)
+                            # Held until the commit: a proc's ops share its key string (they
+                            # come one after another) and every name is the mirror's string.
+                            if key == last_key:
+                                key = last_key
+                            last_key = key
+                            entry = names_get(name)
+                            txn.append((SET_ATTRIBUTE, key,
+                                        shared_name(name) if entry is None else entry[0],
+                                        value, ()))
                         else:
-                            self._apply(op)
+                            self._apply((SET_ATTRIBUTE, key, name, value, ()))
                             self._committed = end
                         pos = end
                         continue
@@ -530,16 +538,29 @@ class Follower:
         plugin.begin_transaction()
         # SetAttribute and DeleteAttribute are nearly every op: handled inline (what
         # Mirror.set_attribute / delete_attribute do, then the callback), methods bound once.
-        ads_get, apply = self.mirror.ads.get, self._apply
+        ads_get, apply, item = self.mirror.ads.get, self._apply, self.mirror.item
         plugin_set, plugin_delete = plugin.set_attribute, plugin.delete_attribute
-        for op in txn:
+        lower, names_get = self.mirror.lower, self.mirror.names.get
+        # Each op is let go once applied, so the ads a big submit adds to the mirror grow
+        # into the memory its ops held, not on top of it.
+        txn.reverse()
+        pop = txn.pop
+        while txn:
+            op = pop()
             code = op[0]
             if code == SET_ATTRIBUTE:
                 key = op[1]
                 ad = ads_get(key)
                 if ad is not None:
                     name, value = op[2], op[3]
-                    ad.attrs[name.lower()] = (name, value)
+                    # Mirror.item's common case inline: a known name, a value seen lately.
+                    entry = names_get(name)
+                    pair = None if entry is None else entry[2].get(value)
+                    if pair is None:
+                        lname, pair = item(name, value)
+                        ad.attrs[lname] = pair
+                    else:
+                        ad.attrs[entry[1]] = pair
                     plugin_set(key, name, value)
             elif code == DELETE_ATTRIBUTE:
                 # Mirror.delete_attribute inline: an absent attribute is still called back.
@@ -547,7 +568,7 @@ class Follower:
                 ad = ads_get(key)
                 if ad is not None:
                     name = op[2]
-                    ad.attrs.pop(name.lower(), None)
+                    ad.attrs.pop(lower(name), None)
                     plugin_delete(key, name)
             else:
                 apply(op)

@@ -1,4 +1,4 @@
-"""``panda_plugin``: follow the schedd's job_queue.log and feed a forked pandad (DESIGN §5).
+"""``panda_plugin``: follow job_queue.log and feed a forked pandad (docs/design.md §5).
 
     panda_plugin [--log FILE] [--state-file FILE] [--once] [--dry-run [--resume]]
 

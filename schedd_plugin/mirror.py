@@ -1,7 +1,7 @@
 """A copy of every ad in the schedd's job queue, as job_queue.log describes it (pure).
 
 The mirror applies log operations with the semantics of HTCondor's ``Play()``
-(``reference/job_queue_log.md`` §2.4, §7):
+(``docs/job-queue-log.md`` §2.4, §7):
 
 - ``new_classad`` on an existing key keeps the old ad (the caller still calls back);
   on a new key it seeds ``MyType`` (and ``TargetType = "Machine"`` for Job ads), which the
@@ -14,7 +14,16 @@ The mirror applies log operations with the semantics of HTCondor's ``Play()``
 Attribute names are case-insensitive, as in ClassAds; an ad keeps the spelling last
 written.  Values are the raw old-syntax text from the log.
 
-Keys (``reference/job_queue_log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
+Memory: a job's ad holds only its own attributes; its cluster's are in the cluster ad, once
+(as the schedd chains them).  What repeats from ad to ad is shared, not copied (``Mirror.item``):
+an attribute name as written and its lower-case form are one string each for the whole mirror,
+and an attribute whose value was seen lately under the same name (``JobStatus 1`` in every proc
+of a submit, the seeded ``MyType``) is the very same ``(name, value)`` pair.  Sharing is
+bounded without any bookkeeping at removal: at most ``NAMES_SHARED`` spellings, each remembering
+its ``VALUES_PER_NAME`` latest short values, so what it keeps alive after the ads are gone is
+small and fixed.
+
+Keys (``docs/job-queue-log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
 ``0C.-1`` cluster ad (with a leading zero), ``C.-2`` ClusterPvt, ``N.-100`` job set,
 ``C.P`` (P ≥ 0) job.  A job's *effective* ad is its cluster ad overlaid by its own ad.
 """
@@ -34,6 +43,13 @@ JOB = "job"                  # C.P, C >= 1, P >= 0
 OTHER = "other"              # anything else: kept, never sent
 
 _NUMBER_START = frozenset("0123456789.-+")
+
+# Bounds of what Mirror.item shares (see the module docstring).  A schedd uses a few hundred
+# attribute names; a value worth sharing is short (a status, a number, a boolean, a type).
+NAMES_SHARED = 4096
+VALUES_PER_NAME = 4
+SHARED_VALUE_MAX = 64
+TYPES_SHARED = 64            # distinct MyType/TargetType strings shared
 
 # lower-case name -> (name as last written, old-syntax value text)
 Attrs = Dict[str, Tuple[str, str]]
@@ -99,6 +115,61 @@ class Mirror:
         self.ads: Dict[str, Ad] = {}
         # cluster number -> {job key: its Ad}, so a cluster-ad change reaches its procs
         self._procs: Dict[int, Dict[str, Ad]] = {}
+        # name as written -> (that name, lower-case name, {recent short value: its pair}):
+        # the entry holds the name so that every pair shares the one string.  The follower's
+        # hot path reads it inline (Follower._process, _replay): a change here must be made
+        # there too.
+        self.names: Dict[str, Tuple[str, str, Dict[str, Tuple[str, str]]]] = {}
+        self._types: Dict[str, str] = {}
+
+    # -- sharing -------------------------------------------------------------------------
+
+    def item(self, name: str, value: str) -> Tuple[str, Tuple[str, str]]:
+        """``(lower-case name, (name, value))`` to store in an ad, shared where it repeats.
+
+        The follower's hot path calls this for every SetAttribute: one dict lookup for the
+        name, one for the value.
+        """
+        entry = self.names.get(name)
+        if entry is None:
+            if len(self.names) >= NAMES_SHARED:
+                return name.lower(), (name, value)
+            entry = self.names[name] = (name, name.lower(), {})
+        shared_name, lname, values = entry
+        pair = values.get(value)
+        if pair is None:
+            pair = (shared_name, value)
+            if len(value) <= SHARED_VALUE_MAX:
+                if len(values) >= VALUES_PER_NAME:
+                    values.clear()
+                values[value] = pair
+        return lname, pair
+
+    def name(self, name: str) -> str:
+        """``name`` as the one string the mirror shares for that spelling.
+
+        The follower holds an open transaction's names this way, so a submit of thousands of
+        procs holds each attribute name once while it waits for its commit.
+        """
+        entry = self.names.get(name)
+        if entry is None:
+            if len(self.names) >= NAMES_SHARED:
+                return name
+            entry = self.names[name] = (name, name.lower(), {})
+        return entry[0]
+
+    def lower(self, name: str) -> str:
+        """The lower-case form of ``name``, shared like ``item``'s."""
+        entry = self.names.get(name)
+        return entry[1] if entry is not None else name.lower()
+
+    def _type(self, text: str) -> str:
+        shared = self._types.get(text)
+        if shared is None:
+            if len(self._types) >= TYPES_SHARED:
+                return text
+            shared = self._types[text] = text
+        return shared
 
     # -- the four data operations --------------------------------------------------------
 
@@ -106,13 +177,15 @@ class Mirror:
         """Create the ad; False (and the old ad kept) if the key exists already."""
         if key in self.ads:
             return False
-        ad = Ad(key, mytype, targettype)
+        ad = Ad(key, self._type(mytype), self._type(targettype))
         if mytype:
             # Seeded without a record, as the schedd does in memory (§2.4): a compacted
             # log then shows them as 103s, and a rotation diff stays quiet.
-            ad.attrs["mytype"] = ("MyType", _old_syntax_string(mytype))
+            lname, pair = self.item("MyType", _old_syntax_string(mytype))
+            ad.attrs[lname] = pair
             if mytype.lower() == "job":
-                ad.attrs["targettype"] = ("TargetType", '"Machine"')
+                lname, pair = self.item("TargetType", '"Machine"')
+                ad.attrs[lname] = pair
         self.ads[key] = ad
         if ad.kind == JOB:
             self._procs.setdefault(ad.cluster, {})[key] = ad
@@ -136,14 +209,15 @@ class Mirror:
         ad = self.ads.get(key)
         if ad is None:
             return False
-        ad.attrs[name.lower()] = (name, value)
+        lname, pair = self.item(name, value)
+        ad.attrs[lname] = pair
         return True
 
     def delete_attribute(self, key: str, name: str) -> bool:
         ad = self.ads.get(key)
         if ad is None:
             return False
-        ad.attrs.pop(name.lower(), None)
+        ad.attrs.pop(self.lower(name), None)
         return True
 
     # -- questions -----------------------------------------------------------------------
@@ -209,6 +283,8 @@ class Mirror:
     def clear(self) -> None:
         self.ads.clear()
         self._procs.clear()
+        self.names.clear()
+        self._types.clear()
 
 
 def _old_syntax_string(text: str) -> str:

@@ -1,6 +1,6 @@
 """The pipe to pandad: fork it, write whole records without ever blocking, restart it if it dies.
 
-The plug-in must never wait on pandad (DESIGN §5), so the write end of pandad's stdin is
+The plug-in must never wait on pandad (docs/design.md §5.3), so the write end of pandad's stdin is
 non-blocking and every write is one attempt:
 
 * Records are gathered in a small *spill* buffer and written with one ``os.writev`` when it

@@ -168,3 +168,71 @@ def test_take_hands_over_slices_oldest_first_and_rearms_the_grace():
     assert buf.take(100) == [line(500)]                 # ... at least one line, however long
     assert buf.nbytes == 0 and buf.take(100) == []
     assert buf.put_many([line(60), line(60)]) == 2      # ... but draining re-armed it
+
+
+def steady_stream(rate: int, seconds: float, flusher_rate: int, grace: float = 3,
+                  size: int = 131072, max_size: int = 16 << 20, line_bytes: int = 150,
+                  flush_interval: float = 1.0, slice_bytes: int = 131072) -> int:
+    """Records dropped when a steady ``rate`` of records meets a flusher that takes
+    ``flusher_rate`` records a second, cycling like Flusher.run (fake clock, 1 ms steps).
+
+    A cycle takes what was buffered at its start a slice at a time; a slice is "sent" in
+    its records / ``flusher_rate`` seconds, during which the reader keeps putting.
+    """
+    clock = FakeClock()
+    buf = RecordBuffer(size=size, grace=grace, max_size=max_size, clock=clock)
+    start, step = clock.now, 0.001
+    dropped = 0
+    todo = 0                        # lines left of the running cycle (0: between cycles)
+    busy_until = next_cycle = start
+    for tick in range(int(seconds / step)):
+        clock.now = start + tick * step
+        per_tick = rate * (tick + 1) // 1000 - rate * tick // 1000
+        dropped += per_tick - buf.put_many([line(line_bytes)] * per_tick)
+        if clock.now < busy_until:
+            continue
+        if todo == 0 and clock.now >= next_cycle and len(buf):
+            todo, next_cycle = len(buf), clock.now + flush_interval
+        if todo:
+            taken = buf.take(slice_bytes)
+            todo = max(0, todo - len(taken))
+            busy_until = clock.now + len(taken) / flusher_rate
+    return dropped
+
+
+def test_steady_stream_the_flusher_keeps_up_with_is_not_dropped():
+    # 50,000 records/s against a flusher that sends 150,000/s: the buffer is over the size
+    # for most of every second, but the flusher takes records all along.
+    assert steady_stream(rate=50_000, seconds=12, flusher_rate=150_000) == 0
+    assert steady_stream(rate=100_000, seconds=12, flusher_rate=150_000) == 0
+
+
+def test_stalled_flusher_drops_after_the_grace_and_stays_bounded():
+    clock = FakeClock()
+    buf = RecordBuffer(size=1000, grace=3, max_size=100_000, clock=clock)
+    assert buf.put_many([line(100)] * 20) == 20
+    assert len(buf.take(500)) == 5            # progress; then the flusher hangs
+    for _ in range(29):
+        clock.now += 0.1
+        assert buf.put_many([line(100)]) == 1
+    clock.now += 0.1                          # 3 s since the last take, still over the size
+    assert buf.put_many([line(100)]) == 0
+    assert buf.put_many([line(1)]) == 0
+    # The flusher takes again: a fresh window opens, though the buffer is still over.
+    assert len(buf.take(500)) == 5
+    assert buf.nbytes > 1000
+    assert buf.put_many([line(100)]) == 1
+    clock.now += 2.9
+    assert buf.put_many([line(100)]) == 1
+    clock.now += 0.1
+    assert buf.put_many([line(100)]) == 0
+
+
+def test_hard_ceiling_holds_however_often_the_flusher_takes():
+    clock = FakeClock()
+    buf = RecordBuffer(size=1000, grace=3, max_size=5000, clock=clock)
+    for _ in range(100):
+        buf.put_many([line(100)] * 10)
+        assert buf.nbytes <= 5000
+        buf.take(100)
+    assert buf.nbytes == 4900 or buf.nbytes == 5000

@@ -110,3 +110,50 @@ def test_normalise_value_equal(a, b):
 ])
 def test_normalise_value_different(a, b):
     assert normalise_value(a) != normalise_value(b)
+
+
+def test_procs_share_attribute_names_and_repeated_values():
+    m = Mirror()
+    m.new_classad("01.-1", "Job", "Machine")
+    m.set_attribute("01.-1", "Owner", '"alice"')
+    for proc in range(3):
+        key = f"1.{proc}"
+        m.new_classad(key, "Job", "Machine")
+        m.set_attribute(key, "JobStatus", "1")
+        m.set_attribute(key, "Args", f'"--job 1.{proc}"')
+    first, second = m.get("1.0").attrs, m.get("1.1").attrs
+    # One pair for the repeated value, one string for each name and lower-case name.
+    assert first["jobstatus"] is second["jobstatus"]
+    assert first["mytype"] is second["mytype"] and first["targettype"] is second["targettype"]
+    (lname_a, pair_a), = [(k, v) for k, v in first.items() if k == "args"]
+    (lname_b, pair_b), = [(k, v) for k, v in second.items() if k == "args"]
+    assert lname_a is lname_b and pair_a[0] is pair_b[0] and pair_a[1] != pair_b[1]
+    assert m.get("1.0").mytype is m.get("1.2").mytype
+    # Behaviour is the plain one: effective ad = cluster ⊕ proc, spelling as last written.
+    assert m.effective("1.1") == {"MyType": '"Job"', "TargetType": '"Machine"',
+                                  "Owner": '"alice"', "JobStatus": "1", "Args": '"--job 1.1"'}
+    m.set_attribute("1.1", "JOBSTATUS", "2")
+    assert m.lookup("1.1", "jobstatus") == ("JOBSTATUS", "2")
+    assert m.lookup("1.0", "JobStatus") == ("JobStatus", "1")
+    assert m.delete_attribute("1.1", "jobStatus")
+    assert m.lookup("1.1", "JobStatus") is None
+
+
+def test_sharing_is_bounded_however_many_names_and_values():
+    from schedd_plugin.mirror import NAMES_SHARED, SHARED_VALUE_MAX, VALUES_PER_NAME
+
+    m = Mirror()
+    m.new_classad("1.0", "Job", "Machine")
+    for i in range(NAMES_SHARED + 100):
+        m.set_attribute("1.0", f"Name{i}", str(i))
+    for i in range(1000):
+        m.set_attribute("1.0", "Name0", str(i))
+    m.set_attribute("1.0", "Name1", "x" * (SHARED_VALUE_MAX + 1))
+    assert len(m.names) == NAMES_SHARED
+    assert all(len(values) <= VALUES_PER_NAME for _, _, values in m.names.values())
+    assert all(len(v) <= SHARED_VALUE_MAX for _, _, values in m.names.values() for v in values)
+    # Past the bound names are still stored right, just not shared.
+    last = f"Name{NAMES_SHARED + 99}"
+    assert m.lookup("1.0", last.upper()) == (last, str(NAMES_SHARED + 99))
+    m.clear()
+    assert not m.names and not m.ads

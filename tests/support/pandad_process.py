@@ -5,16 +5,22 @@
     proc.close_stdin()
     assert proc.wait(10) == 0
     assert proc.statistics()["records_sent"] == 1
+
+With ``back_channel=True`` pandad runs with ``PANDAD_BACK_CHANNEL=1`` and its stdout is a pipe
+that a thread of the test reads (``reports``, ``lost``, ``settled``); ``capture_stdout=True``
+captures stdout without the variable.
 """
 
+import os
 import subprocess
+import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Set
 
 from pandad.stats import read_statistics
 from tests.support import kill_if_running, python_command, python_env, wait_until
 
-# Every record read ends in exactly one of these (DESIGN §4, Accounting).
+# Every record read ends in exactly one of these (docs/design.md §4.7).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
                 "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
@@ -31,7 +37,8 @@ class PandadProcess:
     """pandad reading a pipe we write, configured by its own file in ``directory``."""
 
     def __init__(self, directory: Path, url: Optional[str] = None,
-                 environ: Optional[Dict[str, str]] = None, **knobs: str) -> None:
+                 environ: Optional[Dict[str, str]] = None, back_channel: bool = False,
+                 capture_stdout: bool = False, **knobs: str) -> None:
         """``environ``: more environment variables for the process (test seams)."""
         self.directory = Path(directory)
         self.config = self.directory / "condor_config"
@@ -45,11 +52,31 @@ class PandadProcess:
             self.knobs["PANDA_URL"] = url
         self.knobs.update(knobs)
         self.write_config()
+        env = {"CONDOR_CONFIG": str(self.config), **(environ or {})}
+        if back_channel:
+            env["PANDAD_BACK_CHANNEL"] = "1"
+        capture = back_channel or capture_stdout
+        self._stdout = bytearray()
+        self._stdout_lock = threading.Lock()
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                python_command("pandad"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=python_env({"CONDOR_CONFIG": str(self.config), **(environ or {})}))
+                python_command("pandad"), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                stderr=stderr, env=python_env(env))
+        self._stdout_reader: Optional[threading.Thread] = None
+        if capture:
+            self._stdout_reader = threading.Thread(target=self._read_stdout, daemon=True)
+            self._stdout_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            with self._stdout_lock:
+                self._stdout += chunk
 
     def write_config(self, **changes: str) -> None:
         """(Re)write the configuration file; a value of None removes the knob."""
@@ -93,6 +120,8 @@ class PandadProcess:
     def stop(self) -> None:
         """Make sure the process is gone (test teardown)."""
         kill_if_running(self.proc)
+        if self._stdout_reader is not None:
+            self._stdout_reader.join(10)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -106,6 +135,31 @@ class PandadProcess:
         self.stop()
 
     # -- what it left behind ------------------------------------------------------------------
+
+    def stdout_bytes(self) -> bytes:
+        """What pandad wrote to stdout so far (after ``wait``: all of it)."""
+        if self._stdout_reader is not None and self.proc.poll() is not None:
+            self._stdout_reader.join(10)
+        with self._stdout_lock:
+            return bytes(self._stdout)
+
+    def reports(self) -> List[str]:
+        """The complete back-channel lines so far, without their newline."""
+        text = self.stdout_bytes().decode("utf-8")
+        return text.split("\n")[:-1]
+
+    def lost(self) -> Set[str]:
+        """The id fields named by LOST lines so far."""
+        return {line.split("\t", 1)[1] for line in self.reports() if line.startswith("LOST\t")}
+
+    def settled(self) -> int:
+        """The last SETTLED so far (0 before the first)."""
+        values = [int(line.split("\t")[1]) for line in self.reports()
+                  if line.startswith("SETTLED\t")]
+        return values[-1] if values else 0
+
+    def wait_for_settled(self, n: int, timeout: float = 10) -> None:
+        wait_until(lambda: self.settled() >= n, timeout, message=f"SETTLED {n}")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
