@@ -193,6 +193,15 @@ class Converter:
                         text = texts.get(value) or self._value_text(value)
                     if key is not None and text is not None:
                         piece = '{"id":%s,%s%s}' % (fields[1], key, text)
+                elif len(fields) == 6:
+                    # Two attributes, as inline; two names for one key go to fields_object.
+                    key = keys.get(fields[2]) or self._key_text(fields[2])
+                    other = keys.get(fields[4]) or self._key_text(fields[4])
+                    text = texts.get(fields[3]) or self._value_text(fields[3])
+                    second = texts.get(fields[5]) or self._value_text(fields[5])
+                    if (key is not None and other is not None and key != other
+                            and text is not None and second is not None):
+                        piece = '{"id":%s,%s%s,%s%s}' % (fields[1], key, text, other, second)
                 else:
                     piece = self._fields_text(fields)
                 if piece is None:
