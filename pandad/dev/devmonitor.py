@@ -21,6 +21,7 @@ It is a development tool: it listens on 127.0.0.1 by default and is never starte
 """
 
 import argparse
+import contextlib
 import json
 import signal
 import socket
@@ -29,7 +30,7 @@ import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from pandad.dev.devpage import job_status, render_page, status_name
 
@@ -103,6 +104,12 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Every request waits while this is held: a monitor that stops answering (tests)."""
+        with self._lock:
+            yield
 
     def create(self, jobs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Create every job, or none: raises BadBody naming the first id that exists."""
