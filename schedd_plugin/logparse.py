@@ -146,10 +146,9 @@ def parse_line(line: bytes) -> LogOp:
     if op is None:
         # An unknown op, or a tab-separated or otherwise odd line: tokenise like HTCondor.
         return _parse_slow(line)
-    nparts = len(parts)
 
     if op == SET_ATTRIBUTE:
-        if nparts == 4:
+        if len(parts) == 4:
             key, name, value = parts[1], parts[2], parts[3]
             # A value starting with a blank (a run of separators) takes the slow path,
             # which also rejects a blank value.
@@ -163,17 +162,27 @@ def parse_line(line: bytes) -> LogOp:
         return _parse_slow(line)
 
     if op == BEGIN_TRANSACTION or op == END_TRANSACTION:
-        rest = line[3:]
-        if rest == b" " or not rest:
-            return _BEGIN if op == BEGIN_TRANSACTION else _END
-        body = rest.strip(_BLANKS)
-        if not body:
-            return _new_op(LogOp, (op, "", None, None, ()))
-        if op == END_TRANSACTION and body[:1] == b"#" and rest[:1] == b" ":
-            # The comment (SCHEDD_JOB_QUEUE_TIMESTAMPS) is kept for logging only.
-            return _new_op(LogOp, (op, "", None, None, (_value(body[1:].strip(_BLANKS)),)))
-        raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+        return _transaction_mark(op, line)
+    return _parse_other(op, parts, line)
 
+
+def _transaction_mark(op: int, line: bytes) -> LogOp:
+    """parse_line for a 105 or 106 (``"105 "`` is what the schedd writes)."""
+    rest = line[3:]
+    if rest == b" " or not rest:
+        return _BEGIN if op == BEGIN_TRANSACTION else _END
+    body = rest.strip(_BLANKS)
+    if not body:
+        return _new_op(LogOp, (op, "", None, None, ()))
+    if op == END_TRANSACTION and body[:1] == b"#" and rest[:1] == b" ":
+        # The comment (SCHEDD_JOB_QUEUE_TIMESTAMPS) is kept for logging only.
+        return _new_op(LogOp, (op, "", None, None, (_value(body[1:].strip(_BLANKS)),)))
+    raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+
+
+def _parse_other(op: int, parts: List[bytes], line: bytes) -> LogOp:
+    """parse_line's fast path for a 101 or 104 split by single spaces; the rest goes slow."""
+    nparts = len(parts)
     if op == NEW_CLASSAD and (nparts == 4 or nparts == 3):
         key, mytype = parts[1], parts[2]
         targettype = parts[3] if nparts == 4 else b"(empty)"
@@ -283,11 +292,8 @@ def parse_lines(lines: Sequence[Union[bytes, str, object]], fast: bool = True,
 
 def _parse_ascii_lines(lines: Sequence[str], share: Optional[Callable[[str], str]]
                        ) -> Tuple[List[LogOp], List[int]]:
-    """:func:`parse_lines`' fast path for the str lines of a plain-ASCII chunk (nearly every
-    chunk): the common records are parsed inline, with the checks of :func:`parse_line`'s
-    own fast paths and the same results; anything else goes through parse_line.  Pinned to
-    it by tests/test_follower.py and tests/test_logparse.py (``fast=True`` against
-    ``fast=False`` on the same lines)."""
+    """:func:`parse_lines`' fast path (plain-ASCII str lines): the common records inline, with
+    :func:`parse_line`'s checks and results; the rest through parse_line (its reference)."""
     ops: List[LogOp] = []
     corrupt: List[int] = []
     append = ops.append
