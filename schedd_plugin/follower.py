@@ -153,10 +153,12 @@ class Follower:
         fd = self._open()
         if fd is None:
             return False
+        position = self._start_position
+        if position is not None:
+            fd = self._kept_file(fd, position)
         st = os.fstat(fd)
         first = first_line_id(fd)
         seq, birth = first or (0, 0)
-        position = self._start_position
         self._use_file(fd, st, first)
         if position is not None and self._resumable(fd, st, seq, birth, position):
             result = load_log(fd, self.mirror, limit=position.offset,
@@ -183,6 +185,33 @@ class Follower:
         self.plugin.initialize()
         self._read()
         return True
+
+    def _kept_file(self, fd: int, position: Position) -> int:
+        """The file to start in: the one at the path, or the one the position is in if the
+        schedd rotated it away (``<path>.<seq>``, same inode) after the position was saved.
+
+        Resuming in the kept file sends what was written to it after the position (a job's
+        last updates, its removal); the next poll then sees the rotation and diffs the new
+        file in.  Replaying the new file alone could not tell that those jobs left.
+        """
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (position.dev, position.ino) or not position.seq:
+            return fd
+        kept_path = f"{self.path}.{position.seq}"
+        try:
+            kept = os.open(kept_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return fd
+        kept_st = os.fstat(kept)
+        if (stat.S_ISREG(kept_st.st_mode)
+                and (kept_st.st_dev, kept_st.st_ino) == (position.dev, position.ino)
+                and first_line_id(kept) == (position.seq, position.birth)):
+            log.info("%s was rotated since the position was saved: resuming in %s",
+                     self.path, kept_path)
+            os.close(fd)
+            return kept
+        os.close(kept)
+        return fd
 
     def _resumable(self, fd: int, st: os.stat_result, seq: int, birth: int,
                    position: Position) -> bool:

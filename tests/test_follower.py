@@ -225,6 +225,27 @@ def test_restart_with_a_position_that_does_not_match_replays_everything(tmp_path
     assert Feed(tmp_path, None, position=inside).records() == everything
 
 
+def test_restart_after_a_rotation_it_did_not_see_reads_the_kept_file_from_the_position(tmp_path):
+    """Killed after saving its position in seq 3; the schedd then finished and removed a job
+    and rotated (keeping the old file as .3, same inode).  The restart must resume in the
+    kept file, so the job's last update and its removal are sent, not lost in a replay of
+    the new file (which no longer has the job)."""
+    feed = Feed(tmp_path, HEAD + submit(7) + submit(8))
+    assert feed.records() == [added(7), added(8)]
+    saved = feed.follower.position
+    feed.follower.close()
+    feed.append(txn(b"103 7.0 JobStatus 4", b"102 7.0", b"102 07.-1") + txn(b"103 8.0 JobStatus 2"))
+    os.link(feed.path, f"{feed.path}.3")
+    feed.rotate(b"107 4 CreationTimestamp 1767000000\n"
+                + state(8).replace(b"JobStatus 1", b"JobStatus 2") + state(9))
+
+    again = Feed(tmp_path, None, position=saved)
+    assert again.records() == [updated(7, JobStatus="4"), removed(7), updated(8, JobStatus="2")]
+    assert again.records() == [added(9)]      # the next poll: the rotation to seq 4, diffed
+    assert again.follower.position.seq == 4
+    assert again.records() == []
+
+
 def test_position_is_the_one_given_until_the_file_is_read(tmp_path):
     saved = Position(1, 2, 3, 4, 5)
     feed = Feed(tmp_path, None, position=saved)
