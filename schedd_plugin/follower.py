@@ -37,11 +37,21 @@
   a corrupt line in it is skipped rather than resynced from, and ``log_not_snapshot`` counts
   each time.  A path that is not a regular file (a directory, say) is waited on, logged once.
 
+The work is split into rooms of one concern each: :mod:`schedd_plugin.logread` reads complete
+lines and loads a file silently, :func:`schedd_plugin.logparse.parse_lines` parses a chunk,
+:class:`schedd_plugin.transactions.TransactionGrouper` groups the ops into committed
+transactions and bare ops, :meth:`schedd_plugin.mirror.Mirror.apply` applies them and calls
+back, and :mod:`schedd_plugin.reload` decides rotations and corrupt lines and diffs a
+reloaded file in.  This module is the loop around them.
+
 Start-up (the first :meth:`Follower.poll`):
 
 - with a ``position`` whose (dev, ino, seq, birth) match the file and whose offset is a line
   boundary inside it, the file up to the offset is loaded into the mirror silently (no
   callbacks: those changes were sent before the restart), then it continues live;
+- with a ``position`` in a file the schedd rotated away since (kept as ``<path>.<seq>``, the
+  same inode), the follower resumes in the kept file as above, so what was written to it
+  after the position is replayed, and the next poll handles the rotation;
 - otherwise the whole file is replayed as the schedd's own start-up replay does: the
   existing state as ``new_classad``/``set_attribute`` callbacks, then ``initialize()``.
   Unlike the schedd, this replay is wrapped in one begin/end pair, so a plug-in can batch
