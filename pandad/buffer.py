@@ -1,4 +1,4 @@
-"""The byte-bounded record buffer between the reader and the flusher (DESIGN §4).
+"""The byte-bounded record buffer between the reader and the flusher (docs/design.md §4.2).
 
 An enqueue that fits under ``size`` is accepted. Over the size, the grace window decides: it
 opens when a put takes the buffer over the size, and restarts whenever the flusher takes

@@ -6,7 +6,7 @@ Two ClassAd syntaxes meet here:
   is an escape; every other backslash is literal, control characters (tab, …) are written raw,
   and a string that *ends* in a backslash is written ``...\\"`` as the last characters of the
   expression (HTCondor's ``Lexer::tokenizeStringOld``).
-* **New syntax** is what travels on the wire to pandad (DESIGN §3). Backslash escapes
+* **New syntax** is what travels on the wire to pandad (docs/design.md §3). Backslash escapes
   ``\\\\ \\" \\' \\? \\a \\b \\f \\n \\r \\t \\v`` and octal ``\\ooo`` (bytes, so UTF-8
   can be spelled byte by byte) are converted; any other escaped character stands for itself;
   ``\\0`` makes the literal invalid; adjacent literals (``"a" "b"``) are concatenated before
@@ -192,7 +192,7 @@ def _number(s: str) -> object:
 
 
 def to_json_value(text: str) -> object:
-    """A new-syntax ClassAd value text as a JSON-able Python value (DESIGN §4 "JSON").
+    """A new-syntax ClassAd value text as a JSON-able Python value (docs/design.md §4.4).
 
     * a string literal → str (all escapes converted, any Unicode; octal escapes that do not
       spell UTF-8 become U+FFFD; adjacent literals are joined, as the ClassAd parser does);

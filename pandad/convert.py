@@ -1,4 +1,4 @@
-"""Job commands → the PanDA monitor's JSON objects (DESIGN §4 "JSON").
+"""Job commands → the PanDA monitor's JSON objects (docs/design.md §4.4).
 
 Attribute names go out as the schedd spells them unless ``PANDA_ATTRIBUTE_MAP`` (an
 ``AttributeMap``: lower-case ClassAd name → the monitor's field) renames them; values go

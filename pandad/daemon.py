@@ -1,4 +1,4 @@
-"""The panda daemon process: threads, signals, exit codes (DESIGN §4).
+"""The panda daemon process: threads, signals, exit codes (docs/design.md §4).
 
 Three threads do the work, the main thread only waits for events:
 

@@ -44,7 +44,7 @@ DEFAULT_SECONDS = 20.0
 DEFAULT_JOBS = 200
 DEFAULT_RATE = 300.0
 
-# Every record pandad reads ends in exactly one of these (DESIGN §4, Accounting).
+# Every record pandad reads ends in exactly one of these (docs/design.md §4.7).
 ACCOUNTING_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
                        "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 # Keys the monitor's objects carry that are not ClassAd attributes.
@@ -721,6 +721,10 @@ def summary(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher,
         f"{counter(stats, 'records_lost_endpoint')}, discarded at shutdown "
         f"{counter(stats, 'records_discarded_shutdown')}; "
         + ("every record accounted for" if problem is None else f"ACCOUNTING: {problem}"))
+    plugin = chain.plugin_counters()
+    lines.append(f"  plug-in: jobs healed {plugin.get('jobs_healed', 0):g} (re-sent after a "
+                 f"loss), reconciliations {plugin.get('reconciliations', 0):g}, still to heal "
+                 f"{plugin.get('to_heal', 0):g}")
     values = latencies(watcher.seen(), monitor.store.created_at)
     if values:
         lines.append(

@@ -3,7 +3,7 @@
     pandad devmonitor [--host 127.0.0.1] [--port N] [--db FILE]
 
 A developer's and tester's stand-in for the BigPanDA monitor's Django REST Framework bulk
-endpoint (DESIGN §7), with the same contract on ``/api/jobs/``:
+endpoint (docs/design.md §7), with the same contract on ``/api/jobs/``:
 
 - ``POST`` a JSON array of objects creates them all (201). An element without a string ``"id"``,
   or an id that already exists (or repeats within the array), rejects the whole array with 400

@@ -1,4 +1,4 @@
-"""The flusher: one cycle turns what is buffered into POST, PUT and DELETE requests (DESIGN §4).
+"""The flusher: one cycle sends what is buffered as POST, PUT and DELETE (docs/design.md §4.3).
 
 A cycle sends what was buffered when it started, one slice at a time: it takes at most
 ``SLICE_REQUESTS × max_request_bytes`` of record lines (``RecordBuffer.take``), coalesces them

@@ -1,4 +1,4 @@
-"""One HTTP(S) request to PANDA_URL, bounded as a whole by PANDA_UPDATE_TIMEOUT (DESIGN §4).
+"""One HTTP(S) request to PANDA_URL, bounded in all by PANDA_UPDATE_TIMEOUT (docs/design.md §4.5).
 
 ``Transport(settings).exchange(method, body)`` returns the ``Answer`` to a request: its HTTP
 status (2xx to 5xx: the flusher decides what it means) and the ``Location`` and

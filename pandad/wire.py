@@ -1,4 +1,4 @@
-"""The record format between the schedd plug-in and pandad (DESIGN §3), both directions.
+"""The record format between the schedd plug-in and pandad (docs/design.md §3), both directions.
 
 One record per line, fields separated by TAB, each record starting with VT::
 

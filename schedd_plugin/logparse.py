@@ -1,6 +1,6 @@
 """One line of the schedd's job_queue.log → a :class:`LogOp` (pure, no I/O).
 
-The grammar is HTCondor's (``reference/job_queue_log.md`` §1): the decimal op code, one
+The grammar is HTCondor's (``docs/job-queue-log.md`` §1): the decimal op code, one
 space, the body.  Op codes are 101–107 only:
 
 ==== ================ =================================== ==================================

@@ -1,7 +1,7 @@
 """A copy of every ad in the schedd's job queue, as job_queue.log describes it (pure).
 
 The mirror applies log operations with the semantics of HTCondor's ``Play()``
-(``reference/job_queue_log.md`` §2.4, §7):
+(``docs/job-queue-log.md`` §2.4, §7):
 
 - ``new_classad`` on an existing key keeps the old ad (the caller still calls back);
   on a new key it seeds ``MyType`` (and ``TargetType = "Machine"`` for Job ads), which the
@@ -23,7 +23,7 @@ bounded without any bookkeeping at removal: at most ``NAMES_SHARED`` spellings, 
 its ``VALUES_PER_NAME`` latest short values, so what it keeps alive after the ads are gone is
 small and fixed.
 
-Keys (``reference/job_queue_log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
+Keys (``docs/job-queue-log.md`` §2.1): ``0.0`` header, ``0.N`` user/project records,
 ``0C.-1`` cluster ad (with a leading zero), ``C.-2`` ClusterPvt, ``N.-100`` job set,
 ``C.P`` (P ≥ 0) job.  A job's *effective* ad is its cluster ad overlaid by its own ad.
 """

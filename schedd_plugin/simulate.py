@@ -3,7 +3,7 @@
 Tests, the demo and the benchmarks need a job queue log that changes the way a real one does,
 without a real schedd. The simulator keeps its own model of the queue (every ad, unchained, as
 the schedd's memory holds it) and writes each change as the schedd would (see
-``/work/shared/reference/job_queue_log.md`` and the fixtures next to it):
+``docs/job-queue-log.md`` and the fixtures next to it):
 
 - a new file: ``107 1 CreationTimestamp``, the ``0.0`` header ad outside any transaction,
   ``UidDomain``, one ``0.N`` user record per owner, a bare ``NextClusterNum``;

@@ -1,7 +1,7 @@
 """Group parsed job_queue.log operations into what is replayed: transactions and bare ops (pure).
 
 The schedd writes a transaction as ``105``, its operations, ``106``; it is applied only when
-its ``106`` is read (``reference/job_queue_log.md`` §8).  An operation outside a transaction
+its ``106`` is read (``docs/job-queue-log.md`` §8).  An operation outside a transaction
 is applied at once.  A transaction whose ``106`` is not written yet is kept open across
 :meth:`TransactionGrouper.feed` calls (the next poll may bring its end); whoever reads a new
 file calls :meth:`TransactionGrouper.drop` (the schedd drops an unterminated one too).

@@ -1,4 +1,4 @@
-"""schedd_plugin.callbacks: ClassAdLogPlugin hooks → wire records (DESIGN §5 "Callbacks").
+"""schedd_plugin.callbacks: ClassAdLogPlugin hooks → wire records (docs/design.md §5.2).
 
 The schedd is the only thing not run here: ``Schedd`` below plays log lines into a real
 Mirror and a real PandaPlugin exactly as the schedd's Play() does (mirror first, destroy

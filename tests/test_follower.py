@@ -1,5 +1,5 @@
 """schedd_plugin.follower on real files: transactions, torn and NUL tails, corrupt lines,
-rotation, restart from a saved position (reference/job_queue_log.md §3.3, §4.6, §8)."""
+rotation, restart from a saved position (docs/job-queue-log.md §3.3, §4.6, §8)."""
 
 import os
 from pathlib import Path

@@ -4,7 +4,7 @@ polls.  No job may be missed or duplicated, including one created and removed be
 polls, and including rotations where the new file is larger than the old offset.
 
 The writer below is the schedd (the only thing not run for real): it keeps its own model
-of the queue and writes log lines as the schedd does (reference/job_queue_log.md §3.1).
+of the queue and writes log lines as the schedd does (docs/job-queue-log.md §3.1).
 """
 
 import os

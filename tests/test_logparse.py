@@ -1,4 +1,4 @@
-"""schedd_plugin.logparse: one job_queue.log line → LogOp (reference/job_queue_log.md §1, §8)."""
+"""schedd_plugin.logparse: one job_queue.log line → LogOp (docs/job-queue-log.md §1, §8)."""
 
 import pytest
 

@@ -1,7 +1,7 @@
 """The schedd simulator writes logs a real schedd could have written, and tells the truth.
 
 The checks here use their own small parser of job_queue.log (written from the reference,
-``/work/shared/reference/job_queue_log.md``), not ``schedd_plugin.logparse``, so a bug shared
+``docs/job-queue-log.md``), not ``schedd_plugin.logparse``, so a bug shared
 by the simulator and the follower's parser cannot hide.
 """
 

@@ -1,4 +1,4 @@
-"""HTCondor configuration, read exactly as HTCondor 25 reads it.
+"""HTCondor configuration, read exactly as HTCondor 25 reads it (docs/design.md §6).
 
 The answers must equal the real HTCondor library's (``htcondor2.param``), which
 tests/test_config_oracle.py checks. What is mirrored from HTCondor's

@@ -6,7 +6,7 @@
 The workload is a burst of new jobs: per job one ADD with a few attributes and three
 UPDATEs, so coalescing merges four records into one command.
 
-Targets (DESIGN §4):
+Targets (docs/design.md §4):
   flush cycle (coalesce + JSON)   >= 150,000 records/s, no network
   end to end (stdin → 2xx)        >= 150,000 records/s, a real process and HTTP on 127.0.0.1
 """

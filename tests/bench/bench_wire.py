@@ -3,7 +3,7 @@
 
     python3 tests/bench/bench_wire.py [--records 1000000]
 
-Targets (DESIGN §4, the reader must never be the bottleneck):
+Targets (docs/design.md §4.1, the reader must never be the bottleneck):
   RecordSplitter.feed  >= 1,000,000 records/s of ~100-byte records (reader thread)
   decode               >=   150,000 records/s (flusher thread)
   to_json_value        well above decode, it runs once per attribute

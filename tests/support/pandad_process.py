@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Set
 from pandad.stats import read_statistics
 from tests.support import kill_if_running, python_command, python_env, wait_until
 
-# Every record read ends in exactly one of these (DESIGN §4, Accounting).
+# Every record read ends in exactly one of these (docs/design.md §4.7).
 END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
                 "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 
