@@ -231,7 +231,8 @@ class Mirror:
         applied, so the ads a big submit adds grow into the memory its ops held.
         """
         if listener is None:
-            listener = _SILENT
+            self._load(ops)
+            return
         # SetAttribute and DeleteAttribute are nearly every op: done inline (what
         # set_attribute / delete_attribute do, then the callback), methods bound once.
         ads_get, item, lower, names_get = self.ads.get, self.item, self.lower, self.names.get
@@ -268,6 +269,24 @@ class Mirror:
             elif code == 102 and op[1] in self.ads:   # DestroyClassAd
                 listener.destroy_classad(op[1])
                 self.destroy_classad(op[1])
+
+    def _load(self, ops: List[tuple]) -> None:
+        """:meth:`apply` without a listener (a silent load: start-up, rotation)."""
+        ads_get, item = self.ads.get, self.item
+        for op in ops:
+            code = op[0]
+            if code == 103:
+                ad = ads_get(op[1])
+                if ad is not None:
+                    lname, pair = item(op[2], op[3])
+                    ad.attrs[lname] = pair
+            elif code == 101:
+                self.new_classad(op[1], op[4][0], op[4][1])
+            elif code == 102:
+                self.destroy_classad(op[1])
+            elif code == 104:
+                self.delete_attribute(op[1], op[2])
+        ops.clear()
 
     # -- questions -----------------------------------------------------------------------
 
@@ -343,25 +362,6 @@ class Listener(Protocol):
     def destroy_classad(self, key: str) -> None: ...
     def set_attribute(self, key: str, name: str, value: str) -> None: ...
     def delete_attribute(self, key: str, name: str) -> None: ...
-
-
-class _Silent:
-    """A listener that hears nothing: a silent load."""
-
-    def new_classad(self, key: str, mytype: str, targettype: str) -> None:
-        pass
-
-    def destroy_classad(self, key: str) -> None:
-        pass
-
-    def set_attribute(self, key: str, name: str, value: str) -> None:
-        pass
-
-    def delete_attribute(self, key: str, name: str) -> None:
-        pass
-
-
-_SILENT = _Silent()
 
 
 def _old_syntax_string(text: str) -> str:
