@@ -37,11 +37,21 @@
   a corrupt line in it is skipped rather than resynced from, and ``log_not_snapshot`` counts
   each time.  A path that is not a regular file (a directory, say) is waited on, logged once.
 
+The work is split into rooms of one concern each: :mod:`schedd_plugin.logread` reads complete
+lines and loads a file silently, :func:`schedd_plugin.logparse.parse_lines` parses a chunk,
+:class:`schedd_plugin.transactions.TransactionGrouper` groups the ops into committed
+transactions and bare ops, :meth:`schedd_plugin.mirror.Mirror.apply` applies them and calls
+back, and :mod:`schedd_plugin.reload` decides rotations and corrupt lines and diffs a
+reloaded file in.  This module is the loop around them.
+
 Start-up (the first :meth:`Follower.poll`):
 
 - with a ``position`` whose (dev, ino, seq, birth) match the file and whose offset is a line
   boundary inside it, the file up to the offset is loaded into the mirror silently (no
   callbacks: those changes were sent before the restart), then it continues live;
+- with a ``position`` in a file the schedd rotated away since (kept as ``<path>.<seq>``, the
+  same inode), the follower resumes in the kept file as above, so what was written to it
+  after the position is replayed, and the next poll handles the rotation;
 - otherwise the whole file is replayed as the schedd's own start-up replay does: the
   existing state as ``new_classad``/``set_attribute`` callbacks, then ``initialize()``.
   Unlike the schedd, this replay is wrapped in one begin/end pair, so a plug-in can batch
@@ -56,178 +66,22 @@ Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
 import logging
 import os
 import stat
-from typing import Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import List, Optional, Set, Tuple
 
 from schedd_plugin.callbacks import ClassAdLogPlugin
-from schedd_plugin.logparse import (BEGIN_TRANSACTION, DELETE_ATTRIBUTE, DESTROY_CLASSAD,
-                                    END_TRANSACTION, HISTORICAL_SEQUENCE, NEW_CLASSAD,
-                                    SET_ATTRIBUTE, CorruptLine, LogOp, parse_line)
-from schedd_plugin.mirror import Mirror, normalise_value
+from schedd_plugin.logparse import HISTORICAL_SEQUENCE, CorruptLine, LogOp, parse_lines
+from schedd_plugin.logread import (CHUNK_BYTES, Line, LoadResult, complete_lines, first_line_id,
+                                   load_log, offset_after, parse, parses, segments)
+from schedd_plugin.mirror import Mirror
+from schedd_plugin.reload import (SKIP, WAIT, corrupt_line_action, replay_differences,
+                                  rotation_reason)
 from schedd_plugin.state import Position
-from schedd_plugin.tailscan import MAX_LINE_BYTES, Skipped, TailMemo, memo_valid, scan_tail
+from schedd_plugin.tailscan import Skipped, TailMemo
+from schedd_plugin.transactions import TransactionGrouper
 
 __all__ = ["Follower", "load_log", "LoadResult"]
 
 log = logging.getLogger("panda_plugin.follower")
-
-CHUNK_BYTES = 1 << 20
-# A line as _complete_lines returns it: bytes, or str for a plain-ASCII chunk.
-Line = Union[bytes, str]  # or, alone in its list, a tailscan.Skipped
-# The first line is a 107 of a few dozen bytes; a longer read only costs time.
-_FIRST_LINE_BYTES = 256
-# What parse_line returns for "105 " and "106 ".
-_BEGIN = LogOp(BEGIN_TRANSACTION, "", None, None, ())
-_END = LogOp(END_TRANSACTION, "", None, None, ())
-
-
-class LoadResult(NamedTuple):
-    """What :func:`load_log` read."""
-
-    committed: int          # offset after the last 106 or bare op: where live reading resumes
-    seq: int                # the 107 first line's sequence (0: none)
-    birth: int              # the 107 first line's CreationTimestamp (0: none)
-    lines: int              # complete lines read
-    corrupt: Tuple[int, ...]  # offsets of the corrupt lines skipped
-
-
-def _complete_lines(fd: int, offset: int, chunk_size: int, limit: Optional[int] = None,
-                    text: bool = False, tail: Optional[List[Optional[TailMemo]]] = None
-                    ) -> Iterator[Tuple[int, List[Line]]]:
-    """``(offset of the first line, complete lines without b"\\n")`` from ``offset`` to EOF.
-
-    A tail without ``\\n`` is not returned: the caller reads it again later from its start.
-    With ``limit``, nothing at or after that offset is read.  With ``text``, a chunk that is
-    all ASCII without NUL or CR (nearly every chunk) comes as ``str`` lines, decoded in one
-    call; their lengths are still their byte lengths.
-
-    No more than ``MAX_LINE_BYTES`` of one line is kept (:mod:`schedd_plugin.tailscan`): a
-    longer line or NUL run comes alone, as a :class:`Skipped`.  Without ``tail`` such a thing
-    ends the reading; with it, one that reaches the end of the file leaves its
-    :class:`TailMemo` in ``tail[0]`` (None otherwise), and a memo given there for the same
-    start is resumed rather than read again.
-    """
-    start = rpos = offset
-    pending = b""
-    memo = tail[0] if tail is not None else None
-    if tail is not None:
-        tail[0] = None
-    while True:
-        if memo is not None and memo.start == start and not memo_valid(fd, memo):
-            memo = None         # rewritten in place: read it as lines again
-        if memo is not None and memo.start == start or len(pending) > MAX_LINE_BYTES:
-            if tail is None:
-                return
-            end = os.fstat(fd).st_size if limit is None else limit
-            skipped, memo = scan_tail(fd, start, end, memo)
-            if skipped is None:
-                tail[0] = memo
-                return
-            memo = None
-            yield start, [skipped]
-            start = rpos = start + skipped.size
-            pending = b""
-        size = chunk_size if limit is None else min(chunk_size, limit - rpos)
-        if memo is not None:
-            if memo.start > rpos:
-                size = min(size, memo.start - rpos)   # the lines before it, not the run
-            elif memo.start != start:
-                memo = None                           # not at a line start after all
-        if size <= 0:
-            return
-        data = os.pread(fd, size, rpos)
-        if not data:
-            return
-        rpos += len(data)
-        buf = pending + data if pending else data
-        if text and buf.isascii() and b"\0" not in buf and b"\r" not in buf:
-            lines = buf.decode("ascii").split("\n")
-            pending = lines.pop().encode("ascii")
-        else:
-            lines = buf.split(b"\n")
-            pending = lines.pop()
-        if lines:
-            yield start, lines
-            start = rpos - len(pending)
-
-
-def _first_line_id(fd: int) -> Optional[Tuple[int, int]]:
-    """``(seq, birth)`` of the file's 107 first line, or None if it does not start with one."""
-    head = os.pread(fd, _FIRST_LINE_BYTES, 0)
-    end = head.find(b"\n")
-    if end < 0:
-        return None
-    try:
-        op = parse_line(head[:end])
-    except CorruptLine:
-        return None
-    if op.op != HISTORICAL_SEQUENCE:
-        return None
-    return int(op.extra[0]), int(op.extra[2])
-
-
-def load_log(fd: int, mirror: Mirror, limit: Optional[int] = None,
-             chunk_size: int = CHUNK_BYTES, snapshot_only: bool = False,
-             tail: Optional[List[Optional[TailMemo]]] = None) -> LoadResult:
-    """Apply the log in ``fd`` (from offset 0, up to ``limit``) to ``mirror``, silently.
-
-    Transactions are applied at their ``106``; an unterminated one at the end is left out
-    (``committed`` stops before its ``105``); corrupt lines are skipped and reported.
-    With ``snapshot_only``, loading stops at the first ``105``: what a rotation wrote (the
-    snapshot and the bare records re-logged after it), not what was appended since.
-    ``tail`` is :func:`_complete_lines`'s (a fresh one if None).
-    """
-    new_classad, destroy = mirror.new_classad, mirror.destroy_classad
-    set_attribute, delete = mirror.set_attribute, mirror.delete_attribute
-    txn: Optional[List[LogOp]] = None
-    committed = seq = birth = count = 0
-    corrupt: List[int] = []
-
-    def apply(op: LogOp) -> None:
-        code = op[0]
-        if code == SET_ATTRIBUTE:
-            set_attribute(op[1], op[2], op[3])
-        elif code == NEW_CLASSAD:
-            new_classad(op[1], op[4][0], op[4][1])
-        elif code == DESTROY_CLASSAD:
-            destroy(op[1])
-        elif code == DELETE_ATTRIBUTE:
-            delete(op[1], op[2])
-
-    for start, lines in _complete_lines(fd, 0, chunk_size, limit,
-                                        tail=[None] if tail is None else tail):
-        pos = start
-        for line in lines:
-            count += 1
-            end = pos + len(line) + 1
-            try:
-                op = _parse(line)
-            except CorruptLine:
-                corrupt.append(pos)
-                pos = end
-                continue
-            code = op[0]
-            if txn is not None:
-                if code == END_TRANSACTION:
-                    for buffered in txn:
-                        apply(buffered)
-                    txn = None
-                    committed = end
-                elif code < BEGIN_TRANSACTION:
-                    txn.append(op)
-                # a nested 105 or a misplaced 107: the schedd only warns; so do we (not)
-            elif code < BEGIN_TRANSACTION:
-                apply(op)
-                committed = end
-            elif code == BEGIN_TRANSACTION:
-                if snapshot_only:
-                    return LoadResult(committed, seq, birth, count, tuple(corrupt))
-                txn = []
-            else:
-                if code == HISTORICAL_SEQUENCE and pos == 0:
-                    seq, birth = int(op[4][0]), int(op[4][2])
-                committed = end
-            pos = end
-    return LoadResult(committed, seq, birth, count, tuple(corrupt))
 
 
 class Follower:
@@ -235,12 +89,14 @@ class Follower:
 
     def __init__(self, path: str, plugin: ClassAdLogPlugin, mirror: Mirror,
                  position: Optional[Position] = None, stats: Optional[object] = None,
-                 chunk_size: int = CHUNK_BYTES) -> None:
+                 chunk_size: int = CHUNK_BYTES, fast: bool = True) -> None:
         self.path = path
         self.plugin = plugin
         self.mirror = mirror
         self.stats = stats
         self.chunk_size = chunk_size
+        # logparse.parse_lines' fast path (False: its reference, parse_line, for every line)
+        self.fast = fast
         self._start_position = position
         self._started = False
         self._fd: Optional[int] = None
@@ -248,7 +104,7 @@ class Follower:
         self._first: Optional[Tuple[int, int]] = None   # (seq, birth) of the 107 first line
         self._read_offset = 0     # start of the first line not consumed yet
         self._committed = 0       # end of the last transaction or bare op
-        self._txn: Optional[List[LogOp]] = None
+        self._grouper = TransactionGrouper()   # its open transaction is kept across polls
         self._known_corrupt: Set[int] = set()   # offsets in the current file, counted once
         self._draining = False
         self._missing_logged = False
@@ -310,10 +166,12 @@ class Follower:
         fd = self._open()
         if fd is None:
             return False
-        st = os.fstat(fd)
-        first = _first_line_id(fd)
-        seq, birth = first or (0, 0)
         position = self._start_position
+        if position is not None:
+            fd = self._kept_file(fd, position)
+        st = os.fstat(fd)
+        first = first_line_id(fd)
+        seq, birth = first or (0, 0)
         self._use_file(fd, st, first)
         if position is not None and self._resumable(fd, st, seq, birth, position):
             result = load_log(fd, self.mirror, limit=position.offset,
@@ -343,6 +201,33 @@ class Follower:
         self._read()
         return True
 
+    def _kept_file(self, fd: int, position: Position) -> int:
+        """The file to start in: the one at the path, or the one the position is in if the
+        schedd rotated it away (``<path>.<seq>``, same inode) after the position was saved.
+
+        Resuming in the kept file sends what was written to it after the position (a job's
+        last updates, its removal); the next poll then sees the rotation and diffs the new
+        file in.  Replaying the new file alone could not tell that those jobs left.
+        """
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (position.dev, position.ino) or not position.seq:
+            return fd
+        kept_path = f"{self.path}.{position.seq}"
+        try:
+            kept = os.open(kept_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return fd
+        kept_st = os.fstat(kept)
+        if (stat.S_ISREG(kept_st.st_mode)
+                and (kept_st.st_dev, kept_st.st_ino) == (position.dev, position.ino)
+                and first_line_id(kept) == (position.seq, position.birth)):
+            log.info("%s was rotated since the position was saved: resuming in %s",
+                     self.path, kept_path)
+            os.close(fd)
+            return kept
+        os.close(kept)
+        return fd
+
     def _resumable(self, fd: int, st: os.stat_result, seq: int, birth: int,
                    position: Position) -> bool:
         if (position.dev, position.ino, position.seq, position.birth) != (
@@ -356,7 +241,7 @@ class Follower:
         self._fd = fd
         self._dev, self._ino = st.st_dev, st.st_ino
         self._first = first
-        self._txn = None
+        self._grouper.drop()
         self._known_corrupt = set()
         self._read_offset = self._committed = 0
         self._tail = [None]
@@ -372,7 +257,7 @@ class Follower:
         ahead = self._follows_tail[0]
         if self._tail[0] is None and ahead is not None and ahead.start >= self._read_offset:
             self._tail[0] = ahead   # met after a corrupt line: not scanned (or logged) again
-        for start, lines in _complete_lines(fd, self._read_offset, self.chunk_size, text=True,
+        for start, lines in complete_lines(fd, self._read_offset, self.chunk_size, text=True,
                                             tail=self._tail):
             got = True
             if not self._process(start, lines):
@@ -393,191 +278,83 @@ class Follower:
 
     def _process(self, start: int, lines: List[Line]) -> bool:
         """Apply ``lines`` (the first at offset ``start``); False when reading must stop."""
-        txn = self._txn
-        pos = start
+        ops, corrupt = parse_lines(lines, self.fast, self.mirror.name)
         consumed = 0
-        ok = True
-        # The str lines of a plain-ASCII chunk (nearly every chunk) have their common records
-        # parsed inline, with the checks of parse_line's own fast paths and the same results;
-        # anything else, and every line of a bytes chunk, goes through parse_line.
-        text = bool(lines) and isinstance(lines[0], str)
-        # One test for the whole chunk instead of one per key and name (a tab is rare).
-        tabs = text and "\t" in "".join(lines)
-        shared_name, names_get, last_key = self.mirror.name, self.mirror.names.get, ""
-        for line in lines:
+        for pos, first, run, stop in segments(start, lines, ops, corrupt):
+            if run:
+                self._play(pos, lines, first, run)
+            consumed += len(run)
+            if stop == len(lines):
+                break
+            line = lines[stop]
+            pos = offset_after(pos, lines, first, len(run))
             end = pos + len(line) + 1
-            op = None
-            if text:
-                head = line[:4]
-                if head == "103 ":
-                    # SetAttribute, most of the log: "103 key name value", single spaces, no
-                    # tab in key or name, a value that is not empty and does not start with a
-                    # blank (value[:1] is "" for an empty one, and "" is in any string).
-                    try:
-                        _, key, name, value = line.split(" ", 3)
-                    except ValueError:  # fewer than four words: parse_line says why
-                        key = name = value = ""
-                    if (key and name and value[:1] not in " \t"
-                            and (not tabs or "\t" not in key and "\t" not in name)):
-                        consumed += 1
-                        if txn is not None:
-                            # Held until the commit: a proc's ops share its key string (they
-                            # come one after another) and every name is the mirror's string.
-                            if key == last_key:
-                                key = last_key
-                            last_key = key
-                            entry = names_get(name)
-                            txn.append((SET_ATTRIBUTE, key,
-                                        shared_name(name) if entry is None else entry[0],
-                                        value, ()))
-                        else:
-                            self._apply((SET_ATTRIBUTE, key, name, value, ()))
-                            self._committed = end
-                        pos = end
-                        continue
-                elif line == "106 ":
-                    op = _END
-                elif line == "105 ":
-                    op = _BEGIN
-                elif head == "104 ":
-                    # "104 key name", exactly two single-space separated words, no tab.
-                    parts = line.split(" ")
-                    if len(parts) == 3 and parts[1] and parts[2] and (
-                            not tabs or "\t" not in line):
-                        op = (DELETE_ATTRIBUTE, parts[1], parts[2], None, ())
-                elif head == "102 ":
-                    # "102 key" (parse_line takes its slow path for these: same result).
-                    parts = line.split(" ")
-                    if len(parts) == 2 and parts[1] and (not tabs or "\t" not in line):
-                        op = (DESTROY_CLASSAD, parts[1], None, None, ())
-            if op is None:
-                try:
-                    op = _parse(line)
-                except CorruptLine as e:
-                    if pos in self._known_corrupt:
-                        consumed += 1
-                        pos = end
-                        continue
-                    self._txn = txn
-                    follows = self._draining or self._record_follows(lines, consumed + 1, end)
-                    # A long NUL run or overlong line is never a write in progress: waiting
-                    # on it would scan it again every poll.
-                    skipped = isinstance(line, Skipped)
-                    if follows or skipped:
-                        self._known_corrupt.add(pos)
-                        self._count("log_corrupt_lines")
-                        consumed += 1
-                        if not follows or self._draining or self._first is None:
-                            log.warning("%s: corrupt line at offset %d skipped (%s)",
-                                        self.path, pos, e)
-                            pos = end
-                            continue
-                        log.warning("%s: corrupt line at offset %d (%s); resyncing from the "
-                                    "whole file", self.path, pos, e)
-                        self._count("log_lines_read", consumed)
-                        self._resync()
-                        return False
-                    # Nothing valid after it (yet): a write in progress, or NULs that may turn
-                    # into data.  Read it again next poll.
-                    ok = False
-                    break
+            if pos in self._known_corrupt:
+                consumed += 1
+                continue
+            reason = "corrupt line"
+            try:
+                parse(line)
+            except CorruptLine as e:
+                reason = str(e)
+            # Drained, nothing more will be written: no need to look for a record after it.
+            follows = self._draining or self._record_follows(lines, stop + 1, end)
+            action = corrupt_line_action(follows, isinstance(line, Skipped), self._draining,
+                                         self._first is not None)
+            if action == WAIT:
+                # Nothing valid after it (yet): a write in progress, or NULs that may turn
+                # into data.  Read it again next poll.
+                self._read_offset = pos
+                self._count("log_lines_read", consumed)
+                return False
+            self._known_corrupt.add(pos)
+            self._count("log_corrupt_lines")
             consumed += 1
-            code = op[0]
-            if txn is not None:
-                if code == END_TRANSACTION:
-                    self._replay(txn)
-                    txn = None
-                    self._committed = end
-                elif code < BEGIN_TRANSACTION:
-                    txn.append(op)
-                elif code == BEGIN_TRANSACTION:
-                    log.warning("%s: nested 105 at offset %d ignored", self.path, pos)
-            elif code < BEGIN_TRANSACTION:
-                self._apply(op)
-                self._committed = end
-            elif code == BEGIN_TRANSACTION:
-                txn = []
-            else:
-                if code == HISTORICAL_SEQUENCE and pos == 0:
-                    self._first = (int(op[4][0]), int(op[4][2]))
-                self._committed = end
-            pos = end
-        self._txn = txn
-        self._read_offset = pos
+            if action == SKIP:
+                log.warning("%s: corrupt line at offset %d skipped (%s)", self.path, pos, reason)
+                continue
+            log.warning("%s: corrupt line at offset %d (%s); resyncing from the whole file",
+                        self.path, pos, reason)
+            self._count("log_lines_read", consumed)
+            self._resync()
+            return False
+        self._read_offset = offset_after(start, lines, 0, len(lines))
         self._count("log_lines_read", consumed)
-        return ok
+        return True
+
+    def _play(self, pos: int, lines: List[Line], first: int, run: List[LogOp]) -> None:
+        """Replay the transactions and bare ops ``run`` completes (its first line is
+        ``lines[first]``, at ``pos``); the position moves to after the last of them."""
+        if pos == 0 and run[0][0] == HISTORICAL_SEQUENCE:
+            self._first = (int(run[0][4][0]), int(run[0][4][2]))
+        units, done = self._grouper.feed(run)
+        mirror, plugin = self.mirror, self.plugin
+        for unit in units:
+            if type(unit) is list:
+                plugin.begin_transaction()
+                mirror.apply(unit, plugin)      # type: ignore[arg-type]
+                plugin.end_transaction()
+            elif type(unit) is int:
+                log.warning("%s: nested 105 at offset %d ignored", self.path,
+                            offset_after(pos, lines, first, unit))  # type: ignore[arg-type]
+            else:
+                mirror.apply([unit], plugin)    # type: ignore[list-item]
+        if done:
+            self._committed = offset_after(pos, lines, first, done)
 
     def _record_follows(self, lines: List[Line], index: int, offset: int) -> bool:
         """Is there a valid complete record after a corrupt line (in ``lines`` or the file)?"""
         for line in lines[index:]:
-            if _parses(line):
+            if parses(line):
                 return True
         after = offset + sum(len(line) + 1 for line in lines[index:])
         assert self._fd is not None
-        for _, more in _complete_lines(self._fd, after, self.chunk_size,
-                                       tail=self._follows_tail):
+        for _, more in complete_lines(self._fd, after, self.chunk_size,
+                                      tail=self._follows_tail):
             for line in more:
-                if _parses(line):
+                if parses(line):
                     return True
         return False
-
-    def _apply(self, op: LogOp) -> None:
-        code, key = op[0], op[1]
-        mirror, plugin = self.mirror, self.plugin
-        if code == SET_ATTRIBUTE:
-            if mirror.set_attribute(key, op[2], op[3]):
-                plugin.set_attribute(key, op[2], op[3])
-        elif code == NEW_CLASSAD:
-            mirror.new_classad(key, op[4][0], op[4][1])
-            plugin.new_classad(key, op[4][0], op[4][1])
-        elif code == DELETE_ATTRIBUTE:
-            if mirror.delete_attribute(key, op[2]):
-                plugin.delete_attribute(key, op[2])
-        elif code == DESTROY_CLASSAD:
-            if key in mirror.ads:
-                plugin.destroy_classad(key)
-                mirror.destroy_classad(key)
-
-    def _replay(self, txn: List[LogOp]) -> None:
-        plugin = self.plugin
-        plugin.begin_transaction()
-        # SetAttribute and DeleteAttribute are nearly every op: handled inline (what
-        # Mirror.set_attribute / delete_attribute do, then the callback), methods bound once.
-        ads_get, apply, item = self.mirror.ads.get, self._apply, self.mirror.item
-        plugin_set, plugin_delete = plugin.set_attribute, plugin.delete_attribute
-        lower, names_get = self.mirror.lower, self.mirror.names.get
-        # Each op is let go once applied, so the ads a big submit adds to the mirror grow
-        # into the memory its ops held, not on top of it.
-        txn.reverse()
-        pop = txn.pop
-        while txn:
-            op = pop()
-            code = op[0]
-            if code == SET_ATTRIBUTE:
-                key = op[1]
-                ad = ads_get(key)
-                if ad is not None:
-                    name, value = op[2], op[3]
-                    # Mirror.item's common case inline: a known name, a value seen lately.
-                    entry = names_get(name)
-                    pair = None if entry is None else entry[2].get(value)
-                    if pair is None:
-                        lname, pair = item(name, value)
-                        ad.attrs[lname] = pair
-                    else:
-                        ad.attrs[entry[1]] = pair
-                    plugin_set(key, name, value)
-            elif code == DELETE_ATTRIBUTE:
-                # Mirror.delete_attribute inline: an absent attribute is still called back.
-                key = op[1]
-                ad = ads_get(key)
-                if ad is not None:
-                    name = op[2]
-                    ad.attrs.pop(lower(name), None)
-                    plugin_delete(key, name)
-            else:
-                apply(op)
-        plugin.end_transaction()
 
     # -- rotation and resync ---------------------------------------------------------------
 
@@ -596,16 +373,11 @@ class Follower:
             self._missing_logged = False
         fd = self._fd
         assert fd is not None
-        if (st.st_dev, st.st_ino) != (self._dev, self._ino):
-            reason, drain = "new file", True
-        elif st.st_size < self._read_offset:
-            reason, drain = f"size {st.st_size} below offset {self._read_offset}", False
-        elif _first_line_id(fd) != self._first and (self._first or self._read_offset):
-            # (A 107 appearing in a file that was empty is the schedd creating it.)
-            reason, drain = "first line changed", False
-        else:
+        rotated = rotation_reason((self._dev, self._ino), (st.st_dev, st.st_ino), st.st_size,
+                                  self._read_offset, self._first, first_line_id(fd))
+        if rotated is None:
             return False
-        self._rotate(reason, drain)
+        self._rotate(*rotated)
         return True
 
     def _rotate(self, reason: str, drain: bool) -> None:
@@ -619,7 +391,7 @@ class Follower:
             return
         if drain:
             old_seq = self._first[0] if self._first else 0
-            new_seq = (_first_line_id(fd) or (0, 0))[0]
+            new_seq = (first_line_id(fd) or (0, 0))[0]
             if old_seq and new_seq > old_seq + 1:
                 self._catch_up(old_seq + 1, new_seq)
             if self._fd is not None:
@@ -628,7 +400,7 @@ class Follower:
 
     def _enter(self, fd: int, reason: str, snapshot_only: bool) -> None:
         """Make ``fd`` the current file: diff its state in, then read what follows."""
-        self._use_file(fd, os.fstat(fd), _first_line_id(fd))
+        self._use_file(fd, os.fstat(fd), first_line_id(fd))
         self._count("log_rotations")
         # For a new file, only its snapshot part is diffed; the transactions appended to it
         # since are replayed live, so a job that came and went after the rename is not
@@ -648,10 +420,10 @@ class Follower:
             self._draining = False
 
     def _drop_open_transaction(self) -> None:
-        if self._txn:
+        dropped = self._grouper.drop()
+        if dropped:
             log.info("%s rotated with an unterminated transaction of %d ops; dropped, as "
-                     "the schedd drops it", self.path, len(self._txn))
-        self._txn = None
+                     "the schedd drops it", self.path, dropped)
 
     def _catch_up(self, first: int, last: int) -> None:
         """Several rotations since the last poll: replay the files in between.
@@ -666,7 +438,7 @@ class Follower:
                 fd = os.open(f"{self.path}.{seq}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 fd = -1
-            if fd >= 0 and (_first_line_id(fd) or (0, 0))[0] != seq:
+            if fd >= 0 and (first_line_id(fd) or (0, 0))[0] != seq:
                 os.close(fd)
                 fd = -1
             if fd < 0:
@@ -681,7 +453,7 @@ class Follower:
             self._drop_open_transaction()
 
     def _resync(self) -> None:
-        self._txn = None
+        self._grouper.drop()
         self._count("log_resyncs")
         changes = self._reload()
         log.info("%s resynced: %d differences replayed", self.path, changes)
@@ -690,7 +462,7 @@ class Follower:
         """Load the current file and replay its differences to the mirror; reading goes on
         from the end of what was loaded (see :func:`load_log`)."""
         assert self._fd is not None
-        if len(self.mirror) and _first_line_id(self._fd) is None:
+        if len(self.mirror) and first_line_id(self._fd) is None:
             return self._keep_mirror_without_snapshot()
         fresh = Mirror()
         result = load_log(self._fd, fresh, chunk_size=self.chunk_size,
@@ -699,9 +471,9 @@ class Follower:
         self._note_corrupt(result.corrupt)
         if result.seq or result.birth:
             self._first = (result.seq, result.birth)
-        self._txn = None
+        self._grouper.drop()
         self._read_offset = self._committed = result.committed
-        return self._diff_into(fresh)
+        return replay_differences(self.mirror, fresh, self.plugin)
 
     def _keep_mirror_without_snapshot(self) -> int:
         """The file has no 107 first line, so it is no snapshot of the queue: diffing it would
@@ -711,7 +483,7 @@ class Follower:
         log.warning("%s is not a job queue snapshot (no 107 first line: emptied, truncated or "
                     "replaced under the schedd?); keeping the %d ads known, removing none, "
                     "and following what is appended", self.path, len(self.mirror))
-        self._txn = None
+        self._grouper.drop()
         return 0
 
     def _note_corrupt(self, offsets: Tuple[int, ...]) -> None:
@@ -722,60 +494,6 @@ class Follower:
             log.warning("%s: %d corrupt lines skipped (first at offset %d)",
                         self.path, len(new), new[0])
 
-    def _diff_into(self, fresh: Mirror) -> int:
-        """Make the mirror equal ``fresh``, calling back each real difference; returns how many.
-
-        Values that differ only in their spelling (normalise_value) are updated silently.
-        """
-        mirror, plugin = self.mirror, self.plugin
-        changes = 0
-        plugin.begin_transaction()
-        for key in [key for key in mirror.ads if key not in fresh.ads]:
-            plugin.destroy_classad(key)
-            mirror.destroy_classad(key)
-            changes += 1
-        for key, ad in fresh.ads.items():
-            current = mirror.ads.get(key)
-            if current is None:
-                mirror.new_classad(key, ad.mytype, ad.targettype)
-                plugin.new_classad(key, ad.mytype, ad.targettype)
-                current = mirror.ads[key]
-                changes += 1
-            else:
-                current.mytype, current.targettype = ad.mytype, ad.targettype
-            attrs = current.attrs
-            for lname, item in ad.attrs.items():
-                old = attrs.get(lname)
-                if old is None or (old[1] != item[1]
-                                   and normalise_value(old[1]) != normalise_value(item[1])):
-                    mirror.set_attribute(key, item[0], item[1])
-                    plugin.set_attribute(key, item[0], item[1])
-                    changes += 1
-                elif old != item:
-                    attrs[lname] = item
-            for lname in [lname for lname in attrs if lname not in ad.attrs]:
-                name = attrs[lname][0]
-                mirror.delete_attribute(key, name)
-                plugin.delete_attribute(key, name)
-                changes += 1
-        plugin.end_transaction()
-        return changes
-
     def _count(self, name: str, n: int = 1) -> None:
         if self.stats is not None and n:
             self.stats.add(name, n)
-
-
-def _parse(line: Union[Line, Skipped]) -> LogOp:
-    """``parse_line`` of a line in any form ``_complete_lines`` gives."""
-    if isinstance(line, Skipped):
-        raise CorruptLine(line.reason)
-    return parse_line(line if isinstance(line, bytes) else line.encode("ascii"))
-
-
-def _parses(line: Line) -> bool:
-    try:
-        _parse(line)
-    except CorruptLine:
-        return False
-    return True

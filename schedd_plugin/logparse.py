@@ -32,9 +32,9 @@ anything else for any input bytes.  A reason quotes at most the line's first
 :data:`PREVIEW_CHARS` printable ASCII characters and gives its length.
 """
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-__all__ = ["LogOp", "CorruptLine", "parse_line",
+__all__ = ["LogOp", "CorruptLine", "parse_line", "parse_lines",
            "NEW_CLASSAD", "DESTROY_CLASSAD", "SET_ATTRIBUTE", "DELETE_ATTRIBUTE",
            "BEGIN_TRANSACTION", "END_TRANSACTION", "HISTORICAL_SEQUENCE"]
 
@@ -146,10 +146,9 @@ def parse_line(line: bytes) -> LogOp:
     if op is None:
         # An unknown op, or a tab-separated or otherwise odd line: tokenise like HTCondor.
         return _parse_slow(line)
-    nparts = len(parts)
 
     if op == SET_ATTRIBUTE:
-        if nparts == 4:
+        if len(parts) == 4:
             key, name, value = parts[1], parts[2], parts[3]
             # A value starting with a blank (a run of separators) takes the slow path,
             # which also rejects a blank value.
@@ -163,17 +162,27 @@ def parse_line(line: bytes) -> LogOp:
         return _parse_slow(line)
 
     if op == BEGIN_TRANSACTION or op == END_TRANSACTION:
-        rest = line[3:]
-        if rest == b" " or not rest:
-            return _BEGIN if op == BEGIN_TRANSACTION else _END
-        body = rest.strip(_BLANKS)
-        if not body:
-            return _new_op(LogOp, (op, "", None, None, ()))
-        if op == END_TRANSACTION and body[:1] == b"#" and rest[:1] == b" ":
-            # The comment (SCHEDD_JOB_QUEUE_TIMESTAMPS) is kept for logging only.
-            return _new_op(LogOp, (op, "", None, None, (_value(body[1:].strip(_BLANKS)),)))
-        raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+        return _transaction_mark(op, line)
+    return _parse_other(op, parts, line)
 
+
+def _transaction_mark(op: int, line: bytes) -> LogOp:
+    """parse_line for a 105 or 106 (``"105 "`` is what the schedd writes)."""
+    rest = line[3:]
+    if rest == b" " or not rest:
+        return _BEGIN if op == BEGIN_TRANSACTION else _END
+    body = rest.strip(_BLANKS)
+    if not body:
+        return _new_op(LogOp, (op, "", None, None, ()))
+    if op == END_TRANSACTION and body[:1] == b"#" and rest[:1] == b" ":
+        # The comment (SCHEDD_JOB_QUEUE_TIMESTAMPS) is kept for logging only.
+        return _new_op(LogOp, (op, "", None, None, (_value(body[1:].strip(_BLANKS)),)))
+    raise CorruptLine(f"op {op} takes no body: {_preview(line)}")
+
+
+def _parse_other(op: int, parts: List[bytes], line: bytes) -> LogOp:
+    """parse_line's fast path for a 101 or 104 split by single spaces; the rest goes slow."""
+    nparts = len(parts)
     if op == NEW_CLASSAD and (nparts == 4 or nparts == 3):
         key, mytype = parts[1], parts[2]
         targettype = parts[3] if nparts == 4 else b"(empty)"
@@ -248,3 +257,94 @@ def _parse_slow(line: bytes) -> LogOp:
                                (words[0].decode("ascii"), _text(words[1], "label"),
                                 words[2].decode("ascii"))))
     raise CorruptLine(f"unknown op code {op}")
+
+
+def parse_lines(lines: Sequence[Union[bytes, str, object]], fast: bool = True,
+                share: Optional[Callable[[str], str]] = None) -> Tuple[List[LogOp], List[int]]:
+    """``(ops, corrupt)``: the ops of the lines that parse, and the indices of those that do
+    not (:class:`CorruptLine` from :func:`parse_line`; anything neither bytes nor str, such
+    as a ``tailscan.Skipped``, is corrupt too).
+
+    ``lines`` are all bytes, or all str of a plain-ASCII chunk (no NUL, no CR).  With
+    ``fast`` (the default) the common records of str lines are parsed by
+    :func:`_parse_ascii_lines`, the fast twin of :func:`parse_line` with the same results;
+    without it every line goes through :func:`parse_line` (the reference).  ``share`` maps an
+    attribute name to the one string kept for it (``Mirror.name``), so that ops held for a
+    transaction do not each hold a copy.
+    """
+    if fast and lines and type(lines[0]) is str:
+        return _parse_ascii_lines(lines, share)  # type: ignore[arg-type]
+    ops: List[LogOp] = []
+    corrupt: List[int] = []
+    append = ops.append
+    for index, line in enumerate(lines):
+        if type(line) is str:
+            line = line.encode("ascii")  # type: ignore[union-attr]
+        elif not isinstance(line, bytes):
+            corrupt.append(index)
+            continue
+        try:
+            append(parse_line(line))
+        except CorruptLine:
+            corrupt.append(index)
+    return ops, corrupt
+
+
+def _parse_ascii_lines(lines: Sequence[str], share: Optional[Callable[[str], str]]
+                       ) -> Tuple[List[LogOp], List[int]]:
+    """:func:`parse_lines`' fast path (plain-ASCII str lines): the common records inline, with
+    :func:`parse_line`'s checks and results; the rest through parse_line (its reference)."""
+    ops: List[LogOp] = []
+    corrupt: List[int] = []
+    append = ops.append
+    # One test for the whole chunk instead of one per key and name (a tab is rare).
+    tabs = "\t" in "".join(lines)
+    last_key = ""
+    names: Dict[str, str] = {}      # share's answers, one dict lookup each after the first
+    names_get = names.get
+    for index, line in enumerate(lines):
+        head = line[:4]
+        if head == "103 ":
+            # SetAttribute, most of the log: "103 key name value", single spaces, no tab in
+            # key or name, a value that is not empty and does not start with a blank
+            # (value[:1] is "" for an empty one, and "" is in any string).
+            try:
+                _, key, name, value = line.split(" ", 3)
+            except ValueError:  # fewer than four words: parse_line says why
+                key = name = value = ""
+            if (key and name and value[:1] not in " \t"
+                    and (not tabs or "\t" not in key and "\t" not in name)):
+                # A proc's ops share its key string (they come one after another).
+                if key == last_key:
+                    key = last_key
+                last_key = key
+                if share is not None:
+                    shared = names_get(name)
+                    if shared is None:
+                        shared = names[name] = share(name)
+                    name = shared
+                append((SET_ATTRIBUTE, key, name, value, ()))  # type: ignore[arg-type]
+                continue
+        elif line == "106 ":
+            append(_END)
+            continue
+        elif line == "105 ":
+            append(_BEGIN)
+            continue
+        elif head == "104 ":
+            # "104 key name", exactly two single-space separated words, no tab.
+            parts = line.split(" ")
+            if len(parts) == 3 and parts[1] and parts[2] and (not tabs or "\t" not in line):
+                append((DELETE_ATTRIBUTE, parts[1], parts[2], None, ()))  # type: ignore[arg-type]
+                continue
+        elif head == "102 ":
+            # "102 key" (parse_line takes its slow path for these: same result).
+            parts = line.split(" ")
+            if len(parts) == 2 and parts[1] and (not tabs or "\t" not in line):
+                append((DESTROY_CLASSAD, parts[1], None, None, ()))  # type: ignore[arg-type]
+                continue
+        try:
+            append(parse_line(line.encode("ascii")))
+        except CorruptLine:
+            corrupt.append(index)
+    return ops, corrupt

@@ -29,7 +29,7 @@ Keys (``docs/job-queue-log.md`` §2.1): ``0.0`` header, ``0.N`` user/project rec
 """
 
 import math
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Protocol, Tuple
 
 __all__ = ["Ad", "Mirror", "classify", "cluster_key", "normalise_value",
            "HEADER", "USER", "CLUSTER", "CLUSTER_PVT", "JOBSET", "JOB", "OTHER"]
@@ -116,9 +116,8 @@ class Mirror:
         # cluster number -> {job key: its Ad}, so a cluster-ad change reaches its procs
         self._procs: Dict[int, Dict[str, Ad]] = {}
         # name as written -> (that name, lower-case name, {recent short value: its pair}):
-        # the entry holds the name so that every pair shares the one string.  The follower's
-        # hot path reads it inline (Follower._process, _replay): a change here must be made
-        # there too.
+        # the entry holds the name so that every pair shares the one string.  apply reads it
+        # inline (the follower's hot path): a change here must be made there too.
         self.names: Dict[str, Tuple[str, str, Dict[str, Tuple[str, str]]]] = {}
         self._types: Dict[str, str] = {}
 
@@ -203,8 +202,8 @@ class Mirror:
                     del self._procs[ad.cluster]
         return True
 
-    # Follower._replay does what set_attribute and delete_attribute do inline (its hot path):
-    # a change here must be made there too.
+    # apply does what set_attribute and delete_attribute do inline (the follower's hot
+    # path): a change here must be made there too.
     def set_attribute(self, key: str, name: str, value: str) -> bool:
         ad = self.ads.get(key)
         if ad is None:
@@ -219,6 +218,75 @@ class Mirror:
             return False
         ad.attrs.pop(self.lower(name), None)
         return True
+
+    # -- a batch of log operations ---------------------------------------------------------
+
+    def apply(self, ops: List[tuple], listener: Optional["Listener"] = None) -> None:
+        """Apply ``ops`` (``logparse.LogOp`` tuples, 101-104) in order, emptying the list.
+
+        With a ``listener`` (the plug-in), each op that takes effect is called back after it
+        is applied, except a destroy, which is called back first (the ad is still readable);
+        a new_classad is always called back, a set/delete/destroy of an unknown key never,
+        a delete of an absent attribute is (the schedd's Play).  Each op is let go once
+        applied, so the ads a big submit adds grow into the memory its ops held.
+        """
+        if listener is None:
+            self._load(ops)
+            return
+        # SetAttribute and DeleteAttribute are nearly every op: done inline (what
+        # set_attribute / delete_attribute do, then the callback), methods bound once.
+        ads_get, item, lower, names_get = self.ads.get, self.item, self.lower, self.names.get
+        listener_set, listener_delete = listener.set_attribute, listener.delete_attribute
+        ops.reverse()
+        pop = ops.pop
+        while ops:
+            op = pop()
+            code = op[0]
+            if code == 103:                     # SetAttribute
+                key = op[1]
+                ad = ads_get(key)
+                if ad is not None:
+                    name, value = op[2], op[3]
+                    # item's common case inline: a known name, a value seen lately.
+                    entry = names_get(name)
+                    pair = None if entry is None else entry[2].get(value)
+                    if pair is None:
+                        lname, pair = item(name, value)
+                        ad.attrs[lname] = pair
+                    else:
+                        ad.attrs[entry[1]] = pair
+                    listener_set(key, name, value)
+            elif code == 104:                   # DeleteAttribute: an absent one is called back
+                key = op[1]
+                ad = ads_get(key)
+                if ad is not None:
+                    name = op[2]
+                    ad.attrs.pop(lower(name), None)
+                    listener_delete(key, name)
+            elif code == 101:                   # NewClassAd
+                self.new_classad(op[1], op[4][0], op[4][1])
+                listener.new_classad(op[1], op[4][0], op[4][1])
+            elif code == 102 and op[1] in self.ads:   # DestroyClassAd
+                listener.destroy_classad(op[1])
+                self.destroy_classad(op[1])
+
+    def _load(self, ops: List[tuple]) -> None:
+        """:meth:`apply` without a listener (a silent load: start-up, rotation)."""
+        ads_get, item = self.ads.get, self.item
+        for op in ops:
+            code = op[0]
+            if code == 103:
+                ad = ads_get(op[1])
+                if ad is not None:
+                    lname, pair = item(op[2], op[3])
+                    ad.attrs[lname] = pair
+            elif code == 101:
+                self.new_classad(op[1], op[4][0], op[4][1])
+            elif code == 102:
+                self.destroy_classad(op[1])
+            elif code == 104:
+                self.delete_attribute(op[1], op[2])
+        ops.clear()
 
     # -- questions -----------------------------------------------------------------------
 
@@ -285,6 +353,15 @@ class Mirror:
         self._procs.clear()
         self.names.clear()
         self._types.clear()
+
+
+class Listener(Protocol):
+    """What :meth:`Mirror.apply` calls back (``callbacks.ClassAdLogPlugin`` is one)."""
+
+    def new_classad(self, key: str, mytype: str, targettype: str) -> None: ...
+    def destroy_classad(self, key: str) -> None: ...
+    def set_attribute(self, key: str, name: str, value: str) -> None: ...
+    def delete_attribute(self, key: str, name: str) -> None: ...
 
 
 def _old_syntax_string(text: str) -> str:

@@ -114,3 +114,21 @@ def test_a_corrupt_line_is_quoted_by_its_first_32_printable_characters_only(line
         parse_line(line)
     assert str(e.value).endswith(shown)
     assert b"secret$hash" not in str(e.value).encode() and "\x1b" not in str(e.value)
+
+
+def test_parse_lines_fast_path_agrees_with_its_reference():
+    """parse_lines(fast=True) parses plain-ASCII str lines inline; fast=False sends each line
+    through parse_line.  Same ops, same corrupt indices, for near-valid and odd lines."""
+    from schedd_plugin.logparse import parse_lines
+
+    lines = ["103 1.0 A 1", "103 1.0 A  1", "103 1.0 A \t1", "103 1.0\tA 1", "103 1.0 A",
+             "104 1.0 A", "104 1.0 A B", "104 1.0\tA", "102 1.0", "102 1.0 A", "102  1.0",
+             "105 ", "105", "106 ", "106 #c", "106 x", "101 1.0 Job Machine", "108 x", "",
+             "103 01.-1 Name \"v  w\"", "107 3 CreationTimestamp 5"]
+    names = {}
+    fast = parse_lines(lines, fast=True, share=lambda name: names.setdefault(name, name))
+    reference = parse_lines(lines, fast=False)
+    assert fast == reference
+    assert reference[1] == [4, 6, 9, 15, 17, 18]
+    # bytes lines (a chunk that is not plain ASCII) always take the reference
+    assert parse_lines([line.encode() for line in lines]) == reference

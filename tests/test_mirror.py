@@ -157,3 +157,47 @@ def test_sharing_is_bounded_however_many_names_and_values():
     assert m.lookup("1.0", last.upper()) == (last, str(NAMES_SHARED + 99))
     m.clear()
     assert not m.names and not m.ads
+
+
+class _Calls:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name,) + args)
+
+
+def test_apply_calls_back_what_takes_effect_and_empties_the_list():
+    from schedd_plugin.logparse import parse_line
+
+    mirror = Mirror()
+    listener = _Calls()
+    lines = [b"103 9.0 A 1", b"101 1.0 Job Machine", b"103 1.0 A 1", b"103 1.0 a 2",
+             b"104 1.0 Absent", b"104 9.0 A", b"102 9.0", b"101 1.0 Job Machine", b"102 1.0",
+             b"101 2.0 Job Machine", b"103 2.0 JobStatus 1"]
+    ops = [parse_line(line) for line in lines]
+    mirror.apply(ops, listener)
+    assert ops == []
+    assert listener.calls == [
+        ("new_classad", "1.0", "Job", "Machine"), ("set_attribute", "1.0", "A", "1"),
+        ("set_attribute", "1.0", "a", "2"), ("delete_attribute", "1.0", "Absent"),
+        ("new_classad", "1.0", "Job", "Machine"), ("destroy_classad", "1.0"),
+        ("new_classad", "2.0", "Job", "Machine"), ("set_attribute", "2.0", "JobStatus", "1")]
+    assert "1.0" not in mirror and mirror.get("2.0").get("jobstatus") == "1"
+    # The same ops, silently and one by one through the public methods: the same mirror.
+    other = Mirror()
+    for line in lines:
+        op = parse_line(line)
+        if op.op == 101:
+            other.new_classad(op.key, *op.extra)
+        elif op.op == 102:
+            other.destroy_classad(op.key)
+        elif op.op == 103:
+            other.set_attribute(op.key, op.name, op.value)
+        else:
+            other.delete_attribute(op.key, op.name)
+    silent = Mirror()
+    silent.apply([parse_line(line) for line in lines])
+    for m in (other, silent):
+        assert {k: dict(ad.attrs) for k, ad in m.ads.items()} == {
+            k: dict(ad.attrs) for k, ad in mirror.ads.items()}
