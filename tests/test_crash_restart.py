@@ -23,11 +23,12 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from pandad.demo import Chain, compare, counter
+from pandad.demo import Chain, compare
 from pandad.devmonitor import DevMonitor
+from pandad.stats import OUTCOMES, counter
 from schedd_plugin.simulate import RUNNING, ScheddSimulator
 from tests.support import python_env, wait_until
-from tests.support.pandad_process import END_COUNTERS, assert_accounted
+from tests.support.pandad_process import assert_accounted
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +164,7 @@ def lost_marks(problems: List[str]) -> Dict[str, str]:
 
 
 def pandad_losses(stats: Dict[str, str]) -> Dict[str, int]:
-    return {name: counter(stats, name) for name in END_COUNTERS
+    return {name: counter(stats, name) for name in OUTCOMES
             if name != "records_sent" and counter(stats, name)}
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.flusher import BACKOFF_MAX, Flusher
-from pandad.stats import Statistics
+from pandad.stats import OUTCOMES, Statistics
 from pandad.transport import Transport, keep_alive
 from pandad.wire import encode_add, encode_update
 from tests.support import wait_until
 from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
-from tests.test_flusher import END_COUNTERS, base_settings, job, line  # noqa: F401 (fixture)
+from tests.test_flusher import base_settings, job, line  # noqa: F401 (fixture)
 
 
 class Clock:
@@ -49,7 +49,7 @@ class Rig:
         return int(self.stats.snapshot().get(name, 0))
 
     def assert_accounted(self) -> None:
-        settled = sum(self.count(name) for name in END_COUNTERS)
+        settled = sum(self.count(name) for name in OUTCOMES)
         assert settled + self.flusher.pending_records + len(self.buffer) == self.put
 
 

@@ -157,9 +157,9 @@ def read_statistics(path: Path) -> Dict[str, str]:
 
 
 def accounting(stats: Dict[str, str]) -> Optional[str]:
-    from pandad.demo import accounting_problem
+    from pandad.stats import unaccounted
 
-    return accounting_problem(stats)
+    return unaccounted(stats)
 
 
 # ------------------------------------------------------------------ ingest
