@@ -41,7 +41,7 @@ import json
 import logging
 import threading
 import time
-from itertools import islice
+from itertools import groupby, islice
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from pandad.buffer import RecordBuffer
@@ -108,6 +108,16 @@ def encode_objects(objects: List[dict]) -> bytes:
     return _JSON.encode(objects).encode("ascii")
 
 
+def encode_pieces(pieces: List[object]) -> bytes:
+    """``encode_objects`` for a list that mixes objects with objects' JSON texts
+    (``Converter.entry_texts``): texts go in as they are, each run of objects is encoded at
+    once, so the body is byte for byte the one ``encode_objects`` makes of the objects."""
+    # Runs of texts and runs of objects, grouped in C (texts are nearly all of them).
+    out = [",".join(run) if kind is str else _JSON.encode(list(run))[1:-1]
+           for kind, run in groupby(pieces, type)]
+    return ("[" + ",".join(out) + "]").encode("ascii")
+
+
 def backoff(failures: int) -> float:
     """Seconds to wait after ``failures`` failed cycles in a row: 1, 2, 4, ... 60."""
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 16))
@@ -118,9 +128,13 @@ class Flusher:
 
     def __init__(self, buffer: RecordBuffer, transport, stats: Counters, settings,
                  clock: Callable[[], float] = time.monotonic,
-                 stall_after: Optional[float] = None, report=NO_REPORT) -> None:
+                 stall_after: Optional[float] = None, report=NO_REPORT,
+                 fast: bool = True) -> None:
         """``stall_after``: seconds before an outstanding request is logged (tests shorten it);
-        ``report``: the back channel's seam (``pandad.report``)."""
+        ``report``: the back channel's seam (``pandad.report``); ``fast``: build plain
+        updates' JSON as text (``Converter.entry_texts`` and ``encode_pieces``); False is the
+        reference, objects through ``encode_objects``."""
+        self._fast = fast
         self._buffer = buffer
         self._transport = transport
         self._stats = stats
@@ -150,7 +164,10 @@ class Flusher:
         with self._lock:
             change, self._next = self._next, None
         if change is not None:
+            old = self._transport
             self._settings, self._transport = change
+            if old is not self._transport and hasattr(old, "close"):
+                old.close()                 # its kept connection goes with it
             self._episodes.success()        # a new configuration: its answers are news
 
     # -- the loop -----------------------------------------------------------------------------
@@ -304,7 +321,8 @@ class Flusher:
         per_object = 100.0                       # bytes per encoded object, learnt as we go
         # The commands ready and their objects, side by side (no tuple per command).
         ready: List[Entry] = []
-        objects: List[dict] = []
+        objects: List[object] = []              # dicts, or their JSON texts when fast
+        encode = encode_pieces if self._fast else encode_objects
         pending = iter(commands)
         while True:
             want = max(1, int(max_bytes * BODY_FILL / per_object))
@@ -314,7 +332,8 @@ class Flusher:
                     break
                 # PlainUpdates convert from their fields in one loop (no call per entry); a
                 # JobCommand, or a PlainUpdate that needs job_object's care, from its attrs.
-                converted, missing = converter.entry_objects(chunk)
+                converted, missing = (converter.entry_texts(chunk) if self._fast else
+                                      converter.entry_objects(chunk))
                 if missing:
                     unconvertible = False
                     for index, entry in enumerate(chunk):
@@ -336,10 +355,10 @@ class Flusher:
             if not ready:
                 return
             count = min(want, len(ready))
-            body = encode_objects(objects[:count])
+            body = encode(objects[:count])                  # type: ignore[arg-type]
             while len(body) > max_bytes and count > 1:
                 count = max(1, min(count - 1, int(count * max_bytes * BODY_FILL / len(body))))
-                body = encode_objects(objects[:count])
+                body = encode(objects[:count])              # type: ignore[arg-type]
             per_object = len(body) / count
             yield ready[:count], body
             del ready[:count], objects[:count]

@@ -17,9 +17,14 @@ server trickling a byte a second holds the caller for ever), so each request als
 watchdog timer that shuts the socket down at the deadline; whatever the request was blocked
 in then fails at once and is reported as "timeout".
 
-Requests go through ``urllib.request`` with one handler of our own (the deadline-aware
-connection); the opener has no redirect or error processors, so 3xx, 4xx and 5xx come back as
-statuses, never as exceptions or followed redirects.
+Requests go through ``http.client`` on one connection kept open between requests (HTTP/1.1
+keep-alive; the headers are the ones ``urllib.request`` wrote, without ``Connection: close``).
+3xx, 4xx and 5xx come back as statuses, never as exceptions or followed redirects. The
+connection is opened again when the server closed it (an answer saying so, or an idle
+connection found readable before a request), when the TLS client credentials changed, and
+after any failure. A request on a kept connection that dies before any answer (reset, or
+closed without a byte) is sent once more on a new connection within the same deadline, as
+libcurl does: a server may close an idle connection just as a request goes out.
 
 TLS verifies the server by default (the system CAs, or ``PANDA_CA_FILE``/``PANDA_CA_DIR``).
 The client certificate (``PANDA_CERT_FILE`` + ``PANDA_KEY_FILE``, or an X.509 proxy file
@@ -43,11 +48,12 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import socket
 import ssl
+import sys
 import threading
 import time
-import urllib.request
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -62,6 +68,8 @@ _LOCATION_LOG_CHARS = 200
 # TCP keep-alive: first probe after 60 s idle, then every 15 s, given up after 4 missed
 # (a dead peer is found in 2 minutes). Options missing on a platform are skipped.
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
+# The User-Agent urllib.request sent, kept so that monitors' logs see the same client.
+USER_AGENT = "Python-urllib/%d.%d" % sys.version_info[:2]
 
 
 class Answer(NamedTuple):
@@ -195,7 +203,7 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> List[Tuple[Any, ...]]
     return result[0]
 
 
-# -- the connection, the response, the urllib handler ----------------------------------------
+# -- the connection and the response ----------------------------------------------------
 
 class _EOFWatchingReader:
     """The response's socket reader, noting whether a header line ended at EOF."""
@@ -226,7 +234,11 @@ class _Response(http.client.HTTPResponse):
             if self.fp is reader:
                 self.fp = reader.fp
         if reader.eof_in_line:
-            raise http.client.RemoteDisconnected("connection closed inside the response headers")
+            raise _TornHeaders("connection closed inside the response headers")
+
+
+class _TornHeaders(http.client.RemoteDisconnected):
+    """Part of an answer came, then the connection closed: never sent again."""
 
 
 class _TunnelRefused(OSError):
@@ -238,11 +250,27 @@ class _DeadlineConnection(http.client.HTTPConnection):
 
     response_class = _Response
 
-    def __init__(self, host: str, port: int, deadline: _Deadline,
-                 context: Optional[ssl.SSLContext]) -> None:
+    def __init__(self, host: str, port: int, context: Optional[ssl.SSLContext]) -> None:
         super().__init__(host, port)
+        self._deadline = _Deadline(0)
+        self.context = context
+
+    def arm(self, deadline: _Deadline) -> None:
+        """Bound the next request by ``deadline``, the socket kept from the last one too."""
         self._deadline = deadline
-        self._context = context
+        if self.sock is not None:
+            deadline.watch(self.sock)
+
+    def idle_and_open(self) -> bool:
+        """Whether the kept socket is quiet: readable between requests means the server
+        closed it (or sent what no request asked for), so it must not carry the next one."""
+        if self.sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def connect(self) -> None:
         deadline = self._deadline
@@ -265,11 +293,11 @@ class _DeadlineConnection(http.client.HTTPConnection):
             self.sock = sock
             if self._tunnel_host:
                 self._connect_tunnel()
-            if self._context is not None:
+            if self.context is not None:
                 # The handshake starts only once the TLS socket is watched: wrap_socket
                 # detaches the plain socket, so the watchdog could not wake a handshake
                 # begun inside it. Through a tunnel the MONITOR's name is verified.
-                tls = self._context.wrap_socket(
+                tls = self.context.wrap_socket(
                     self.sock, server_hostname=self._tunnel_host or self.host,
                     do_handshake_on_connect=False)
                 self.sock = tls
@@ -313,25 +341,6 @@ class _DeadlineConnection(http.client.HTTPConnection):
         if self.sock is not None:
             self.sock.settimeout(self._deadline.remaining())
         return super().getresponse()
-
-
-class _Handler(urllib.request.AbstractHTTPHandler):
-    """urllib's HTTP/HTTPS handler, opening a ``_DeadlineConnection`` to PANDA_URL's host, or
-    to the proxy's (urllib then calls set_tunnel for https, or sends absolute URIs)."""
-
-    def __init__(self, host: str, port: int, deadline: _Deadline,
-                 context: Optional[ssl.SSLContext]) -> None:
-        super().__init__()
-        self._connect_to = (host, port, deadline, context)
-
-    def _connection(self, host: str, **ignored: Any) -> _DeadlineConnection:
-        return _DeadlineConnection(*self._connect_to)
-
-    def http_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connection, request)
-
-    https_open = http_open
-    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
 # -- the web proxy ---------------------------------------------------------------------------
@@ -478,6 +487,9 @@ class Transport:
                 from None
         netloc = parts.netloc.rpartition("@")[2]
         self._url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        self._selector = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        self._host_header = unquote(netloc)
+        self._conn: Optional[_DeadlineConnection] = None     # kept between requests
         self._basic_auth: Optional[str] = None
         # What must never reach a log: the password as written and decoded, the Basic value.
         self._secrets: List[bytes] = []
@@ -620,41 +632,15 @@ class Transport:
         with self._lock:
             context = self._context()
             token = self._token.current() if self._token else None
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        elif self._basic_auth:
-            headers["Authorization"] = self._basic_auth
-        request = urllib.request.Request(self._url, data=body, headers=headers, method=method)
         deadline = _Deadline(self._timeout)
-        opener = urllib.request.OpenerDirector()
-        proxy = self._proxy
-        if proxy is None:
-            opener.add_handler(_Handler(self._host, self._port, deadline, context))
-        else:
-            # urllib's own proxy path: for https a CONNECT tunnel (Proxy-Authorization moves
-            # to the CONNECT, never inside the tunnel), for http an absolute-URI request.
-            request.set_proxy(f"{_bracketed(proxy.host)}:{proxy.port}", "http")
-            if proxy.authorization:
-                request.add_unredirected_header("Proxy-Authorization", proxy.authorization)
-            opener.add_handler(_Handler(proxy.host, proxy.port, deadline, context))
-        response = None
         try:
-            response = opener.open(request)
-            status = response.status
-            location = response.headers.get("Location", "")
-            retry_after = response.headers.get("Retry-After", "")
-            answer = response.read()
-        except urllib.request.URLError as error:
-            reason = error.reason
-            raise self._error(method, reason if isinstance(reason, BaseException) else error,
-                              deadline, token) from None
+            status, location, retry_after, answer = self._round_trip(
+                method, body, self._headers(len(body), token), context, deadline)
         except (OSError, http.client.HTTPException, ValueError) as error:
+            self.close()
             raise self._error(method, error, deadline, token) from None
         finally:
             deadline.finish()
-            if response is not None:
-                response.close()
         # A server may quote the credential it refuses, in its body or its Location.
         secrets = self._secrets + ([token.encode()] if token else [])
         if status >= 300 and log.isEnabledFor(logging.DEBUG):
@@ -667,6 +653,80 @@ class Transport:
             location = redact_url("".join(c if c.isprintable() else "?" for c in location))
             location = location[:_LOCATION_LOG_CHARS]
         return Answer(status, location, retry_after.strip()[:100])
+
+    def _headers(self, length: int, token: Optional[str]) -> dict:
+        """The request headers, in the order urllib.request wrote them."""
+        headers = {}
+        if self._proxy is not None and self._proxy.authorization and not self._https:
+            headers["Proxy-Authorization"] = self._proxy.authorization   # absolute-URI form
+        headers.update({"Content-Length": str(length), "Host": self._host_header,
+                        "User-Agent": USER_AGENT, "Content-Type": "application/json",
+                        "Accept": "application/json"})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif self._basic_auth:
+            headers["Authorization"] = self._basic_auth
+        return headers
+
+    def _round_trip(self, method: str, body: bytes, headers: dict,
+                    context: Optional[ssl.SSLContext],
+                    deadline: _Deadline) -> Tuple[int, str, str, bytes]:
+        """(status, Location, Retry-After, body) of one request, on the kept connection when
+        there is one; sent once more on a new connection when a kept one died unanswered."""
+        conn = self._connection(context, deadline)
+        reused = conn.sock is not None
+        # An http monitor behind a proxy gets absolute URIs; through a tunnel, the path.
+        target = self._url if self._proxy is not None and not self._https else self._selector
+        try:
+            return self._request_on(conn, method, target, body, headers)
+        except (ConnectionResetError, BrokenPipeError) as error:
+            if (not reused or isinstance(error, _TornHeaders) or deadline.expired):
+                raise
+        self.close()
+        conn = self._connection(context, deadline)
+        return self._request_on(conn, method, target, body, headers)
+
+    @staticmethod
+    def _request_on(conn: "_DeadlineConnection", method: str, target: str, body: bytes,
+                    headers: dict) -> Tuple[int, str, str, bytes]:
+        conn.request(method, target, body, headers)
+        response = conn.getresponse()
+        try:
+            answer = response.read()
+        finally:
+            response.close()
+        return (response.status, response.headers.get("Location", ""),
+                response.headers.get("Retry-After", ""), answer)
+
+    def _connection(self, context: Optional[ssl.SSLContext],
+                    deadline: _Deadline) -> "_DeadlineConnection":
+        """The kept connection if it can carry a request, else a new one (not connected yet:
+        http.client connects on the first send)."""
+        conn = self._conn
+        if conn is not None and (conn.context is not context or
+                                 (conn.sock is not None and not conn.idle_and_open())):
+            self.close()                # new credentials, or the server closed it
+            conn = None
+        if conn is None:
+            proxy = self._proxy
+            if proxy is None:
+                conn = _DeadlineConnection(self._host, self._port, context)
+            else:
+                conn = _DeadlineConnection(proxy.host, proxy.port, context)
+                if self._https:
+                    # A CONNECT tunnel: Proxy-Authorization goes on the CONNECT only.
+                    tunnel = ({"Proxy-Authorization": proxy.authorization}
+                              if proxy.authorization else None)
+                    conn.set_tunnel(self._host, self._port, headers=tunnel)
+            self._conn = conn
+        conn.arm(deadline)
+        return conn
+
+    def close(self) -> None:
+        """Close the kept connection (the next request opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _error(self, method: str, error: BaseException, deadline: _Deadline,
                token: Optional[str]) -> TransportError:

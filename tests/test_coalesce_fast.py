@@ -11,12 +11,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pandad import classad
+from pandad import classad, convert
 from pandad.classad import to_json_value
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, JobCommand, coalesce, command_of
 from pandad.convert import Converter, _local_time
-from pandad.flusher import Flusher
+from pandad.flusher import Flusher, encode_objects, encode_pieces
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
 from pandad.transport import Answer
@@ -157,7 +157,9 @@ def reference_requests(lines, attribute_map=()) -> tuple:
 # for "run_time" under the 2014 map), and an integer of more digits than int() takes.
 CARE_NAMES = st.sampled_from(["JobStatus", "jobstatus", "Owner", "owner", "QDate", "id",
                               "RemoteWallClockTime", "run_time", "submitted", "_x1"])
-CARE_VALUES = VALUES | st.just("9" * 5000)
+CARE_VALUES = VALUES | st.just("9" * 5000) | st.sampled_from(
+    ["0", "007", "9" * 18, "9" * 19, "1" + "0" * 18, '""', '"é"', '"a\x7fb"', '"a b"',
+     '"x" "y"', "TRUE", "-0", "12 ", "1e400"])
 UPDATES = st.lists(st.one_of(
     st.builds(encode_update, JOBS, st.lists(st.tuples(CARE_NAMES, CARE_VALUES), min_size=1,
                                             max_size=3)),
@@ -166,6 +168,7 @@ UPDATES = st.lists(st.one_of(
 ).map(lambda record: record[:-1]), max_size=12)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
 @MAPS
 @PROPERTY_SETTINGS
 @given(UPDATES)
@@ -179,13 +182,13 @@ UPDATES = st.lists(st.one_of(
 @example([encode_update("s#1.0#9", [("RemoteWallClockTime", "1"), ("run_time", "1")])[:-1],
           encode_update("s#2.0#9", [("RemoteWallClockTime", "1"), ("run_time", "2"),
                                     ("RemoteWallClockTime", "3")])[:-1]])    # one key, two names
-def test_plain_updates_give_the_bodies_and_counters_of_the_reference(attribute_map, lines):
+def test_plain_updates_give_the_bodies_and_counters_of_the_reference(attribute_map, fast, lines):
     recorder = Recorder()
     stats = Statistics()
     buffer = RecordBuffer(1 << 30, 0, 1 << 30)
     assert buffer.put_many(lines) == len(lines)
     settings = PandadSettings(url="http://127.0.0.1:9/", attribute_map=attribute_map)
-    Flusher(buffer, recorder, stats, settings).flush_once()
+    Flusher(buffer, recorder, stats, settings, fast=fast).flush_once()
     requests, sent, unconvertible = reference_requests(lines, attribute_map)
     counters = stats.snapshot()
     assert recorder.requests == requests
@@ -204,6 +207,76 @@ def test_entry_objects_are_fields_objects(attribute_map, first, second):
     objects, missing = converter.entry_objects(entries)
     expected = [Converter(attribute_map).fields_object(e) if type(e) is tuple else None for e in entries]
     assert repr(objects) == repr(expected) and missing == expected.count(None)
+
+
+@MAPS
+@PROPERTY_SETTINGS
+@given(UPDATES, UPDATES)
+def test_entry_texts_are_the_encoded_entry_objects(attribute_map, first, second):
+    """Converter.entry_texts (the fast twin) against entry_objects + the flusher's encoder:
+    each text piece is its object's JSON text, anything else the same object (or None)."""
+    warm = Converter(attribute_map)
+    warm.entry_texts(list(coalesce(first).update_entries.values()))
+    entries = list(coalesce(second).update_entries.values())
+    for converter in (warm, Converter(attribute_map)):
+        pieces, missing = converter.entry_texts(entries)
+        objects, expected_missing = Converter(attribute_map).entry_objects(entries)
+        assert missing == expected_missing and len(pieces) == len(objects)
+        for piece, obj in zip(pieces, objects):
+            if type(piece) is str:
+                assert piece == json.dumps(obj, separators=(",", ":"))
+            else:
+                assert repr(piece) == repr(obj)
+        assert encode_pieces([p for p in pieces if p is not None]) == encode_objects(
+            [o for o in objects if o is not None])
+
+
+@MAPS
+@PROPERTY_SETTINGS
+@given(UPDATES, st.integers(60, 400))
+def test_fast_bodies_are_the_reference_bodies_at_any_size(attribute_map, lines, max_bytes):
+    """Flusher(fast=True) and Flusher(fast=False) send the same requests, cut alike."""
+    sent = []
+    for fast in (True, False):
+        recorder = Recorder()
+        buffer = RecordBuffer(1 << 30, 0, 1 << 30)
+        buffer.put_many(lines * 3)
+        settings = PandadSettings(url="http://127.0.0.1:9/", attribute_map=attribute_map,
+                                  max_request_bytes=max_bytes)
+        stats = Statistics()
+        Flusher(buffer, recorder, stats, settings, fast=fast).flush_once()
+        counters = stats.snapshot()
+        counters.pop("last_success_time", None)
+        sent.append((recorder.requests, counters))
+    assert sent[0] == sent[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+@example("a\x7fb")
+@example("a\u00a0b")
+def test_printable_ascii_is_isascii_and_isprintable(text):
+    assert convert._printable_ascii(text) == (text.isascii() and text.isprintable())
+
+
+def test_entry_texts_leave_ids_that_are_not_printable_ascii_to_the_objects():
+    lines = [encode_update(job_id, [("JobStatus", "2")])[:-1]
+             for job_id in ("s#1.0#9", "s#\u00a0.0#9", "s#3.0#9", "s#\u00e9.0#9")]
+    entries = list(coalesce(lines).update_entries.values())   # the first: a JobCommand
+    pieces, missing = Converter().entry_texts(entries)
+    objects, _ = Converter().entry_objects(entries)
+    assert [type(piece) for piece in pieces] == [type(None), dict, str, dict] and missing == 1
+    assert pieces[1] == objects[1] == {"id": "s#\u00a0.0#9", "JobStatus": 2}
+    assert encode_pieces(pieces[1:]) == encode_objects(objects[1:])
+
+
+def test_encode_pieces_mixes_texts_and_objects():
+    objects = [{"id": "a", "n": 1}, {"id": "b", "s": "é"}, {"id": "c"}, {"id": "d", "f": 1.5}]
+    texts = [json.dumps(o, separators=(",", ":")) for o in objects]
+    for mix in ([texts[0], objects[1], objects[2], texts[3]], objects, texts,
+                [objects[0], texts[1], texts[2], objects[3]]):
+        assert encode_pieces(mix) == encode_objects(objects)
+    assert encode_pieces([]) == encode_objects([]) == b"[]"
 
 
 def test_plain_updates_stand_for_the_commands_they_would_have_been():

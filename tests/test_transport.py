@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import logging
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -87,6 +89,112 @@ def test_query_string_is_kept_and_credentials_in_the_url_become_basic_auth(tmp_p
 
 
 # -- failures --------------------------------------------------------------------------------
+
+# -- the kept connection --------------------------------------------------------------------
+
+def test_requests_share_one_kept_connection(tmp_path) -> None:
+    with StatusServer(200) as server:
+        sender = transport(tmp_path, server.url)
+        assert [sender.send(method, BODY) for method in ("POST", "PUT", "PUT", "DELETE")] == [
+            200] * 4
+        assert (server.connections, server.requests) == (1, 4)
+        assert all("connection" not in r.headers for r in server.received)   # HTTP/1.1 default
+
+
+def test_an_answer_with_connection_close_ends_the_connection(tmp_path) -> None:
+    with StatusServer(201, keep_alive=False) as server:
+        sender = transport(tmp_path, server.url)
+        assert [sender.send("POST", BODY) for _ in range(3)] == [201] * 3
+        assert (server.connections, server.requests) == (3, 3)
+
+
+def test_a_kept_connection_the_server_closed_while_idle_is_opened_again(tmp_path) -> None:
+    closed = threading.Event()
+
+    def answer_then_close(server, conn, request):
+        respond(conn, 200, b"[]", keep_alive=True)     # says keep-alive, closes anyway
+        closed.set()
+        return False
+
+    with FaultServer(answer_then_close) as server:
+        sender = transport(tmp_path, server.url)
+        assert sender.send("PUT", BODY) == 200
+        assert closed.wait(5)
+        wait_until(lambda: server.connections == 1 and not server._open, 5)
+        assert sender.send("PUT", BODY) == 200
+        assert (server.connections, server.requests) == (2, 2)     # nothing sent in vain
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_kept_connection_that_dies_unanswered_is_sent_once_more_on_a_new_one(
+        tmp_path, how: str) -> None:
+    """A server may close a kept connection just as a request goes out (libcurl's case)."""
+    served: dict = {}
+
+    def second_request_dropped(server, conn, request):
+        served[conn] = served.get(conn, 0) + 1
+        if served[conn] == 2:
+            if how == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False                               # no answer at all
+        return respond(conn, 200, b"[]", keep_alive=True)
+
+    with FaultServer(second_request_dropped) as server:
+        sender = transport(tmp_path, server.url)
+        assert sender.send("PUT", BODY) == 200
+        assert sender.send("PUT", b"[2]") == 200
+        assert server.connections == 2
+        assert [r.body for r in server.received] == [BODY, b"[2]", b"[2]"]
+
+
+def test_a_new_connection_that_dies_unanswered_is_not_sent_again(tmp_path) -> None:
+    with CloseMidResponseServer("nothing") as server:
+        assert failure(tmp_path, server.url).kind == "reset"
+        assert (server.connections, server.requests) == (1, 1)
+
+
+def test_a_kept_connection_cut_inside_the_answer_is_not_sent_again(tmp_path) -> None:
+    served: dict = {}
+
+    def second_answer_torn(server, conn, request):
+        served[conn] = served.get(conn, 0) + 1
+        if served[conn] == 2:
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Le")
+            return False
+        return respond(conn, 200, b"[]", keep_alive=True)
+
+    with FaultServer(second_answer_torn) as server:
+        sender = transport(tmp_path, server.url)
+        assert sender.send("PUT", BODY) == 200
+        with pytest.raises(TransportError) as caught:
+            sender.send("POST", BODY)
+        assert caught.value.kind == "reset"
+        assert (server.connections, server.requests) == (1, 2)
+        assert sender.send("PUT", BODY) == 200                      # and a new one after
+        assert server.connections == 2
+
+
+def test_the_deadline_bounds_a_request_on_a_kept_connection(tmp_path) -> None:
+    served: dict = {}
+    stop = threading.Event()
+
+    def second_never_answered(server, conn, request):
+        served[conn] = served.get(conn, 0) + 1
+        if served[conn] == 2:
+            stop.wait(30)
+            return False
+        return respond(conn, 200, b"[]", keep_alive=True)
+
+    with FaultServer(second_never_answered) as server:
+        sender = transport(tmp_path, server.url, update_timeout=1)
+        assert sender.send("PUT", BODY) == 200
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            sender.send("PUT", BODY)
+        assert caught.value.kind == "timeout" and time.monotonic() - started < 3
+        assert (server.connections, server.requests) == (1, 2)
+        stop.set()
+
 
 def test_refused(tmp_path) -> None:
     with RefusedPort() as port:

@@ -213,7 +213,7 @@ def test_proxy_authorization_from_the_url_and_never_logged(tmp_path, pki, alice,
         assert tls.send("POST", BODY) == 201
         assert tls.send("PUT", BODY) == 200
         seen = proxy.requests
-    assert [s.method for s in seen] == ["POST", "CONNECT", "CONNECT"]
+    assert [s.method for s in seen] == ["POST", "CONNECT"]     # the tunnel carries both
     assert all(s.headers["proxy-authorization"] == basic("site", PASSWORD) for s in seen)
     assert server.authorizations == [None, None]     # Proxy-Authorization stays at the proxy
     assert caplog.text.count("through the web proxy") == 2     # once per Transport
@@ -278,6 +278,15 @@ def test_a_refused_tunnel_to_an_ipv6_address_names_it_in_brackets(tmp_path) -> N
                       update_timeout=5.0).send("POST", BODY)
     assert "the proxy refused the tunnel to [::1]:9: 502" in str(caught.value)
     assert [(seen.method, seen.target) for seen in proxy.requests] == [("CONNECT", "[::1]:9")]
+
+
+def test_an_https_url_without_a_port_tunnels_to_443(tmp_path) -> None:
+    with ForwardingProxy(status=502) as proxy:
+        with pytest.raises(TransportError):
+            transport(tmp_path, "https://monitor.example/api/jobs/", http_proxy=proxy.url,
+                      update_timeout=5.0).send("POST", BODY)
+    assert [(seen.method, seen.target) for seen in proxy.requests] == [
+        ("CONNECT", "monitor.example:443")]
 
 
 def test_an_unreachable_proxy_is_named(tmp_path) -> None:

@@ -121,7 +121,10 @@ class _Handler(socketserver.StreamRequestHandler):
             path += "?" + parts.query
         lines = [f"{method} {path} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in headers.items()
-                  if not name.startswith("proxy-")]
+                  if not name.startswith("proxy-") and name != "connection"]
+        # One request per connection: the relay below is bytes both ways, so the upstream
+        # must close after its answer (its "Connection: close" tells the client so too).
+        lines.append("Connection: close")
         with upstream:
             upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             self._relay(upstream)
