@@ -694,6 +694,10 @@ def summary(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher,
         f"{counter(stats, 'records_lost_endpoint')}, discarded at shutdown "
         f"{counter(stats, 'records_discarded_shutdown')}; "
         + ("every record accounted for" if problem is None else f"ACCOUNTING: {problem}"))
+    plugin = chain.plugin_counters()
+    lines.append(f"  plug-in: jobs healed {plugin.get('jobs_healed', 0):g} (re-sent after a "
+                 f"loss), reconciliations {plugin.get('reconciliations', 0):g}, still to heal "
+                 f"{plugin.get('to_heal', 0):g}")
     values = latencies(watcher.seen(), monitor.store.created_at)
     if values:
         lines.append(

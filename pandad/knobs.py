@@ -140,6 +140,9 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("PANDA_PLUGIN_PIPE_BYTES", "1048576", "size", "pipe_bytes", "plugin",
          "Pipe size the plug-in asks the kernel for (Linux caps it at "
          "/proc/sys/fs/pipe-max-size).", limits=(0, GIB)),
+    Knob("PANDA_RESYNC_INTERVAL", "0", "seconds", "resync_interval", "plugin",
+         "Seconds over which the plug-in re-sends the whole queue, again and again (0 = off).",
+         limits=(0, DAY)),
     Knob("PANDA_PLUGIN_LOG", None, "path", "log", "plugin",
          "The plug-in's log file (unset, or under systemd: standard error)."),
     Knob("MAX_PANDA_PLUGIN_LOG", "10485760", "size", "max_log", "plugin",
@@ -198,6 +201,7 @@ class PluginSettings:
     max_log: int = 10485760
     debug: str = ""
     schedd_name: str = ""
+    resync_interval: float = 0.0
 
 
 # --------------------------------------------------------------------------- parsers

@@ -31,10 +31,10 @@ because the wire and JSON carry text.
 """
 
 import logging
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from pandad import wire
-from pandad.classad import old_to_new, unquote
+from pandad.classad import old_to_new, quote, unquote
 from pandad.stats import Counters
 from schedd_plugin.mirror import CLUSTER, JOB, Ad, Mirror
 
@@ -52,6 +52,9 @@ PRIVATE_ATTRIBUTES = frozenset({
 PRIVATE_PREFIX = "_condor_priv"
 
 NULL = "null"  # the wire's value for an attribute that is gone
+# Names of attributes ever deleted from a job (lower-case), sent as null by a heal's ADD so
+# the monitor loses a value whose deletion it missed. Bounded: names, not jobs.
+MAX_DELETED_NAMES = 1000
 
 
 def is_private(name: str) -> bool:
@@ -129,6 +132,10 @@ class PandaPlugin(ClassAdLogPlugin):
         self._update_prefixes: Dict[str, str] = {}  # job key -> wire.update_prefix (cache)
         self._fallback_logged = False
         self._bad_names_logged: Dict[str, bool] = {}
+        # lower-case name -> name, of attributes deleted from a job or cluster ad
+        self.deleted_names: Dict[str, str] = {}
+        # Healing (schedd_plugin.healer): asked whether a leaving job needs a tombstone.
+        self.healer: Optional[object] = None
 
     @property
     def job_attributes(self) -> Optional[FrozenSet[str]]:
@@ -182,6 +189,13 @@ class PandaPlugin(ClassAdLogPlugin):
         if ad is not None and ad.kind == JOB:
             entry = self._entry(key, ad)
             entry.job_id = self._job_id(key, ad)
+            healer = self.healer
+            if healer is not None:
+                field = id_field_of(entry.job_id)
+                if healer.wants_tombstone(field):
+                    record = self.heal_record(key)
+                    if record is not None:
+                        healer.keep_tombstone(field, record)
             if entry.created:
                 entry.snapshot = self._effective_pairs(key)
                 self._created[ad.cluster] -= 1
@@ -224,6 +238,10 @@ class PandaPlugin(ClassAdLogPlugin):
     def delete_attribute(self, key: str, name: str) -> None:
         ad = self.mirror.ads.get(key)
         if ad is not None:
+            lname = name.lower()
+            if (lname not in self.deleted_names and ad.kind in (JOB, CLUSTER)
+                    and len(self.deleted_names) < MAX_DELETED_NAMES):
+                self.deleted_names[lname] = name
             if ad.kind == JOB:
                 # The job's effective value now: the cluster's, if it has one.
                 item = self.mirror.lookup(key, name)
@@ -310,6 +328,64 @@ class PandaPlugin(ClassAdLogPlugin):
                 pairs.append(pair)
         return pairs
 
+    # -- healing -------------------------------------------------------------------------
+
+    def heal_record(self, key: str) -> Optional[bytes]:
+        """An ADD of job ``key`` as it is now: every attribute, and null for each attribute
+        name ever deleted that it does not have, so that whatever the monitor holds (nothing,
+        or a stale job: pandad's upsert then PUTs it) ends up equal to the job."""
+        ad = self.mirror.ads.get(key)
+        if ad is None or ad.kind != JOB:
+            return None
+        pairs = self._effective_pairs(key)
+        if self.deleted_names:
+            present = {name.lower() for name, _ in pairs}
+            pairs += [(name, NULL) for lname, name in self.deleted_names.items()
+                      if lname not in present and self._wanted(lname)]
+        job_id = self._job_id(key, ad)
+        condor_id = f"{ad.cluster}.{ad.proc}"
+        try:
+            return wire.encode_add(job_id, condor_id, pairs)
+        except ValueError:
+            return wire.encode_add(job_id, condor_id, self._encodable(pairs))
+
+    def remove_record(self, field: bytes) -> Optional[bytes]:
+        """A REMOVE of the job whose wire id field is ``field``; None if it is not one."""
+        job_id = unquote(field.decode("utf-8", "replace"))
+        if not job_id:
+            return None
+        try:
+            return wire.encode_remove(job_id, [])
+        except ValueError:
+            return None
+
+    def key_of(self, field: bytes) -> Optional[str]:
+        """The mirror key of the job in the queue whose wire id field is ``field``, or None.
+
+        A GlobalJobId is ``schedd#C.P#time`` (or ``schedd#C.P``, the fallback id), so the key
+        is read from it and checked against the job's own id."""
+        job_id = unquote(field.decode("utf-8", "replace"))
+        if not job_id:
+            return None
+        parts = job_id.split("#")
+        if len(parts) < 2:
+            return None
+        key = parts[1]
+        ad = self.mirror.ads.get(key)
+        if ad is None or ad.kind != JOB or self._job_id(key, ad) != job_id:
+            return None
+        return key
+
+    def id_field(self, key: str) -> bytes:
+        """The wire id field of job ``key`` (in the mirror)."""
+        return id_field_of(self._job_id(key, self.mirror.ads[key]))
+
+    def queue_id_fields(self) -> Iterator[bytes]:
+        """The wire id field of every job in the queue."""
+        for key, ad in list(self.mirror.ads.items()):
+            if ad.kind == JOB:
+                yield id_field_of(self._job_id(key, ad))
+
     # -- records -------------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -388,6 +464,11 @@ class PandaPlugin(ClassAdLogPlugin):
             else:
                 good.append(pair)
         return good
+
+
+def id_field_of(job_id: str) -> bytes:
+    """A job id as the records' second field carries it (what pandad's LOST names)."""
+    return quote(job_id).encode("utf-8")
 
 
 def _new_syntax(value: str) -> str:

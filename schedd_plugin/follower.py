@@ -257,6 +257,9 @@ class Follower:
         # after a corrupt line that is waited on (_record_follows).
         self._tail: List[Optional[TailMemo]] = [None]
         self._follows_tail: List[Optional[TailMemo]] = [None]
+        # After the start: True if it resumed at the given position, False if it replayed
+        # the whole log (healing reconciles then).
+        self.resumed: Optional[bool] = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -321,6 +324,7 @@ class Follower:
                 self._note_corrupt(result.corrupt)
                 self._read_offset = self._committed = position.offset
                 self._started = True
+                self.resumed = True
                 log.info("resuming %s at offset %d (sequence %d): %d ads loaded silently",
                          self.path, position.offset, seq, len(self.mirror))
                 self.plugin.initialize()
@@ -333,6 +337,7 @@ class Follower:
             log.info("saved position %s does not match %s (dev %d, ino %d, sequence %d); "
                      "replaying the whole log", position, self.path, st.st_dev, st.st_ino, seq)
         self._started = True
+        self.resumed = False
         changes = self._reload()
         log.info("replayed %s: %d ads, %d callbacks", self.path, len(self.mirror), changes)
         self.plugin.initialize()

@@ -15,6 +15,8 @@ the Event's lock at that moment.
   which re-reads its own knobs. A bad configuration is logged and the running one kept. JOB_QUEUE_LOG and the state file need a restart.
 * SIGTERM / SIGINT: a final poll, save the position, close the pipe (pandad sees EOF, flushes
   and exits), exit 0.
+* SIGUSR1 re-sends every job in the queue, paced (a resync, for a monitor that lost its
+  database); see ``schedd_plugin.healer``.
 * SIGQUIT (HTCondor's fast shutdown): exit 0 at once, without the final poll and without
   waiting for pandad; the exit closes the pipe, so pandad still sees EOF and flushes on its own.
 * ``--once``: replay what the log holds now (from the saved position) and exit.
@@ -38,7 +40,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from pandad.config import ConfigError, HTCondorConfig
 from pandad.knobs import EXIT_CONFIG_ERROR, PluginSettings, load_plugin_settings
@@ -163,9 +165,10 @@ class Wakeup:
         os.set_blocking(self._write, False)
         self._previous = signal.set_wakeup_fd(self._write)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, others: Sequence[int] = ()) -> None:
+        """Until a signal comes, one of ``others`` is readable, or ``timeout`` passes."""
         try:
-            select.select([self._read], [], [], max(0.0, timeout))
+            select.select([self._read, *others], [], [], max(0.0, timeout))
         except InterruptedError:
             pass
         try:
@@ -197,10 +200,13 @@ class PluginProcess:
         self.stop_requested = False
         self.quit_requested = False
         self.reload_requested = False
+        self.resync_requested = False
+        self.healer = None
         self.saved: Optional[Position] = None
         self.save_failing = False
         self.last_counters: Dict[str, float] = {}
         self.poll_error: Optional[str] = None
+        self.reconciled = False
         self.lock_fd: Optional[int] = None     # held for the process's life
 
     # -------------------------------------------------------------- signals
@@ -214,11 +220,15 @@ class PluginProcess:
     def _on_hup(self, signum: int, frame) -> None:
         self.reload_requested = True
 
+    def _on_usr1(self, signum: int, frame) -> None:
+        self.resync_requested = True
+
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGQUIT, self._on_quit)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
 
     # -------------------------------------------------------------- the run
 
@@ -235,14 +245,19 @@ class PluginProcess:
             position = load_position(self.state_file)
         self.saved = position
 
+        mirror = Mirror()
+        self.plugin = PandaPlugin(mirror, lambda record: False, self.settings.job_attributes,
+                                  self.settings.schedd_name, stats=self.stats)
         if self.args.dry_run:
             self.sink = StdoutWriter(self.stats)
         else:
+            self.healer = self._make_healer()
             self.sink = PandadPipe(self.settings.pandad, self.settings.spill_bytes,
-                                   self.settings.pipe_bytes, self.stats)
-        mirror = Mirror()
-        self.plugin = PandaPlugin(mirror, self.sink.write, self.settings.job_attributes,
-                                  self.settings.schedd_name, stats=self.stats)
+                                   self.settings.pipe_bytes, self.stats,
+                                   tracker=self.healer, back_channel=True)
+            self.healer.write = self.sink.write
+            self.healer.spill_records = lambda: self.sink.spill_records
+        self.plugin.write = self.sink.write
         self.follower = Follower(self.job_queue_log, self.plugin, mirror, position,
                                  stats=self.stats)
         log.info("following %s%s%s", self.job_queue_log,
@@ -272,10 +287,42 @@ class PluginProcess:
             self.follower.close()
             if not self.quit_requested:
                 self.sink.close(pandad_close_timeout(self.environ))
+            if self.healer is not None:
+                # After pandad's exit: what it lost or still held is in the to-heal set.
+                # SIGQUIT does not wait for pandad, so that run is not a clean one.
+                self.healer.save(clean=not self.quit_requested)
             if wakeup is not None:
                 wakeup.close()
             self._log_counters(force=True)
         return 0
+
+    def _make_healer(self):
+        from schedd_plugin.healer import make_healer
+
+        return make_healer(self.plugin, self.stats,
+                           self.state_file + ".heal" if self.saves_position else None,
+                           self.settings.resync_interval, self.environ)
+
+    def _reconcile(self) -> bool:
+        """Once the start-up replay is done: reconcile (once). False before that."""
+        healer = self.healer
+        if healer is None or self.follower.resumed is None:
+            return False
+        if not self.reconciled:
+            self.reconciled = True
+            healer.reconcile(self.follower.resumed, self.saved is not None)
+        return True
+
+    def _heal(self) -> None:
+        """Reconcile once the start-up replay is done; then re-send what healing allows."""
+        healer = self.healer
+        if not self._reconcile():
+            return
+        if self.resync_requested:
+            self.resync_requested = False
+            healer.resync("SIGUSR1")
+        healer.tick()
+        healer.maybe_save()
 
     def _lock(self) -> bool:
         """One plug-in per log (schedd_plugin.instancelock); False if another one runs.
@@ -298,6 +345,8 @@ class PluginProcess:
         for _ in range(ONCE_MAX_POLLS):
             before = self.follower.position
             advanced = self._poll()
+            # --once does not heal, but what must be healed is saved for the next run.
+            self._reconcile()
             self.sink.pump()
             if not advanced and self.follower.position == before:
                 return
@@ -306,6 +355,7 @@ class PluginProcess:
         next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
         while not self.stop_requested:
             self._poll()
+            self._heal()
             self.sink.pump()
             self._save_position()
             if getattr(self.sink, "broken", False):
@@ -318,7 +368,10 @@ class PluginProcess:
                 next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
                 self._log_counters()
             if not self.stop_requested:
-                wakeup.wait(self.settings.poll_interval)
+                reports = getattr(self.sink, "reports_fd", None)
+                wakeup.wait(self.settings.poll_interval, () if reports is None else (reports,))
+                if reports is not None:
+                    self.sink.read_reports()
 
     def _poll(self) -> bool:
         try:
@@ -374,6 +427,12 @@ class PluginProcess:
             # condor_reconfig and `systemctl reload` reach only this process; pandad's knobs
             # (URL, queue, TLS) change with the same reload.
             self.sink.reload()
+            # A pandad waiting out its backoff (an exit 99 after a bad configuration) is
+            # started at once: the reload is the fix.
+            self.sink.restart_now()
+        if self.healer is not None:
+            self.healer.resync_interval = new.resync_interval
+            self.healer.reload(self.environ)
         if not self.args.log and new.job_queue_log != old.job_queue_log:
             log.warning("SIGHUP: JOB_QUEUE_LOG changed to %s; restart panda_plugin to follow it",
                         new.job_queue_log)

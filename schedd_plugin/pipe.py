@@ -28,6 +28,11 @@ once a pandad has stayed up for ``stable_after`` seconds. An exit with status 99
 configuration error, HTCondor's "do not restart") waits the longest backoff, so a fixed
 configuration is picked up without flooding the log.
 
+With ``back_channel``, pandad is started with ``PANDAD_BACK_CHANNEL=1`` and its stdout a pipe
+(``schedd_plugin.backchannel``); the loop waits on ``reports_fd`` and calls
+``read_reports()``. The ``tracker`` (``PipeTracker``) is told every record written whole (in
+order) or dropped, the back channel's bytes, and pandad's starts and exits: healing's inputs.
+
 pandad runs in its own session: its lifetime is tied to the pipe (EOF on stdin means "flush and
 exit"), not to signals a terminal sends the plug-in's process group.
 
@@ -49,7 +54,9 @@ import time
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice, repeat
-from typing import Callable, Deque, Mapping, Optional, Sequence
+from typing import Callable, Deque, List, Mapping, Optional, Sequence
+
+from schedd_plugin.backchannel import PipeTracker, ReportsPipe
 
 log = logging.getLogger("panda_plugin.pipe")
 
@@ -74,7 +81,8 @@ class PandadPipe:
                  env: Optional[Mapping[str, str]] = None,
                  clock: Callable[[], float] = time.monotonic,
                  min_backoff: float = 1.0, max_backoff: float = 60.0,
-                 stable_after: float = 60.0) -> None:
+                 stable_after: float = 60.0, tracker: Optional["PipeTracker"] = None,
+                 back_channel: bool = False) -> None:
         self.argv = tuple(argv)          # replaced on SIGHUP; used at the next (re)start
         self.spill_bytes = spill_bytes  # settable at run time (SIGHUP)
         self.pipe_bytes = pipe_bytes
@@ -84,6 +92,9 @@ class PandadPipe:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._stable_after = stable_after
+        self.tracker = tracker if tracker is not None else PipeTracker()
+        self.back_channel = back_channel
+        self._reports = ReportsPipe()    # pandad's stdout, with the back channel
 
         self._proc: Optional[subprocess.Popen] = None
         self._fd: Optional[int] = None
@@ -122,6 +133,21 @@ class PandadPipe:
         return self._proc.pid if self._proc is not None and self._fd is not None else None
 
     @property
+    def reports_fd(self) -> Optional[int]:
+        """The read end of the back channel while pandad runs (for the loop's wait)."""
+        return self._reports.fd
+
+    def read_reports(self) -> None:
+        """Hand what the back channel holds now to ``tracker.reports``; never blocks."""
+        self._reports.read(self.tracker.reports)
+
+    def restart_now(self) -> None:
+        """Start pandad at the next pump instead of after the backoff (SIGHUP after a fix)."""
+        if self._proc is None and not self._closed:
+            self._next_start = self._clock()
+            self._backoff = self._min_backoff
+
+    @property
     def running(self) -> bool:
         return self._fd is not None
 
@@ -143,6 +169,7 @@ class PandadPipe:
             self._ensure_running()
             if self._fd is None:
                 self._drop_down(1, len(record))
+                self.tracker.dropped((record,))
                 return False
         size = len(record)
         if self._spill_size + size > self._batch_bytes:
@@ -150,10 +177,12 @@ class PandadPipe:
             if self._spill and not self._flush_spill():
                 if self._fd is None:                  # pandad went away while flushing
                     self._drop_down(1, size)
+                    self.tracker.dropped((record,))
                     return False
                 # The pipe is full: queue behind it while there is room.
                 if self._spill_size + size > self.spill_bytes:
                     self._drop_full(1, size)
+                    self.tracker.dropped((record,))
                     return False
                 self._spill.append(record)
                 self._spill_size += size
@@ -196,6 +225,7 @@ class PandadPipe:
                 self._flush_spill()
             if self._spill:
                 records, nbytes = len(self._spill), self._spill_size
+                self.tracker.dropped(list(self._spill))
                 self._discard_spill()
                 self._drop_full(records, nbytes)
             self._end_full_episode()
@@ -203,19 +233,22 @@ class PandadPipe:
         self._end_down_episode(restarted=False)
         if proc is None:
             return None
-        status = self._wait(proc, timeout)
+        status = self._reports.wait(proc, timeout, self.tracker.reports)
         if status is None:
             log.warning("pandad (pid %d) did not exit %.0f s after EOF; sending SIGTERM",
                         proc.pid, timeout)
             self._signal(proc, signal.SIGTERM)
             self._signal(proc, signal.SIGCONT)      # a stopped pandad cannot act on SIGTERM
-            status = self._wait(proc, 5.0)
+            status = self._reports.wait(proc, 5.0, self.tracker.reports)
         if status is None:
             log.warning("pandad (pid %d) ignored SIGTERM; sending SIGKILL", proc.pid)
             self._signal(proc, signal.SIGKILL)
-            status = self._wait(proc, 5.0)
+            status = self._reports.wait(proc, 5.0, self.tracker.reports)
+        self.read_reports()
+        self._reports.close()
         if status is not None:
             log.info("pandad (pid %d) %s", proc.pid, describe_status(status))
+            self.tracker.exited(status)
         return status
 
     # ----------------------------------------------------------------- writing
@@ -228,15 +261,18 @@ class PandadPipe:
         except OSError as e:
             self._pipe_broken(e)
             self._drop_down(1, len(record))
+            self.tracker.dropped((record,))
             return False
         if n == len(record):
             self._count_written(1, n)
+            self.tracker.written((record,))
             self._end_full_episode()
             return True
         if n == 0:
             # Nothing went in, so nothing is torn: queue the record whole if it fits.
             if len(record) > self.spill_bytes:
                 self._drop_full(1, len(record))
+                self.tracker.dropped((record,))
                 return False
             self._spill.append(record)
             self._spill_size += len(record)
@@ -254,6 +290,7 @@ class PandadPipe:
         spill = self._spill
         written_records = 0
         written_bytes = 0
+        retired: List[bytes] = []
         try:
             while spill:
                 chunk = list(islice(spill, 0, WRITEV_MAX))
@@ -264,6 +301,7 @@ class PandadPipe:
                 if n == self._spill_size and len(chunk) == len(spill):
                     # All of it (the usual case): no record-by-record bookkeeping.
                     written_records += len(chunk)
+                    retired.extend(spill)
                     spill.clear()
                     self._spill_offset = 0
                     self._spill_size = 0
@@ -273,7 +311,7 @@ class PandadPipe:
                 ends = list(accumulate(map(len, chunk)))
                 whole = bisect_right(ends, n)
                 for _ in repeat(None, whole):
-                    spill.popleft()
+                    retired.append(spill.popleft())
                 written_records += whole
                 if whole:
                     self._spill_offset = n - ends[whole - 1]
@@ -285,9 +323,13 @@ class PandadPipe:
             pass
         except OSError as e:
             self._count_written(written_records, written_bytes)
+            if retired:
+                self.tracker.written(retired)
             self._pipe_broken(e)
             return False
         self._count_written(written_records, written_bytes)
+        if retired:
+            self.tracker.written(retired)
         self._update_gauge()
         if spill:
             return False
@@ -363,8 +405,12 @@ class PandadPipe:
             return
         status = proc.returncode
         now = self._clock()
+        # Its last reports (LOST, SETTLED, FATAL) come before the loss is reckoned.
+        self.read_reports()
+        self._reports.close()
         if self._fd is not None:
             self._lost_pandad()
+        self.tracker.exited(status)
         if now - self._started_at >= self._stable_after:
             self._backoff = self._min_backoff
         delay = self._max_backoff if status == EXIT_CONFIG_ERROR else self._backoff
@@ -386,6 +432,7 @@ class PandadPipe:
     def _lost_pandad(self) -> None:
         if self._spill:
             records, nbytes = len(self._spill), self._spill_size
+            self.tracker.dropped(list(self._spill))
             self._discard_spill()
             self._drop_down(records, nbytes)
         self._end_full_episode()
@@ -398,15 +445,22 @@ class PandadPipe:
         except OSError as e:
             self._start_failed(f"cannot create a pipe: {e}")
             return
+        env, stdout = self._env, None
         try:
-            self._proc = subprocess.Popen(argv, stdin=read_fd, env=self._env,
+            if self.back_channel:
+                env = dict(os.environ if env is None else env, PANDAD_BACK_CHANNEL="1")
+                stdout = self._reports.open()
+            self._proc = subprocess.Popen(argv, stdin=read_fd, stdout=stdout, env=env,
                                           close_fds=True, start_new_session=True)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             os.close(write_fd)
+            self._reports.close()
             self._start_failed(f"cannot start pandad {argv!r}: {e}")
             return
         finally:
             os.close(read_fd)
+            if stdout is not None:
+                os.close(stdout)
         os.set_blocking(write_fd, False)
         self._enlarge(write_fd)
         self._fd = write_fd
@@ -415,6 +469,7 @@ class PandadPipe:
         self._ever_started = True
         if restarting:
             self.stats.add("pandad_restarts")
+        self.tracker.started()
         log.info("%s pandad (pid %d): %s", "restarted" if restarting else "started",
                  self._proc.pid, " ".join(argv))
         self._end_down_episode(restarted=True)

@@ -67,9 +67,13 @@ def decode_position(data: bytes) -> Position:
 
 def save_position(path: str, pos: Position) -> None:
     """Atomically replace ``path`` with ``pos``; raises OSError on failure (the caller logs)."""
+    write_atomically(path, encode_position(pos))
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a 0600 temporary file beside it, fsynced, renamed."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    data = encode_position(pos)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(tmp, flags, 0o600)
@@ -110,33 +114,50 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def load_position(path: str) -> Optional[Position]:
-    """The saved position, or None (with one log line) when there is none usable."""
+def read_small_file(path: str, limit: int, what: str) -> Optional[bytes]:
+    """The bytes of a saved-state file, or None (with one log line) when it is unusable:
+    missing, a symlink, not a regular file, larger than ``limit``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        log.info("no saved position in %s: replaying the whole job queue log", path)
+        log.info("no saved %s in %s", what, path)
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            log.warning("ignoring saved position %s: it is a symlink", path)
+            log.warning("ignoring saved %s %s: it is a symlink", what, path)
         else:
-            log.warning("ignoring saved position %s: %s", path, e.strerror or e)
+            log.warning("ignoring saved %s %s: %s", what, path, e.strerror or e)
         return None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            log.warning("ignoring saved position %s: not a regular file", path)
+            log.warning("ignoring saved %s %s: not a regular file", what, path)
             return None
-        data = os.read(fd, MAX_STATE_BYTES + 1)
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
     except OSError as e:
-        log.warning("ignoring saved position %s: %s", path, e.strerror or e)
+        log.warning("ignoring saved %s %s: %s", what, path, e.strerror or e)
         return None
     finally:
         os.close(fd)
-    if len(data) > MAX_STATE_BYTES:
-        log.warning("ignoring saved position %s: larger than %d bytes", path, MAX_STATE_BYTES)
+    if len(data) > limit:
+        log.warning("ignoring saved %s %s: larger than %d bytes", what, path, limit)
+        return None
+    return data
+
+
+def load_position(path: str) -> Optional[Position]:
+    """The saved position, or None (with one log line) when there is none usable."""
+    data = read_small_file(path, MAX_STATE_BYTES, "position")
+    if data is None:
         return None
     try:
         return decode_position(data)

@@ -6,13 +6,15 @@ file, and the schedd simulator in this process, so the test knows exactly which 
 made while a part was down:
 
 - pandad SIGKILLed: the plug-in restarts it after its backoff; the changes made meanwhile are
-  dropped and counted (``records_dropped_pandad_down``), and the monitor misses exactly those;
+  dropped and counted (``records_dropped_pandad_down``), exactly, and healed: the plug-in
+  re-sends those jobs, and the monitor ends equal to the truth;
 - panda_plugin SIGKILLed, restarted, then SIGTERMed and restarted: each pandad flushes at end of
   input and its books balance with no loss; the restarted plug-in resumes from its saved
   position and the monitor ends equal to the truth (a re-sent record is applied idempotently);
 - the development monitor restarted (same port, same --db file): with PANDA_RETRY_LIMIT > 0
   nothing is lost and the monitor converges; with PANDA_RETRY_LIMIT = 0 the records of the
-  failed cycles are counted ``records_lost_transport`` and the monitor misses exactly those.
+  failed cycles are counted ``records_lost_transport``, exactly, and the plug-in heals those
+  jobs once pandad reports them lost, so the monitor converges too.
 """
 
 import os
@@ -154,21 +156,12 @@ def feed_factory(tmp_path):
         feed.close()
 
 
-def lost_marks(problems: List[str]) -> Dict[str, str]:
-    """{job: problem} for the jobs whose only difference is the missing mark attribute."""
-    out = {}
-    for line in problems:
-        job, _, what = line.partition(": ")
-        out[job] = what
-    return out
-
-
 def pandad_losses(stats: Dict[str, str]) -> Dict[str, int]:
     return {name: counter(stats, name) for name in OUTCOMES
             if name != "records_sent" and counter(stats, name)}
 
 
-def test_pandad_sigkill_is_restarted_and_the_drops_are_what_the_monitor_misses(feed_factory):
+def test_pandad_sigkill_is_restarted_and_the_drops_are_counted_and_healed(feed_factory):
     feed = feed_factory()
     feed.activity(300)
     feed.wait_quiet()
@@ -188,20 +181,18 @@ def test_pandad_sigkill_is_restarted_and_the_drops_are_what_the_monitor_misses(f
 
     feed.activity(200)                  # the run goes on with the new pandad
     feed.wait_quiet()
+    wait_until(lambda: feed.problems() == [], 60, interval=0.2,
+               message="the dropped changes to be healed")
     assert feed.chain.stop_plugin(signal.SIGTERM) == 0
     plugin = feed.chain.plugin_counters()
     assert plugin.get("pandad_restarts") == 1, plugin
     reported = int(plugin.get("records_dropped_pandad_down", 0))
 
-    # What was reported lost is what the monitor misses: one mark per victim, nothing else.
-    observed = lost_marks(feed.problems())
-    victim_ids = {job_id for job_id, entry in feed.sim.truth().items()
-                  if tuple(map(int, entry["condorid"].split("."))) in victims}
-    assert set(observed) == victim_ids, observed
-    assert all(what.startswith(f"{MARK} missing") and ";" not in what
-               for what in observed.values()), observed
-    assert reported == len(victims) == len(observed), (reported, dropped_line)
+    # The drops were counted exactly, and healed: the monitor equals the truth.
+    assert reported == len(victims), (reported, dropped_line)
     assert f"dropped {len(victims)} records" in dropped_line
+    assert feed.problems() == []
+    assert plugin.get("jobs_healed", 0) >= len(victims), plugin
     # The new pandad lost nothing.
     stats = feed.chain.statistics()
     assert_accounted(stats)
@@ -254,7 +245,7 @@ def test_monitor_restart_with_retries_converges(feed_factory):
     assert feed.problems() == []
 
 
-def test_monitor_restart_without_retries_loses_exactly_what_it_counts(feed_factory):
+def test_monitor_restart_without_retries_counts_its_losses_and_heals_them(feed_factory):
     feed = feed_factory(PANDA_RETRY_LIMIT="0")
     feed.activity(300)
     feed.wait_quiet()
@@ -268,12 +259,10 @@ def test_monitor_restart_without_retries_loses_exactly_what_it_counts(feed_facto
     feed.restart_monitor(down_while=down)
     feed.activity(200)
     feed.wait_quiet()
+    wait_until(lambda: feed.problems() == [], 60, interval=0.2,
+               message="the lost marks to be healed")
     assert feed.chain.stop_plugin(signal.SIGTERM) == 0
     stats = feed.chain.statistics()
     assert_accounted(stats)
     assert pandad_losses(stats) == {"records_lost_transport": len(victims)}, stats
-
-    observed = lost_marks(feed.problems())
-    assert len(observed) == len(victims), observed
-    assert all(what.startswith(f"{MARK} missing") and ";" not in what
-               for what in observed.values()), observed
+    assert feed.chain.plugin_counters().get("jobs_healed", 0) >= len(victims)

@@ -66,7 +66,7 @@ def test_settings_are_immutable():
     assert [f.name for f in dataclasses.fields(PluginSettings)] == [
         "job_queue_log", "pandad", "poll_interval", "state_file", "job_attributes",
         "invalid_job_attributes", "spill_bytes", "pipe_bytes", "enabled", "log", "max_log",
-        "debug", "schedd_name"]
+        "debug", "schedd_name", "resync_interval"]
 
 
 def test_typed_values_as_htcondor_accepts_them():

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from pandad.stats import Statistics
+from schedd_plugin.backchannel import PipeTracker
 from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe
 from tests.support import COPY_STDIN_CHILD, FakeClock, wait_until
 
@@ -294,3 +295,87 @@ def test_pipe_is_enlarged_within_limits(tmp_path, stats):
         assert size == min(1 << 20, limit) or os.geteuid() == 0 and size == 1 << 20
     finally:
         pipe.close(timeout=10)
+
+
+class Tracker(PipeTracker):
+    """Everything the pipe tells its tracker, in order."""
+
+    def __init__(self) -> None:
+        self.events = []
+
+    def written(self, records):
+        self.events.append(("written", list(records)))
+
+    def dropped(self, records):
+        self.events.append(("dropped", list(records)))
+
+    def reports(self, data):
+        self.events.append(("reports", data))
+
+    def started(self):
+        self.events.append(("started",))
+
+    def exited(self, status):
+        self.events.append(("exited", status))
+
+    def of(self, kind):
+        return [e for e in self.events if e[0] == kind]
+
+
+# Says HELLO on stdout if PANDAD_BACK_CHANNEL=1, reads two lines, reports them settled, exits 5.
+BACK_CHANNEL_CHILD = (
+    "import os, sys\n"
+    "on = os.environ.get('PANDAD_BACK_CHANNEL') == '1'\n"
+    "out = sys.stdout.buffer\n"
+    "if on: out.write(b'HELLO\\t1\\n'); out.flush()\n"
+    "sys.stdin.buffer.readline(); sys.stdin.buffer.readline()\n"
+    "if on: out.write(b'LOST\\t\"schedd#1.0#1\"\\nSETTLED\\t2\\n'); out.flush()\n"
+    "sys.exit(5)\n")
+
+
+def test_the_tracker_sees_records_reports_and_the_exit_in_order(tmp_path, stats):
+    tracker = Tracker()
+    clock = FakeClock()
+    pipe = PandadPipe([sys.executable, "-c", BACK_CHANNEL_CHILD], 65536, 0, stats,
+                      clock=clock, tracker=tracker, back_channel=True)
+    assert tracker.events == [("started",)] and pipe.reports_fd is not None
+    records = [record(0, 100), record(1, 100)]
+    for rec in records:
+        pipe.write(rec)
+    pipe.pump()
+    assert tracker.of("written") == [("written", records)]
+    wait_until(lambda: (pipe.pump(), not pipe.running)[1], 10, message="the child to exit")
+    reports = b"".join(e[1] for e in tracker.of("reports"))
+    assert reports == b'HELLO\t1\nLOST\t"schedd#1.0#1"\nSETTLED\t2\n'
+    assert tracker.events[-1] == ("exited", 5)
+    assert pipe.reports_fd is None
+    # While it is down (backoff), records are dropped, and the tracker is told which.
+    assert pipe.write(record(2, 100)) is False
+    assert tracker.events[-1] == ("dropped", [record(2, 100)])
+    pipe.restart_now()
+    pipe.pump()
+    assert pipe.running and tracker.events[-1] == ("started",)
+    pipe.close(timeout=10)
+
+
+def test_without_the_back_channel_pandad_gets_no_stdout_pipe(tmp_path, stats):
+    tracker = Tracker()
+    pipe = PandadPipe([sys.executable, "-c", BACK_CHANNEL_CHILD], 65536, 0, stats,
+                      tracker=tracker)
+    assert pipe.reports_fd is None
+    pipe.close(timeout=10)
+    assert tracker.of("reports") == []
+
+
+def test_close_reads_the_back_channel_while_pandad_finishes(tmp_path, stats):
+    tracker = Tracker()
+    child = ("import sys, time\n"
+             "sys.stdin.buffer.read()\n"
+             "for i in range(20000): sys.stdout.buffer.write(b'LOST\\t\"s#%d.0#1\"\\n' % i)\n"
+             "sys.stdout.buffer.flush()\n")
+    pipe = PandadPipe([sys.executable, "-c", child], 65536, 0, stats, tracker=tracker,
+                      back_channel=True)
+    # 20,000 lines are more than a pipe holds: the child finishes only if close reads them.
+    assert pipe.close(timeout=20) == 0
+    assert b"".join(e[1] for e in tracker.of("reports")).count(b"\n") == 20000
+    assert tracker.events[-1] == ("exited", 0)
