@@ -20,11 +20,10 @@ import os
 import time
 from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
-from pandad.config import ConfigError, HTCondorConfig
+from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig
 
 from schedd_plugin.backchannel import PipeTracker
 from schedd_plugin.healing import Healing, LineSplitter, parse_report
-from schedd_plugin.pipe import EXIT_CONFIG_ERROR
 from schedd_plugin.state import read_small_file, write_atomically
 
 log = logging.getLogger("panda_plugin.healing")
