@@ -46,7 +46,7 @@ from pandad.knobs import (EXIT_CONFIG_ERROR, PluginSettings, load_pandad_setting
                           load_plugin_settings)
 from pandad.logsetup import redact_urls, setup_logging
 from pandad.process import WakeupPipe, start_up, unblock_signals
-from pandad.stats import Statistics
+from pandad.stats import Counters, Statistics
 from schedd_plugin.state import Position, load_position, save_position
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class Sink(Protocol):
 class StdoutWriter:
     """--dry-run's stand-in for the pipe: records go to stdout, counted like the pipe's."""
 
-    def __init__(self, stats: Statistics, out=None) -> None:
+    def __init__(self, stats: Counters, out=None) -> None:
         self.stats = stats
         self.out = out if out is not None else sys.stdout.buffer
         self.broken = False
