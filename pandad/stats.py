@@ -45,6 +45,7 @@ class Statistics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: Dict[str, Number] = {}
+        self._generation = 0
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
@@ -52,11 +53,14 @@ class Statistics:
             return
         with self._lock:
             self._values[name] = self._values.get(name, 0) + n
+            self._generation += 1
 
     def set(self, name: str, value: Number) -> None:
         """Set gauge ``name`` to ``value``."""
         with self._lock:
-            self._values[name] = value
+            if self._values.get(name) != value:
+                self._values[name] = value
+                self._generation += 1
 
     def get(self, name: str) -> Number:
         with self._lock:
@@ -66,6 +70,12 @@ class Statistics:
         """A consistent copy of every value."""
         with self._lock:
             return dict(self._values)
+
+    @property
+    def generation(self) -> int:
+        """Grows with every change; lets a writer skip a block when nothing happened."""
+        with self._lock:
+            return self._generation
 
 
 def counter(values: Figures, name: str) -> int:

@@ -34,6 +34,18 @@ def test_snapshot_is_a_copy():
     assert snap == {"x": 1}
 
 
+def test_generation_grows_only_on_change():
+    stats = Statistics()
+    start = stats.generation
+    stats.set("queue_bytes", 0)
+    stats.set("queue_bytes", 0)
+    after_set = stats.generation
+    stats.add("x", 0)
+    assert stats.generation == after_set == start + 1
+    stats.add("x")
+    assert stats.generation == start + 2
+
+
 def test_a_statistics_object_is_the_counters_the_parts_need():
     assert isinstance(Statistics(), Counters)
 
