@@ -1,5 +1,7 @@
 """ClassAd value text: string literals, old → new syntax, and values → JSON.
 
+Shared by pandad and panda_plugin.
+
 Two ClassAd syntaxes meet here:
 
 * **Old syntax** is what the schedd writes to ``job_queue.log``. Inside a string only ``\\"``

@@ -27,8 +27,8 @@ docs/configuration.md), not by arguments. Exit status: 0; 99 for a configuration
 HELP = ("-h", "--help", "-help")
 
 SUBCOMMANDS = {
-    "devmonitor": "pandad.devmonitor",
-    "demo": "pandad.demo",
+    "devmonitor": "pandad.dev.devmonitor",
+    "demo": "pandad.dev.demo",
 }
 
 

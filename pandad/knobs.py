@@ -1,5 +1,7 @@
 """Every knob, its default, its type; the immutable settings objects built from them.
 
+Shared by pandad and panda_plugin.
+
 ``KNOBS`` is the one table: the settings dataclasses are filled from it and
 docs/configuration.md documents it (tests/test_knobs.py checks that every knob there
 appears in the document with its default). A value that does not parse, or that breaks a

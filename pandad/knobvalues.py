@@ -1,5 +1,7 @@
 """Numbers as HTCondor configuration writes them, and the ranges knobs hold them to.
 
+Shared by pandad and panda_plugin.
+
 A knob's number is a literal or simple ClassAd arithmetic (``64 * 1024``), a byte size may
 carry a unit (``512K``, ``16 MB``, ``4G``). Parsing never raises anything but ValueError: no
 NaN gets through, and a value too large for a double or for Python's integer conversion

@@ -1,5 +1,7 @@
 """HTCondor-style logging for both programs (``pandad`` and ``panda_plugin``).
 
+Shared by pandad and panda_plugin.
+
 Lines look like HTCondor daemon logs (``MM/DD/YY HH:MM:SS message``). The file (``PANDAD_LOG``
 / ``PANDA_PLUGIN_LOG``) is rotated at ``MAX_*_LOG`` bytes to ``<path>.old``, one backup, as
 HTCondor does. With no file configured, or under systemd (which captures stderr into the

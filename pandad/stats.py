@@ -1,5 +1,7 @@
 """The one statistics object per process, how it is rendered, and the statistics log file.
 
+Shared by pandad and panda_plugin.
+
 ``Statistics`` accepts any name, so pandad and the plug-in share it. ``STATISTICS`` lists
 pandad's own figures, with their meanings, in the order ``render`` writes them; the docs
 are generated from it. It starts with the figures HTCondor's C++ pandad reported, under

@@ -1,5 +1,7 @@
 """The record format between the schedd plug-in and pandad (docs/design.md §3), both directions.
 
+Shared by pandad and panda_plugin.
+
 One record per line, fields separated by TAB, each record starting with VT::
 
     \\vADD\\t"<GlobalJobId>"\\t"<cluster>.<proc>"[\\t<Attr>\\t<value>]*\\n

@@ -25,7 +25,7 @@ from pandad.stats import Statistics
 
 from schedd_plugin.backchannel import PipeTracker
 from schedd_plugin.healing import Healing, LineSplitter, parse_report
-from schedd_plugin.state import read_small_file, write_atomically
+from schedd_plugin.state import decode_document, read_small_file, write_atomically
 
 log = logging.getLogger("panda_plugin.healing")
 
@@ -65,14 +65,7 @@ def encode_heal_state(state: HealState) -> bytes:
 
 def decode_heal_state(data: bytes) -> HealState:
     """Parse a heal file's bytes; raises ValueError with a one-line reason."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"not JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError("not a panda_plugin heal file")
-    if doc.get("version") != VERSION:
-        raise ValueError(f"unsupported version {doc.get('version')!r}")
+    doc = decode_document(data, FORMAT, VERSION, "heal file")
     try:
         lists = [doc[name] for name in ("to_heal", "announced", "deleted_names", "tombstones")]
         if not all(isinstance(x, list) for x in lists) or not isinstance(doc["clean"], bool):

@@ -45,16 +45,23 @@ def encode_position(pos: Position) -> bytes:
     return (json.dumps(doc, sort_keys=True) + "\n").encode("ascii")
 
 
-def decode_position(data: bytes) -> Position:
-    """Parse a position file's bytes; raises ValueError with a one-line reason."""
+def decode_document(data: bytes, form: str, version: int, what: str) -> dict:
+    """A state file's JSON object of ``form`` and ``version``; raises ValueError with a
+    one-line reason (``what``: "position file", "heal file")."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError("not a panda_plugin position file")
-    if doc.get("version") != VERSION:
+    if not isinstance(doc, dict) or doc.get("format") != form:
+        raise ValueError(f"not a panda_plugin {what}")
+    if doc.get("version") != version:
         raise ValueError(f"unsupported version {doc.get('version')!r}")
+    return doc
+
+
+def decode_position(data: bytes) -> Position:
+    """Parse a position file's bytes; raises ValueError with a one-line reason."""
+    doc = decode_document(data, FORMAT, VERSION, "position file")
     values = []
     for field in Position._fields:
         value = doc.get(field)

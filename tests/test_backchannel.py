@@ -1,7 +1,6 @@
 """The back channel end to end: a flusher in process against real servers on 127.0.0.1, and a
 real pandad whose stdout is a pipe (``PANDAD_BACK_CHANNEL=1``)."""
 
-import dataclasses
 import json
 import random
 import signal
@@ -10,19 +9,15 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from pandad.buffer import RecordBuffer
-from pandad.config import HTCondorConfig
 from pandad.convert import Converter
-from pandad.devmonitor import DevMonitor
-from pandad.flusher import Flusher
-from pandad.knobs import load_pandad_settings
+from pandad.dev.devmonitor import DevMonitor
 from pandad.report import Ledger
-from pandad.stats import Statistics
-from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
+from tests.support.fake_transport import FakeTransport
 from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
 from tests.support.pandad_process import PandadProcess, assert_accounted
+from tests.test_flusher import Rig as FlusherRig, base_settings  # noqa: F401 (fixture)
 
 
 def job(i: int) -> str:
@@ -40,47 +35,29 @@ def add(i: int, size: int = 20) -> bytes:
 # -- a flusher in process ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def base_settings(tmp_path):
-    config = tmp_path / "condor_config"
-    config.write_text("PANDA_URL = http://127.0.0.1:9/api/jobs/\n"
-                      f"PANDA_STATISTICS_LOG = {tmp_path}/stats\n"
-                      "PANDA_UPDATE_TIMEOUT = 5\n")
-    return load_pandad_settings(HTCondorConfig.load("PANDAD", {"CONDOR_CONFIG": str(config)}))
+class Rig(FlusherRig):
+    """test_flusher's rig reporting to a Ledger, fed as the daemon's reader feeds them."""
 
-
-class Rig:
-    """A buffer, a flusher reporting to a Ledger, fed as the daemon's reader feeds them."""
-
-    def __init__(self, settings, url: str, **changes) -> None:
-        self.settings = dataclasses.replace(settings, url=url, **changes)
-        self.stats = Statistics()
-        self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
+    def __init__(self, settings, url: Optional[str] = None,
+                 transport: Optional[FakeTransport] = None, **changes) -> None:
         self.ledger = Ledger()
         self.ledger.poll()                                  # HELLO
-        self.flusher = Flusher(self.buffer, Transport(self.settings), self.stats,
-                               self.settings, report=self.ledger)
-        self.lines = 0
+        super().__init__(settings, url, transport, report=self.ledger, **changes)
 
     def feed(self, *records: bytes) -> None:
         lines = [r.rstrip(b"\n") for r in records]
         accepted = self.buffer.put_many(lines)
         self.ledger.read(accepted, lines[accepted:])
-        self.lines += len(lines)
+        self.put += len(lines)
 
     def reports(self) -> List[str]:
         return self.ledger.poll().decode().split("\n")[:-1]
 
-    def count(self, name: str) -> int:
-        return int(self.stats.snapshot().get(name, 0))
 
-
-def jobs_server(decide: Callable[[str, List[str]], int]) -> FaultServer:
+def jobs_transport(decide: Callable[[str, List[str]], int]) -> FakeTransport:
     """Answers each request with ``decide(method, GlobalJobIds in the body)``."""
-    def handler(server, conn, request):
-        ids = [obj["id"] for obj in json.loads(request.body)]
-        return respond(conn, decide(request.method, ids), b"[]", keep_alive=True)
-    return FaultServer(handler)
+    return FakeTransport(otherwise=lambda method, body: decide(
+        method, [obj["id"] for obj in json.loads(body)]))
 
 
 def lost(reports: List[str]) -> List[str]:
@@ -101,37 +78,34 @@ def test_everything_sent_settles_without_lost(base_settings):
 
 
 def test_lost_in_transport_names_every_job_then_settles(base_settings):
-    with StatusServer(500) as server:
-        rig = Rig(base_settings, server.url, retry_limit=0)
-        rig.feed(*(add(i) for i in range(4)), encode_remove(job(9)))
-        rig.flusher.flush_once()
-        reports = rig.reports()
-        assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 3, 9))
-        assert reports[-1] == "SETTLED\t5"
-        assert rig.count("records_lost_transport") == 5
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=500), retry_limit=0)
+    rig.feed(*(add(i) for i in range(4)), encode_remove(job(9)))
+    rig.flusher.flush_once()
+    reports = rig.reports()
+    assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 3, 9))
+    assert reports[-1] == "SETTLED\t5"
+    assert rig.count("records_lost_transport") == 5
 
 
 @pytest.mark.parametrize("retry_limit", [0, 3])
 def test_an_endpoint_refusal_names_every_job_then_settles(base_settings, retry_limit):
-    with StatusServer(404) as server:
-        rig = Rig(base_settings, server.url, retry_limit=retry_limit)
-        rig.feed(*(add(i) for i in range(3)), encode_update(job(7), [("JobStatus", "2")]))
-        rig.flusher.flush_once()
-        reports = rig.reports()
-        assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 7))
-        assert reports[-1] == "SETTLED\t4"
-        assert rig.count("records_lost_endpoint") == 4
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=404), retry_limit=retry_limit)
+    rig.feed(*(add(i) for i in range(3)), encode_update(job(7), [("JobStatus", "2")]))
+    rig.flusher.flush_once()
+    reports = rig.reports()
+    assert sorted(lost(reports)) == sorted(field(i) for i in (0, 1, 2, 7))
+    assert reports[-1] == "SETTLED\t4"
+    assert rig.count("records_lost_endpoint") == 4
 
 
 def test_rejected_after_the_other_verb_names_that_job_only(base_settings):
     def decide(method: str, ids: List[str]) -> int:
         return 400 if job(2) in ids else 201
-    with jobs_server(decide) as server:
-        rig = Rig(base_settings, server.url)
-        rig.feed(*(add(i) for i in range(4)))
-        rig.flusher.flush_once()
-        assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t4"]
-        assert rig.count("records_rejected") == 1
+    rig = Rig(base_settings, transport=jobs_transport(decide))
+    rig.feed(*(add(i) for i in range(4)))
+    rig.flusher.flush_once()
+    assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t4"]
+    assert rig.count("records_rejected") == 1
 
 
 def test_unconvertible_names_the_job(base_settings, monkeypatch):
@@ -157,33 +131,31 @@ def test_retry_carry_over_holds_settled_until_sent(base_settings):
 
     def decide(method: str, ids: List[str]) -> int:
         return 503 if down.is_set() else 201
-    with jobs_server(decide) as server:
-        rig = Rig(base_settings, server.url, retry_limit=3)
-        rig.feed(add(1), add(2))
-        rig.flusher.flush_once()
-        assert rig.reports() == []                  # carried for a retry: not settled
-        assert rig.flusher.pending_records == 2
-        rig.feed(encode_update(job(1), [("JobStatus", "2")]), add(3))
-        rig.flusher.flush_once()                    # still down: all four carried
-        assert rig.reports() == []
-        down.clear()
-        rig.flusher.flush_once()
-        assert rig.reports() == ["SETTLED\t4"]
-        assert rig.count("records_sent") == 4
+    rig = Rig(base_settings, transport=jobs_transport(decide), retry_limit=3)
+    rig.feed(add(1), add(2))
+    rig.flusher.flush_once()
+    assert rig.reports() == []                  # carried for a retry: not settled
+    assert rig.flusher.pending_records == 2
+    rig.feed(encode_update(job(1), [("JobStatus", "2")]), add(3))
+    rig.flusher.flush_once()                    # still down: all four carried
+    assert rig.reports() == []
+    down.clear()
+    rig.flusher.flush_once()
+    assert rig.reports() == ["SETTLED\t4"]
+    assert rig.count("records_sent") == 4
 
 
 def test_retries_exhausted_name_the_job_once_settled(base_settings):
-    with StatusServer(503) as server:
-        rig = Rig(base_settings, server.url, retry_limit=1)
-        rig.feed(add(1))
-        rig.flusher.flush_once()
-        assert rig.reports() == []
-        rig.feed(add(2))
-        rig.flusher.flush_once()                    # job 1's second failure: lost
-        assert rig.reports() == [f"LOST\t{field(1)}", "SETTLED\t1"]    # job 2 carried
-        rig.flusher.flush_once()
-        assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t2"]
-        assert rig.count("records_lost_transport") == 2
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=503), retry_limit=1)
+    rig.feed(add(1))
+    rig.flusher.flush_once()
+    assert rig.reports() == []
+    rig.feed(add(2))
+    rig.flusher.flush_once()                    # job 1's second failure: lost
+    assert rig.reports() == [f"LOST\t{field(1)}", "SETTLED\t1"]    # job 2 carried
+    rig.flusher.flush_once()
+    assert rig.reports() == [f"LOST\t{field(2)}", "SETTLED\t2"]
+    assert rig.count("records_lost_transport") == 2
 
 
 def test_a_failure_in_a_later_slice_settles_the_earlier_slices(base_settings):
@@ -192,15 +164,15 @@ def test_a_failure_in_a_later_slice_settles_the_earlier_slices(base_settings):
     def decide(method: str, ids: List[str]) -> int:
         requests.append(ids)
         return 201 if len(requests) <= 2 else 503
-    with jobs_server(decide) as server:
-        # Slices of a quarter of 4 KiB: a few dozen records each.
-        rig = Rig(base_settings, server.url, retry_limit=2, max_request_bytes=4096)
-        rig.feed(*(add(i, size=100) for i in range(200)))
-        rig.flusher.flush_once()
-        sent = rig.count("records_sent")
-        assert 0 < sent < 200 and rig.flusher.pending_records > 0
-        assert rig.reports() == [f"SETTLED\t{sent}"]
-        assert not lost(rig.reports())
+    # Slices of a quarter of 4 KiB: a few dozen records each.
+    rig = Rig(base_settings, transport=jobs_transport(decide), retry_limit=2,
+              max_request_bytes=4096)
+    rig.feed(*(add(i, size=100) for i in range(200)))
+    rig.flusher.flush_once()
+    sent = rig.count("records_sent")
+    assert 0 < sent < 200 and rig.flusher.pending_records > 0
+    assert rig.reports() == [f"SETTLED\t{sent}"]
+    assert not lost(rig.reports())
 
 
 def test_abandon_names_what_is_in_flight_and_what_waits_for_a_retry(base_settings):

@@ -19,9 +19,9 @@ from pandad.convert import Converter, _local_time
 from pandad.flusher import Flusher, encode_objects, encode_pieces
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
-from pandad.transport import Answer
 from pandad.wire import decode, encode_add, encode_remove, encode_update
 from tests.support import MAP_2014
+from tests.support.fake_transport import FakeTransport
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -117,19 +117,6 @@ def test_converter_remembers_nothing_that_changes_an_object(attribute_map, comma
         assert repr(converter.job_object(f"j{index}", None, attrs.items())) == repr(expected)
 
 
-class Recorder:
-    """A transport that takes every request and keeps (method, body)."""
-
-    url_for_log = "http://127.0.0.1:9/"
-
-    def __init__(self) -> None:
-        self.requests = []
-
-    def exchange(self, method: str, body: bytes) -> Answer:
-        self.requests.append((method, body))
-        return Answer({"POST": 201, "PUT": 200, "DELETE": 204}[method])
-
-
 def reference_requests(lines, attribute_map=()) -> tuple:
     """The requests and counters of one cycle over ``lines``, from reference_coalesce and
     reference_job_object: what the flusher sent before plain UPDATEs were kept as fields."""
@@ -183,7 +170,7 @@ UPDATES = st.lists(st.one_of(
           encode_update("s#2.0#9", [("RemoteWallClockTime", "1"), ("run_time", "2"),
                                     ("RemoteWallClockTime", "3")])[:-1]])    # one key, two names
 def test_plain_updates_give_the_bodies_and_counters_of_the_reference(attribute_map, fast, lines):
-    recorder = Recorder()
+    recorder = FakeTransport()
     stats = Statistics()
     buffer = RecordBuffer(1 << 30, 0, 1 << 30)
     assert buffer.put_many(lines) == len(lines)
@@ -191,7 +178,7 @@ def test_plain_updates_give_the_bodies_and_counters_of_the_reference(attribute_m
     Flusher(buffer, recorder, stats, settings, fast=fast).flush_once()
     requests, sent, unconvertible = reference_requests(lines, attribute_map)
     counters = stats.snapshot()
-    assert recorder.requests == requests
+    assert recorder.received == requests
     assert counters.get("records_sent", 0) == sent
     assert counters.get("records_bad_unconvertible", 0) == unconvertible
 
@@ -238,7 +225,7 @@ def test_fast_bodies_are_the_reference_bodies_at_any_size(attribute_map, lines, 
     """Flusher(fast=True) and Flusher(fast=False) send the same requests, cut alike."""
     sent = []
     for fast in (True, False):
-        recorder = Recorder()
+        recorder = FakeTransport()
         buffer = RecordBuffer(1 << 30, 0, 1 << 30)
         buffer.put_many(lines * 3)
         settings = PandadSettings(url="http://127.0.0.1:9/", attribute_map=attribute_map,
@@ -247,7 +234,7 @@ def test_fast_bodies_are_the_reference_bodies_at_any_size(attribute_map, lines, 
         Flusher(buffer, recorder, stats, settings, fast=fast).flush_once()
         counters = stats.snapshot()
         counters.pop("last_success_time", None)
-        sent.append((recorder.requests, counters))
+        sent.append((recorder.received, counters))
     assert sent[0] == sent[1]
 
 

@@ -11,18 +11,17 @@ A real DRF monitor (tests/drf_monitor: two BigPanDA HTCondor jobs models, each b
   and to DevMonitor: statuses and the final value of every model field must be the same.
 """
 
-import json
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import (ATTRIBUTE_MAP_2014, python_command, python_env, require_module,
                            wait_until)
+from tests.support.http_client import get_json, request
 from tests.support.pandad_process import PandadProcess, assert_accounted
 
 SCHEDD = "schedd.example.org"
@@ -48,8 +47,7 @@ class DRFMonitor:
         self.htcondor_url = self.url.replace("/api/jobs/", "/htcondor/api/jobs/")
 
     def jobs(self, url: Optional[str] = None) -> Dict[str, dict]:
-        with urllib.request.urlopen(url or self.url, timeout=10) as response:
-            return {job["id"]: job for job in json.load(response)}
+        return {job["id"]: job for job in get_json(url or self.url)}
 
     def htcondor_jobs(self) -> Dict[str, dict]:
         return self.jobs(self.htcondor_url)
@@ -97,13 +95,7 @@ def comparable(drf_jobs: Dict[str, dict], dev_jobs: Dict[str, dict]) -> Tuple[di
 
 
 def post(url: str, method: str, items: List[dict]) -> int:
-    request = urllib.request.Request(url, data=json.dumps(items).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+    return request(url, method, items)[0]
 
 
 # -- the bulk requests themselves ------------------------------------------------------------

@@ -25,10 +25,10 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from pandad.demo import Chain, compare
-from pandad.devmonitor import DevMonitor
+from pandad.dev.demo import Chain, compare
+from pandad.dev.devmonitor import DevMonitor
+from pandad.dev.simulate import RUNNING, ScheddSimulator
 from pandad.stats import OUTCOMES, counter
-from schedd_plugin.simulate import RUNNING, ScheddSimulator
 from tests.support import python_env, wait_until
 from tests.support.pandad_process import assert_accounted
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 MARK = "PandaCrashMark"
 
 
-class Feed:
+class CrashRun:
     """A monitor on an sqlite file, a Chain (plug-in + pandad) and an in-process simulator."""
 
     def __init__(self, directory: Path, **knobs: str) -> None:
@@ -143,17 +143,17 @@ class Feed:
 
 
 @pytest.fixture
-def feed_factory(tmp_path):
-    feeds: List[Feed] = []
+def run_factory(tmp_path):
+    runs: List[CrashRun] = []
 
-    def make(**knobs: str) -> Feed:
-        feed = Feed(tmp_path, **knobs)
-        feeds.append(feed)
-        return feed
+    def make(**knobs: str) -> CrashRun:
+        run = CrashRun(tmp_path, **knobs)
+        runs.append(run)
+        return run
 
     yield make
-    for feed in feeds:
-        feed.close()
+    for run in runs:
+        run.close()
 
 
 def pandad_losses(stats: Dict[str, str]) -> Dict[str, int]:
@@ -161,108 +161,108 @@ def pandad_losses(stats: Dict[str, str]) -> Dict[str, int]:
             if name != "records_sent" and counter(stats, name)}
 
 
-def test_pandad_sigkill_is_restarted_and_the_drops_are_counted_and_healed(feed_factory):
-    feed = feed_factory()
-    feed.activity(300)
-    feed.wait_quiet()
-    problems = feed.problems()
+def test_pandad_sigkill_is_restarted_and_the_drops_are_counted_and_healed(run_factory):
+    run = run_factory()
+    run.activity(300)
+    run.wait_quiet()
+    problems = run.problems()
     assert problems == [], "\n".join(problems)
-    victims = feed.queued_jobs(4)
+    victims = run.queued_jobs(4)
 
-    killed = feed.pandad()
-    mark = len(feed.plugin_log())
+    killed = run.pandad()
+    mark = len(run.plugin_log())
     os.kill(killed, signal.SIGKILL)
-    feed.wait_plugin_log("restarting it in", after=mark)
+    run.wait_plugin_log("restarting it in", after=mark)
     # pandad is down for its restart backoff (1 s): these changes cannot reach it.
-    feed.mark(victims, "while pandad was down")
-    dropped_line = feed.wait_plugin_log("dropped", after=mark)
-    wait_until(lambda: feed.chain.pandad_processes() and killed not in
-               feed.chain.pandad_processes(), 20, message="pandad restarted")
+    run.mark(victims, "while pandad was down")
+    dropped_line = run.wait_plugin_log("dropped", after=mark)
+    wait_until(lambda: run.chain.pandad_processes() and killed not in
+               run.chain.pandad_processes(), 20, message="pandad restarted")
 
-    feed.activity(200)                  # the run goes on with the new pandad
-    feed.wait_quiet()
-    wait_until(lambda: feed.problems() == [], 60, interval=0.2,
+    run.activity(200)                  # the run goes on with the new pandad
+    run.wait_quiet()
+    wait_until(lambda: run.problems() == [], 60, interval=0.2,
                message="the dropped changes to be healed")
-    assert feed.chain.stop_plugin(signal.SIGTERM) == 0
-    plugin = feed.chain.plugin_counters()
+    assert run.chain.stop_plugin(signal.SIGTERM) == 0
+    plugin = run.chain.plugin_counters()
     assert plugin.get("pandad_restarts") == 1, plugin
     reported = int(plugin.get("records_dropped_pandad_down", 0))
 
     # The drops were counted exactly, and healed: the monitor equals the truth.
     assert reported == len(victims), (reported, dropped_line)
     assert f"dropped {len(victims)} records" in dropped_line
-    assert feed.problems() == []
+    assert run.problems() == []
     assert plugin.get("jobs_healed", 0) >= len(victims), plugin
     # The new pandad lost nothing.
-    stats = feed.chain.statistics()
+    stats = run.chain.statistics()
     assert_accounted(stats)
     assert pandad_losses(stats) == {}
 
 
-def test_plugin_sigkill_and_sigterm_restarts_lose_nothing(feed_factory):
-    feed = feed_factory()
+def test_plugin_sigkill_and_sigterm_restarts_lose_nothing(run_factory):
+    run = run_factory()
     for sig in (signal.SIGKILL, signal.SIGTERM):
-        feed.activity(250)
-        pandad = feed.pandad()
-        stats_log = feed.chain.knobs["PANDA_STATISTICS_LOG"]
-        status = feed.chain.stop_plugin(sig)
+        run.activity(250)
+        pandad = run.pandad()
+        stats_log = run.chain.knobs["PANDA_STATISTICS_LOG"]
+        status = run.chain.stop_plugin(sig)
         assert status == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
         # pandad saw end of input: it flushes what it read, writes its final books, exits.
-        wait_until(lambda: pandad not in feed.chain.pandad_processes(), 30,
+        wait_until(lambda: pandad not in run.chain.pandad_processes(), 30,
                    message="the orphaned pandad to finish")
         from pandad.stats import read_statistics
 
         stats = read_statistics(stats_log)
         assert_accounted(stats)
         assert pandad_losses(stats) == {}, (sig, stats)
-        feed.activity(100)              # the schedd goes on while no plug-in runs
-        feed.new_statistics_log()
-        feed.start_plugin()             # resumes from the saved position
-    feed.activity(200)
-    feed.wait_quiet()
-    assert feed.chain.stop_plugin(signal.SIGTERM) == 0
-    stats = feed.chain.statistics()
+        run.activity(100)              # the schedd goes on while no plug-in runs
+        run.new_statistics_log()
+        run.start_plugin()             # resumes from the saved position
+    run.activity(200)
+    run.wait_quiet()
+    assert run.chain.stop_plugin(signal.SIGTERM) == 0
+    stats = run.chain.statistics()
     assert_accounted(stats)
     assert pandad_losses(stats) == {}
-    plugin = feed.chain.plugin_counters()
+    plugin = run.chain.plugin_counters()
     assert plugin.get("records_dropped_pandad_down", 0) == 0
     assert plugin.get("records_dropped_pipe_full", 0) == 0
-    assert feed.problems() == []
+    assert run.problems() == []
 
 
-def test_monitor_restart_with_retries_converges(feed_factory):
-    feed = feed_factory(PANDA_RETRY_LIMIT="1000")
-    feed.activity(250)
-    feed.restart_monitor(down_while=lambda: feed.activity(250))
-    feed.activity(150)
-    feed.wait_quiet(timeout=90)         # a retry may wait out a backoff of some seconds
-    assert feed.chain.stop_plugin(signal.SIGTERM) == 0
-    stats = feed.chain.statistics()
+def test_monitor_restart_with_retries_converges(run_factory):
+    run = run_factory(PANDA_RETRY_LIMIT="1000")
+    run.activity(250)
+    run.restart_monitor(down_while=lambda: run.activity(250))
+    run.activity(150)
+    run.wait_quiet(timeout=90)         # a retry may wait out a backoff of some seconds
+    assert run.chain.stop_plugin(signal.SIGTERM) == 0
+    stats = run.chain.statistics()
     assert_accounted(stats)
     assert counter(stats, "transport_failures") > 0
     assert counter(stats, "retries") > 0
     assert pandad_losses(stats) == {}
-    assert feed.problems() == []
+    assert run.problems() == []
 
 
-def test_monitor_restart_without_retries_counts_its_losses_and_heals_them(feed_factory):
-    feed = feed_factory(PANDA_RETRY_LIMIT="0")
-    feed.activity(300)
-    feed.wait_quiet()
-    victims = feed.queued_jobs(5)
+def test_monitor_restart_without_retries_counts_its_losses_and_heals_them(run_factory):
+    run = run_factory(PANDA_RETRY_LIMIT="0")
+    run.activity(300)
+    run.wait_quiet()
+    victims = run.queued_jobs(5)
 
     def down() -> None:
-        feed.mark(victims, "while the monitor was down")
-        wait_until(lambda: counter(feed.chain.statistics(), "records_lost_transport")
+        run.mark(victims, "while the monitor was down")
+        wait_until(lambda: counter(run.chain.statistics(), "records_lost_transport")
                    >= len(victims), 20, message="pandad to give the marks up")
 
-    feed.restart_monitor(down_while=down)
-    feed.activity(200)
-    feed.wait_quiet()
-    wait_until(lambda: feed.problems() == [], 60, interval=0.2,
+    run.restart_monitor(down_while=down)
+    run.activity(200)
+    run.wait_quiet()
+    wait_until(lambda: run.problems() == [], 60, interval=0.2,
                message="the lost marks to be healed")
-    assert feed.chain.stop_plugin(signal.SIGTERM) == 0
-    stats = feed.chain.statistics()
+    assert run.chain.stop_plugin(signal.SIGTERM) == 0
+    stats = run.chain.statistics()
     assert_accounted(stats)
     assert pandad_losses(stats) == {"records_lost_transport": len(victims)}, stats
-    assert feed.chain.plugin_counters().get("jobs_healed", 0) >= len(victims)
+    assert run.chain.plugin_counters().get("jobs_healed", 0) >= len(victims)

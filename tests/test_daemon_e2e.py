@@ -9,7 +9,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
 from tests.support.pandad_process import PandadProcess, assert_accounted

@@ -5,7 +5,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import encode_add, encode_update
 from tests.support import wait_until
 from tests.support.faultserver import (CloseMidResponseServer, HangServer, RefusedPort,

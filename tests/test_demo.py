@@ -1,21 +1,21 @@
 """``pandad demo``: its pure parts (matching rule, statistics, log events), the recording
 monitor and the log watcher, and the demo itself as a real process."""
 
-import json
 import os
 import signal
 import subprocess
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from pandad.convert import job_object
-from pandad.demo import (Chain, RecordingMonitor, LogWatcher, compare, config_text, chain_knobs,
-                         log_event, parse_plugin_counters, percentile)
-from schedd_plugin.simulate import ScheddSimulator
-from tests.support import MAP_2014, python_command, python_env, wait_until
+from pandad.dev.demo import (Chain, RecordingMonitor, LogWatcher, compare, config_text,
+                             chain_knobs, log_event, parse_plugin_counters, percentile)
+from pandad.dev.simulate import ScheddSimulator
+from tests.support import (MAP_2014, kill_if_running, python_command, python_env,
+                           wait_until)
+from tests.support.http_client import request
 
 GJID = "ap1.example.org#1.0#1700000000"
 
@@ -147,26 +147,16 @@ def test_watcher_follows_a_simulated_log_through_rotations(tmp_path):
 
 # -- the recording monitor --------------------------------------------------------------------
 
-def _request(url, method, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def test_recording_monitor_keeps_applied_changes_only():
     monitor = RecordingMonitor()
     url = monitor.start()
     try:
         assert monitor.page_url == url[:-len("api/jobs/")]
-        assert _request(url, "POST", [{"id": "a", "condorid": "1.0"}]) == 201
-        assert _request(url, "POST", [{"id": "a"}]) == 400          # exists: not recorded
-        assert _request(url, "PUT", [{"id": "b", "x": 1}]) == 400   # unknown: not recorded
-        assert _request(url, "PUT", [{"id": "a", "x": 1}]) == 200
-        assert _request(url, "DELETE", [{"id": "a"}]) == 204
+        assert request(url, "POST", [{"id": "a", "condorid": "1.0"}])[0] == 201
+        assert request(url, "POST", [{"id": "a"}])[0] == 400          # exists: not recorded
+        assert request(url, "PUT", [{"id": "b", "x": 1}])[0] == 400   # unknown: not recorded
+        assert request(url, "PUT", [{"id": "a", "x": 1}])[0] == 200
+        assert request(url, "DELETE", [{"id": "a"}])[0] == 204
         store = monitor.store
         assert [(c.action, c.job) for c in store.changes] == [
             ("create", {"id": "a", "condorid": "1.0"}), ("update", {"id": "a", "x": 1}),
@@ -279,8 +269,6 @@ def test_demo_interrupted_cleans_up(demo_env):
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 130
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        kill_if_running(demo)
     assert _processes_with(marker) == []
     assert list(tmpdir.iterdir()) == []

@@ -1,36 +1,23 @@
-"""pandad.devmonitor: the BigPanDA bulk jobs contract, on a real server on 127.0.0.1."""
+"""pandad.dev.devmonitor: the BigPanDA bulk jobs contract, on a real server on 127.0.0.1."""
 
 import http.client
 import json
 import signal
 import subprocess
 import urllib.parse
-from typing import Any, Iterator, Tuple
+from typing import Iterator
 
 import pytest
 
-from pandad.devmonitor import BadBody, DevMonitor, main, parse_job_array
-from tests.support import python_command, python_env
+from pandad.dev.devmonitor import BadBody, DevMonitor, main, parse_job_array
+from tests.support import kill_if_running, python_command, python_env
+from tests.support.http_client import get_json, request, request_json
 
 
 @pytest.fixture
 def monitor() -> Iterator[DevMonitor]:
     with DevMonitor() as running:
         yield running
-
-
-def request(url: str, method: str, body: Any = None, raw: bytes = None,
-            path: str = None) -> Tuple[int, bytes]:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        headers = {"Content-Type": "application/json"}
-        conn.request(method, path or parts.path, body=data, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 # -- pure parsing ----------------------------------------------------------------------------
@@ -52,29 +39,25 @@ def test_parse_job_array_accepts_jobs() -> None:
 
 def test_post_creates_put_merges_delete_marks_removed(monitor: DevMonitor) -> None:
     url = monitor.url
-    status, body = request(url, "POST", [{"id": "a", "condorid": "1.0", "JobStatus": 1},
-                                         {"id": "b", "condorid": "1.1", "owner": "alice"}])
-    assert status == 201
-    assert json.loads(body) == {"created": 2}
-    status, body = request(url, "PUT", [{"id": "a", "JobStatus": 2, "cmd": "/bin/x"},
-                                     {"id": "b", "owner": None}])
-    assert status == 200 and json.loads(body) == {"updated": 2}
-    status, body = request(url, "DELETE", [{"id": "a"}, {"id": "never-seen"}])
-    assert status == 204 and body == b""
+    assert request_json(url, "POST", [{"id": "a", "condorid": "1.0", "JobStatus": 1},
+                                      {"id": "b", "condorid": "1.1", "owner": "alice"}]) \
+        == (201, {"created": 2})
+    assert request_json(url, "PUT", [{"id": "a", "JobStatus": 2, "cmd": "/bin/x"},
+                                     {"id": "b", "owner": None}]) == (200, {"updated": 2})
+    assert request(url, "DELETE", [{"id": "a"}, {"id": "never-seen"}]) == (204, b"")
     assert monitor.jobs() == {
         "a": {"id": "a", "condorid": "1.0", "JobStatus": 2, "cmd": "/bin/x", "removed": True},
         "b": {"id": "b", "condorid": "1.1", "owner": None, "removed": False},
     }
-    status, body = request(url, "GET")
-    assert status == 200
-    assert {job["id"]: job for job in json.loads(body)} == monitor.jobs()
+    assert {job["id"]: job for job in get_json(url)} == monitor.jobs()
 
 
 def test_post_with_an_existing_id_rejects_the_whole_array(monitor: DevMonitor) -> None:
     assert request(monitor.url, "POST", [{"id": "a"}])[0] == 201
-    status, body = request(monitor.url, "POST", [{"id": "new"}, {"id": "a", "JobStatus": 5}])
+    status, answer = request_json(monitor.url, "POST",
+                                  [{"id": "new"}, {"id": "a", "JobStatus": 5}])
     assert status == 400
-    assert "already exists" in json.loads(body)["detail"]
+    assert "already exists" in answer["detail"]
     assert monitor.jobs() == {"a": {"id": "a", "removed": False}}
 
 
@@ -87,9 +70,9 @@ def test_post_with_a_bad_element_applies_nothing(monitor: DevMonitor, bad: list)
 
 def test_put_with_one_unknown_id_rejects_the_whole_array(monitor: DevMonitor) -> None:
     assert request(monitor.url, "POST", [{"id": "a", "JobStatus": 1}])[0] == 201
-    status, body = request(monitor.url, "PUT", [{"id": "a", "JobStatus": 2}, {"id": "zz"}])
+    status, answer = request_json(monitor.url, "PUT", [{"id": "a", "JobStatus": 2}, {"id": "zz"}])
     assert status == 400
-    assert "zz" in json.loads(body)["detail"]
+    assert "zz" in answer["detail"]
     assert monitor.jobs()["a"]["JobStatus"] == 1
 
 
@@ -135,9 +118,7 @@ def test_stats_count_jobs_by_status_and_requests(monitor: DevMonitor) -> None:
     request(monitor.url, "POST", jobs)
     request(monitor.url, "DELETE", [{"id": "gone"}])
     request(monitor.url, "PUT", [{"id": "nope"}])
-    status, body = request(monitor.url, "GET", path="/api/stats/")
-    assert status == 200
-    stats = json.loads(body)
+    stats = get_json(urllib.parse.urljoin(monitor.url, "/api/stats/"))
     assert stats["jobs"] == {"by_status": {"Idle": 1, "Running": 1, "Held": 1, "unknown": 1},
                              "removed": 1, "total": 5}
     assert stats["requests"] == {"POST 201": 1, "DELETE 204": 1, "PUT 400": 1}
@@ -189,13 +170,11 @@ def test_main_prints_url_first_and_exits_0_on_sigterm(tmp_path) -> None:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/jobs/")
         assert request(url, "POST", [{"id": "a"}])[0] == 201
-        assert json.loads(request(url, "GET")[1]) == [{"id": "a", "removed": False}]
+        assert get_json(url) == [{"id": "a", "removed": False}]
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
         process.stdout.close()
         process.stderr.close()
 

@@ -1,11 +1,11 @@
-"""pandad.devpage: the development monitor's page, from plain data (no server)."""
+"""pandad.dev.devpage: the development monitor's page, from plain data (no server)."""
 
 import re
 import time
 from html.parser import HTMLParser
 from typing import Dict, List
 
-from pandad.devpage import (SHORT_TEXT, choose_columns, display_value, render_chart,
+from pandad.dev.devpage import (SHORT_TEXT, choose_columns, display_value, render_chart,
                             render_page, status_counts)
 
 CLASSAD = [{"id": "s#1.0#9", "condorid": "1.0", "JobStatus": 2, "Owner": "alice",

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
-from pandad.devmonitor import JOBS_PATH, DevMonitor
+from pandad.dev.devmonitor import JOBS_PATH, DevMonitor
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
 from tests.support.chromium import Browser

@@ -1,23 +1,26 @@
-"""pandad.flusher: cycles against a real DevMonitor and real misbehaving servers on 127.0.0.1."""
+"""pandad.flusher: cycles against a scripted in-process transport, and against a real
+DevMonitor and real servers on 127.0.0.1 where the transport and the monitor take part."""
 
 import dataclasses
 import json
 import threading
 import time
-from typing import Dict
+from typing import Optional
 
 import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
+from pandad.report import NO_REPORT
 from pandad.stats import OUTCOMES, Statistics
 from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
-from tests.support.faultserver import FaultServer, StatusServer, refused_url, respond
+from tests.support.fake_transport import ACCEPT, FakeTransport, refused
+from tests.support.faultserver import FaultServer, refused_url, respond
 
 
 
@@ -39,13 +42,19 @@ def base_settings(tmp_path):
 
 
 class Rig:
-    """A buffer, a flusher and its statistics, sending to ``url``."""
+    """A buffer, a flusher and its statistics, sending to ``url`` (a real Transport) or
+    through ``transport``; ``changes`` are settings, the rest the Flusher's own options."""
 
-    def __init__(self, settings, url: str, **changes) -> None:
+    def __init__(self, settings, url: Optional[str] = None,
+                 transport: Optional[FakeTransport] = None, clock=None,
+                 stall_after: Optional[float] = None, report=NO_REPORT, **changes) -> None:
+        url = transport.url_for_log if transport is not None else url
         self.settings = dataclasses.replace(settings, url=url, **changes)
         self.stats = Statistics()
         self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
-        self.flusher = Flusher(self.buffer, Transport(self.settings), self.stats, self.settings)
+        extra = {"clock": clock} if clock is not None else {}
+        self.flusher = Flusher(self.buffer, transport or Transport(self.settings), self.stats,
+                               self.settings, stall_after=stall_after, report=report, **extra)
         self.put = 0
 
     def feed(self, *records: bytes) -> None:
@@ -63,14 +72,14 @@ class Rig:
         assert self.settled() + self.flusher.pending_records + len(self.buffer) == self.put
 
 
-def record_server(answers: Dict[str, int]) -> FaultServer:
+def accepting_server() -> FaultServer:
     def handler(server, conn, request):
-        return respond(conn, answers[request.method], b"[]", keep_alive=True)
+        return respond(conn, ACCEPT[request.method], b"[]", keep_alive=True)
     return FaultServer(handler)
 
 
 def test_one_cycle_sends_post_put_delete_in_order(base_settings):
-    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
+    with accepting_server() as server:
         rig = Rig(base_settings, server.url)
         rig.feed(encode_remove(job(3)),
                  encode_update(job(2), [("JobStatus", "2")]),
@@ -94,22 +103,22 @@ def test_one_cycle_sends_post_put_delete_in_order(base_settings):
 
 
 def test_bodies_are_split_at_max_request_bytes(base_settings):
-    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
-        rig = Rig(base_settings, server.url, max_request_bytes=2000)
-        rig.feed(*(encode_add(job(i), f"{i}.0", [("Cmd", '"/bin/sleep"'), ("JobStatus", "1")])
-                   for i in range(300)))
-        rig.feed(encode_update(job(1000), [("Huge", '"' + "x" * 5000 + '"')]))
-        rig.flusher.flush_once()
-        posts = [r for r in server.received if r.method == "POST"]
-        assert len(posts) > 10
-        assert all(len(r.body) <= 2000 for r in posts)
-        ids = [obj["id"] for r in posts for obj in json.loads(r.body)]
-        assert sorted(ids) == sorted(job(i) for i in range(300))
-        # A single object larger than the limit goes alone.
-        (huge,) = [r for r in server.received if r.method == "PUT"]
-        assert len(huge.body) > 5000 and len(json.loads(huge.body)) == 1
-        assert rig.count("records_sent") == 301
-        rig.assert_accounted()
+    transport = FakeTransport()
+    rig = Rig(base_settings, transport=transport, max_request_bytes=2000)
+    rig.feed(*(encode_add(job(i), f"{i}.0", [("Cmd", '"/bin/sleep"'), ("JobStatus", "1")])
+               for i in range(300)))
+    rig.feed(encode_update(job(1000), [("Huge", '"' + "x" * 5000 + '"')]))
+    rig.flusher.flush_once()
+    posts = [r for r in transport.received if r.method == "POST"]
+    assert len(posts) > 10
+    assert all(len(r.body) <= 2000 for r in posts)
+    ids = [obj["id"] for r in posts for obj in r.json()]
+    assert sorted(ids) == sorted(job(i) for i in range(300))
+    # A single object larger than the limit goes alone.
+    (huge,) = [r for r in transport.received if r.method == "PUT"]
+    assert len(huge.body) > 5000 and len(huge.json()) == 1
+    assert rig.count("records_sent") == 301
+    rig.assert_accounted()
 
 
 def test_devmonitor_gets_the_coalesced_final_state(base_settings):
@@ -226,72 +235,64 @@ def test_refused_connection_with_no_retry_loses_the_cycle(base_settings, caplog)
 
 
 def test_5xx_is_retried_up_to_the_limit_then_lost(base_settings):
-    with StatusServer(503) as server:
-        rig = Rig(base_settings, server.url, retry_limit=2)
-        rig.feed(encode_add(job(1), "1.0"), encode_update(job(1), [("A", "1")]))
-        rig.flusher.flush_once()
-        assert rig.flusher.pending_records == 2
-        assert rig.stats.get("records_pending_retry") == 2
-        rig.flusher.flush_once()
-        assert rig.count("records_lost_transport") == 0
-        rig.flusher.flush_once()
-        assert rig.count("records_lost_transport") == 2
-        assert rig.flusher.pending_records == 0
-        assert server.requests == 3
-        assert rig.count("responses_503") == 3 == rig.count("bad_response_codes")
-        assert rig.count("retries") == 2
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=503)
+    rig = Rig(base_settings, transport=transport, retry_limit=2)
+    rig.feed(encode_add(job(1), "1.0"), encode_update(job(1), [("A", "1")]))
+    rig.flusher.flush_once()
+    assert rig.flusher.pending_records == 2
+    assert rig.stats.get("records_pending_retry") == 2
+    rig.flusher.flush_once()
+    assert rig.count("records_lost_transport") == 0
+    rig.flusher.flush_once()
+    assert rig.count("records_lost_transport") == 2
+    assert rig.flusher.pending_records == 0
+    assert transport.requests == 3
+    assert rig.count("responses_503") == 3 == rig.count("bad_response_codes")
+    assert rig.count("retries") == 2
+    rig.assert_accounted()
 
 
 def test_carried_over_commands_merge_with_new_records(base_settings):
-    with DevMonitor() as monitor:
-        failing = {"left": 1}
-
-        def flaky(server, conn, request):
-            if failing["left"]:
-                failing["left"] -= 1
-                return respond(conn, 500, b"{}")
-            return False
-
-        with FaultServer(flaky) as flaky_server:
-            rig = Rig(base_settings, flaky_server.url, retry_limit=3)
-            rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
-            rig.flusher.flush_once()
-            assert rig.flusher.pending_records == 1
-        # The monitor is back (at another address, as after SIGHUP).
-        rig.flusher.reconfigure(dataclasses.replace(rig.settings, url=monitor.url),
-                                Transport(dataclasses.replace(rig.settings, url=monitor.url)))
-        rig.feed(encode_update(job(1), [("JobStatus", "2")]))
-        rig.flusher.flush_once()
-        assert monitor.jobs()[job(1)]["JobStatus"] == 2
-        assert monitor.request_counts() == {"POST 201": 1}     # merged into the ADD
-        assert rig.count("records_sent") == 2
-        rig.assert_accounted()
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=500), retry_limit=3)
+    rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
+    rig.flusher.flush_once()
+    assert rig.flusher.pending_records == 1
+    # The monitor is back (at another address, as after SIGHUP).
+    back = FakeTransport(url_for_log="http://127.0.0.1:10/api/jobs/")
+    rig.flusher.reconfigure(dataclasses.replace(rig.settings, url=back.url_for_log), back)
+    rig.feed(encode_update(job(1), [("JobStatus", "2")]))
+    rig.flusher.flush_once()
+    # merged into the ADD
+    assert [(r.method, r.json()) for r in back.received] == [
+        ("POST", [{"id": job(1), "condorid": "1.0", "JobStatus": 2}])]
+    assert rig.count("records_sent") == 2
+    rig.assert_accounted()
 
 
 def test_bad_records_are_counted_by_reason(base_settings):
-    with DevMonitor() as monitor:
-        rig = Rig(base_settings, monitor.url)
-        rig.feed(b"junk", b"\vUPDATE\t\"x\"\tA", encode_add(job(1), "1.0"))
-        rig.flusher.flush_once()
-        assert rig.count("records_bad") == 2
-        assert rig.count("records_bad_no_leading_vt") == 1
-        assert rig.count("records_bad_odd_fields") == 1
-        assert rig.count("records_sent") == 1
-        rig.assert_accounted()
+    transport = FakeTransport()
+    rig = Rig(base_settings, transport=transport)
+    rig.feed(b"junk", b"\vUPDATE\t\"x\"\tA", encode_add(job(1), "1.0"))
+    rig.flusher.flush_once()
+    assert rig.count("records_bad") == 2
+    assert rig.count("records_bad_no_leading_vt") == 1
+    assert rig.count("records_bad_odd_fields") == 1
+    assert rig.count("records_sent") == 1
+    assert transport.methods == ["POST"]
+    rig.assert_accounted()
 
 
 def test_abandon_counts_what_is_unsent_once(base_settings):
-    with StatusServer(503) as server:
-        rig = Rig(base_settings, server.url, retry_limit=5)
-        rig.feed(encode_add(job(1), "1.0"), encode_add(job(2), "2.0"))
-        rig.flusher.flush_once()
-        assert rig.flusher.abandon() == 2
-        assert rig.flusher.abandon() == 0
-        rig.flusher.flush_once()                          # abandoned: does nothing
-        assert server.requests == 1
-        assert rig.count("records_discarded_shutdown") == 2
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=503)
+    rig = Rig(base_settings, transport=transport, retry_limit=5)
+    rig.feed(encode_add(job(1), "1.0"), encode_add(job(2), "2.0"))
+    rig.flusher.flush_once()
+    assert rig.flusher.abandon() == 2
+    assert rig.flusher.abandon() == 0
+    rig.flusher.flush_once()                          # abandoned: does nothing
+    assert transport.requests == 1
+    assert rig.count("records_discarded_shutdown") == 2
+    rig.assert_accounted()
 
 
 def test_backoff_doubles_and_is_capped():
@@ -329,58 +330,50 @@ def test_drain_sends_what_is_left_then_returns(base_settings):
 def test_a_big_buffer_goes_in_slices_in_the_records_order(base_settings):
     """Slices of max_request_bytes: a job ADDed in the first slice and updated in a later
     one gets its POST before the PUT, and every record is counted once."""
-    with record_server({"POST": 201, "PUT": 200, "DELETE": 204}) as server:
-        rig = Rig(base_settings, server.url, max_request_bytes=2000)
-        rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
-        rig.feed(*(encode_update(job(i), [("JobStatus", "2"), ("Pad", '"' + "x" * 50 + '"')])
-                   for i in range(100, 300)))
-        rig.feed(encode_update(job(1), [("JobStatus", "2")]), encode_remove(job(1)))
-        rig.flusher.flush_once()
-        requests = server.received
-        assert all(len(r.body) <= 2000 for r in requests)
-        mentions = [(r.method, obj) for r in requests for obj in json.loads(r.body)
-                    if obj["id"] == job(1)]
-        assert mentions == [("POST", {"id": job(1), "condorid": "1.0", "JobStatus": 1}),
-                            ("PUT", {"id": job(1), "JobStatus": 2}),
-                            ("DELETE", {"id": job(1)})]
-        # The slices' methods interleave: POST, PUTs, then a later slice's PUTs and DELETE.
-        methods = [r.method for r in requests]
-        assert methods[0] == "POST" and methods[-1] == "DELETE" and methods.count("POST") == 1
-        updated = [obj["id"] for r in requests if r.method == "PUT" for obj in json.loads(r.body)]
-        assert sorted(updated) == sorted([job(1)] + [job(i) for i in range(100, 300)])
-        assert rig.count("records_sent") == 203 and rig.count("batches") == 1
-        assert len(rig.buffer) == 0
-        rig.assert_accounted()
+    transport = FakeTransport()
+    rig = Rig(base_settings, transport=transport, max_request_bytes=2000)
+    rig.feed(encode_add(job(1), "1.0", [("JobStatus", "1")]))
+    rig.feed(*(encode_update(job(i), [("JobStatus", "2"), ("Pad", '"' + "x" * 50 + '"')])
+               for i in range(100, 300)))
+    rig.feed(encode_update(job(1), [("JobStatus", "2")]), encode_remove(job(1)))
+    rig.flusher.flush_once()
+    requests = transport.received
+    assert all(len(r.body) <= 2000 for r in requests)
+    mentions = [(r.method, obj) for r in requests for obj in r.json() if obj["id"] == job(1)]
+    assert mentions == [("POST", {"id": job(1), "condorid": "1.0", "JobStatus": 1}),
+                        ("PUT", {"id": job(1), "JobStatus": 2}),
+                        ("DELETE", {"id": job(1)})]
+    # The slices' methods interleave: POST, PUTs, then a later slice's PUTs and DELETE.
+    methods = transport.methods
+    assert methods[0] == "POST" and methods[-1] == "DELETE" and methods.count("POST") == 1
+    updated = [obj["id"] for r in requests if r.method == "PUT" for obj in r.json()]
+    assert sorted(updated) == sorted([job(1)] + [job(i) for i in range(100, 300)])
+    assert rig.count("records_sent") == 203 and rig.count("batches") == 1
+    assert len(rig.buffer) == 0
+    rig.assert_accounted()
 
 
 def test_a_failed_slice_is_retried_and_the_rest_waits_in_the_buffer(base_settings):
-    answers = {"left": 1}
-
-    def first_fails(server, conn, request):
-        if answers["left"]:
-            answers["left"] -= 1
-            return respond(conn, 503, b"{}")
-        return respond(conn, 200, b"[]", keep_alive=True)
-
-    with FaultServer(first_fails) as server:
-        rig = Rig(base_settings, server.url, max_request_bytes=2000, retry_limit=3)
-        rig.feed(*(encode_update(job(i), [("Pad", '"' + "x" * 80 + '"')]) for i in range(200)))
-        rig.flusher.flush_once()
-        assert server.requests == 1
-        pending = rig.flusher.pending_records
-        assert 0 < pending < 200 and len(rig.buffer) == 200 - pending
-        rig.assert_accounted()
-        rig.feed(encode_update(job(0), [("Pad", '"y"')]))    # merges with the carried command
-        rig.flusher.flush_once()
-        sent = {obj["id"]: obj for r in server.received[1:] for obj in json.loads(r.body)}
-        assert len(sent) == 200 and sent[job(0)]["Pad"] == "y"
-        assert rig.count("records_sent") == 201 and rig.count("retries") == 1
-        assert rig.flusher.pending_records == 0 and len(rig.buffer) == 0
-        rig.assert_accounted()
+    transport = FakeTransport([503], otherwise=200)
+    rig = Rig(base_settings, transport=transport, max_request_bytes=2000, retry_limit=3)
+    rig.feed(*(encode_update(job(i), [("Pad", '"' + "x" * 80 + '"')]) for i in range(200)))
+    rig.flusher.flush_once()
+    assert transport.requests == 1
+    pending = rig.flusher.pending_records
+    assert 0 < pending < 200 and len(rig.buffer) == 200 - pending
+    rig.assert_accounted()
+    rig.feed(encode_update(job(0), [("Pad", '"y"')]))    # merges with the carried command
+    rig.flusher.flush_once()
+    sent = {obj["id"]: obj for r in transport.received[1:] for obj in r.json()}
+    assert len(sent) == 200 and sent[job(0)]["Pad"] == "y"
+    assert rig.count("records_sent") == 201 and rig.count("retries") == 1
+    assert rig.flusher.pending_records == 0 and len(rig.buffer) == 0
+    rig.assert_accounted()
 
 
 def test_a_refused_cycle_without_retries_loses_every_slice_it_took(base_settings):
-    rig = Rig(base_settings, refused_url(), retry_limit=0, max_request_bytes=2000)
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=refused()), retry_limit=0,
+              max_request_bytes=2000)
     rig.feed(*(encode_update(job(i), [("Pad", '"' + "x" * 80 + '"')]) for i in range(200)))
     rig.feed(b"junk")
     rig.flusher.flush_once()

@@ -12,45 +12,22 @@ import pytest
 
 from pandad.buffer import RecordBuffer
 from pandad.flusher import BACKOFF_MAX, Flusher
-from pandad.stats import OUTCOMES, Statistics
-from pandad.transport import Transport, keep_alive
+from pandad.stats import Statistics
+from pandad.transport import Answer, Transport, keep_alive
 from pandad.wire import encode_add, encode_update
-from tests.support import wait_until
-from tests.support.faultserver import FaultServer, HangServer, StatusServer, respond
-from tests.test_flusher import base_settings, job, line  # noqa: F401 (fixture)
+from tests.support import FakeClock, wait_until
+from tests.support.fake_transport import FakeTransport
+from tests.support.faultserver import FaultServer, HangServer, respond
+from tests.test_flusher import Rig as FlusherRig, base_settings, job, line  # noqa: F401
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Rig:
-    def __init__(self, settings, url: str, clock=None, stall_after=None, **changes) -> None:
-        self.settings = dataclasses.replace(settings, url=url, **changes)
-        self.stats = Statistics()
-        self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
-        extra = {"clock": clock} if clock is not None else {}
-        self.flusher = Flusher(self.buffer, Transport(self.settings), self.stats, self.settings,
-                               stall_after=stall_after, **extra)
-        self.put = 0
-
+class Rig(FlusherRig):
     def feed_jobs(self, n: int, start: int = 0) -> None:
         lines = [line(encode_update(job(i), [("JobStatus", "2"), ("Args", '"' + "a" * 200
                                                                    + '"')]))
                  for i in range(start, start + n)]
         assert self.buffer.put_many(lines) == n
         self.put += n
-
-    def count(self, name: str) -> int:
-        return int(self.stats.snapshot().get(name, 0))
-
-    def assert_accounted(self) -> None:
-        settled = sum(self.count(name) for name in OUTCOMES)
-        assert settled + self.flusher.pending_records + len(self.buffer) == self.put
 
 
 def endpoint_lines(caplog):
@@ -63,87 +40,81 @@ def endpoint_lines(caplog):
 @pytest.mark.parametrize("retry_limit", [0, 3])
 def test_an_endpoint_refusal_is_one_request_per_cycle_and_one_line(base_settings, caplog,
                                                                    status, reason, retry_limit):
-    with StatusServer(status) as server:
-        rig = Rig(base_settings, server.url, max_request_bytes=20000, retry_limit=retry_limit)
-        rig.feed_jobs(2000)
-        with caplog.at_level(logging.DEBUG, logger="pandad"):
-            rig.flusher.flush_once()
-            rig.feed_jobs(500, start=5000)
-            rig.flusher.flush_once()
-        # No bisection, no other verb: the cycle stops at the first answer.
-        assert [r.method for r in server.received] == ["PUT", "PUT"]
-        assert rig.count("upserts_sent") == 0
-        assert rig.count("records_lost_endpoint") == 2500
-        assert rig.count(f"records_lost_endpoint_{reason}") == 2500
-        assert rig.count("records_rejected") == rig.count("records_lost_transport") == 0
-        assert rig.flusher.pending_records == 0 and len(rig.buffer) == 0
-        (episode,) = endpoint_lines(caplog)
-        assert f"HTTP {status}" in episode and server.url in episode
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING
-                    and r.getMessage() != episode]
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=status)
+    rig = Rig(base_settings, transport=transport, max_request_bytes=20000,
+              retry_limit=retry_limit)
+    rig.feed_jobs(2000)
+    with caplog.at_level(logging.DEBUG, logger="pandad"):
+        rig.flusher.flush_once()
+        rig.feed_jobs(500, start=5000)
+        rig.flusher.flush_once()
+    # No bisection, no other verb: the cycle stops at the first answer.
+    assert transport.methods == ["PUT", "PUT"]
+    assert rig.count("upserts_sent") == 0
+    assert rig.count("records_lost_endpoint") == 2500
+    assert rig.count(f"records_lost_endpoint_{reason}") == 2500
+    assert rig.count("records_rejected") == rig.count("records_lost_transport") == 0
+    assert rig.flusher.pending_records == 0 and len(rig.buffer) == 0
+    (episode,) = endpoint_lines(caplog)
+    assert f"HTTP {status}" in episode and transport.url_for_log in episode
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.getMessage() != episode]
+    rig.assert_accounted()
 
 
 def test_a_new_status_or_a_success_starts_a_new_episode(base_settings, caplog):
-    answers = [404, 404, 401, 201, 401]
-
-    def handler(server, conn, request):
-        return respond(conn, answers.pop(0), b"[]")
-
-    with FaultServer(handler) as server:
-        rig = Rig(base_settings, server.url)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            for _ in range(5):
-                rig.feed_jobs(1)
-                rig.flusher.flush_once()
-        statuses = [m.split("HTTP ")[1][:3] for m in endpoint_lines(caplog)]
-        assert statuses == ["404", "401", "401"]
-        rig.assert_accounted()
+    rig = Rig(base_settings, transport=FakeTransport([404, 404, 401, 201, 401]))
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        for _ in range(5):
+            rig.feed_jobs(1)
+            rig.flusher.flush_once()
+    statuses = [m.split("HTTP ")[1][:3] for m in endpoint_lines(caplog)]
+    assert statuses == ["404", "401", "401"]
+    rig.assert_accounted()
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_names_its_location(base_settings, caplog, status):
     location = "https://127.0.0.1:8443/api/jobs/"
-    with StatusServer(status, headers={"Location": location}) as server:
-        rig = Rig(base_settings, server.url)
-        rig.feed_jobs(30)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            rig.flusher.flush_once()
-        assert server.requests == 1
-        (episode,) = endpoint_lines(caplog)
-        assert f"HTTP {status} (Location: {location})" in episode
-        assert rig.count("records_lost_endpoint_redirect") == 30
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=Answer(status, location))
+    rig = Rig(base_settings, transport=transport)
+    rig.feed_jobs(30)
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        rig.flusher.flush_once()
+    assert transport.requests == 1
+    (episode,) = endpoint_lines(caplog)
+    assert f"HTTP {status} (Location: {location})" in episode
+    assert rig.count("records_lost_endpoint_redirect") == 30
+    rig.assert_accounted()
 
 
 def test_400_is_still_isolated_and_upserted(base_settings):
     bad = job(3)
 
-    def handler(server, conn, request):
-        ids = [obj["id"] for obj in json.loads(request.body)]
-        return respond(conn, 400 if bad in ids else 200, b"[]")
+    def answer(method: str, body: bytes) -> int:
+        return 400 if bad in [obj["id"] for obj in json.loads(body)] else 200
 
-    with FaultServer(handler) as server:
-        rig = Rig(base_settings, server.url)
-        rig.feed_jobs(8)
-        rig.flusher.flush_once()
-        assert rig.count("records_sent") == 7 and rig.count("records_rejected") == 1
-        assert rig.count("upserts_sent") == 1 and server.requests > 2
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=answer)
+    rig = Rig(base_settings, transport=transport)
+    rig.feed_jobs(8)
+    rig.flusher.flush_once()
+    assert rig.count("records_sent") == 7 and rig.count("records_rejected") == 1
+    assert rig.count("upserts_sent") == 1 and transport.requests > 2
+    rig.assert_accounted()
 
 
 def test_413_splits_a_large_body_but_not_a_small_one(base_settings):
-    with StatusServer(413) as server:
-        rig = Rig(base_settings, server.url, max_request_bytes=1_000_000)
-        rig.feed_jobs(1000)                    # one body of ~250 KB
-        rig.flusher.flush_once()
-        sizes = [len(r.body) for r in server.received]
-        # Halved while over 64 KiB (the first half each time); the first small 413 ends it.
-        assert len(sizes) >= 2 and sizes[-1] <= 64 * 1024
-        assert all(size > 64 * 1024 for size in sizes[:-1])
-        assert all(later < earlier * 0.6 for earlier, later in zip(sizes, sizes[1:]))
-        assert rig.count("records_lost_endpoint_too_large") == 1000
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=413)
+    rig = Rig(base_settings, transport=transport, max_request_bytes=1_000_000)
+    rig.feed_jobs(1000)                    # one body of ~250 KB
+    rig.flusher.flush_once()
+    sizes = [len(r.body) for r in transport.received]
+    # Halved while over 64 KiB (the first half each time); the first small 413 ends it.
+    assert len(sizes) >= 2 and sizes[-1] <= 64 * 1024
+    assert all(size > 64 * 1024 for size in sizes[:-1])
+    assert all(later < earlier * 0.6 for earlier, later in zip(sizes, sizes[1:]))
+    assert rig.count("records_lost_endpoint_too_large") == 1000
+    rig.assert_accounted()
 
 
 def echo_authorization(server, conn, request):
@@ -171,24 +142,10 @@ def test_a_basic_credential_never_reaches_the_log(base_settings, caplog):
         rig.assert_accounted()
 
 
-class FakeTransport:
-    """The endpoint in-process: each exchange answers the next of ``answers``."""
-
-    def __init__(self, answers) -> None:
-        self.answers = list(answers)
-        self.sent = []
-        self.url_for_log = "http://monitor.example/api/jobs/"
-
-    def exchange(self, method, body):
-        self.sent.append(method)
-        return self.answers.pop(0)
-
-
 @pytest.mark.parametrize("header,delay", [
     ("30", 30.0), ("0", 1.0), ("3600", BACKOFF_MAX), ("", None), ("garbage", None)])
 def test_retry_after_sets_the_wait_within_the_backoff_cap(base_settings, header, delay):
-    from pandad.transport import Answer
-    clock = Clock()
+    clock = FakeClock()
     transport = FakeTransport([Answer(429, "", header)] * 4)
     settings = dataclasses.replace(base_settings, retry_limit=3)
     buffer = RecordBuffer(1 << 30, 0, 1 << 30)
@@ -201,10 +158,22 @@ def test_retry_after_sets_the_wait_within_the_backoff_cap(base_settings, header,
         if flusher.pending_records:
             waits.append(flusher._retry_at - clock.now)
             clock.now = flusher._retry_at
-    assert len(transport.sent) == 4 and stats.get("records_lost_transport") == 1
+    assert transport.requests == 4 and stats.get("records_lost_transport") == 1
     backoffs = [1.0, 2.0, 4.0]
     expected = backoffs if delay is None else [min(max(b, delay), BACKOFF_MAX) for b in backoffs]
     assert waits == expected
+
+
+def test_the_backoff_counts_from_the_end_of_the_failed_cycle(base_settings):
+    """A slow failing request does not eat into the wait before the retry."""
+    clock = FakeClock()
+    transport = FakeTransport(otherwise=503, clock=clock, takes=7.0)
+    rig = Rig(base_settings, transport=transport, clock=clock, retry_limit=3)
+    rig.feed_jobs(1)
+    rig.flusher.flush_once()
+    assert clock.now == 1007.0 and rig.flusher.pending_records == 1
+    assert rig.flusher._retry_at == 1007.0 + 1.0
+    rig.assert_accounted()
 
 
 def test_a_request_in_flight_is_named_after_stall_after(base_settings, caplog):
@@ -277,42 +246,40 @@ def test_a_token_echoed_in_location_or_a_garbage_status_line_is_masked(base_sett
 
 @pytest.mark.parametrize("status", [503, 429, 408])
 def test_a_busy_endpoint_is_one_loss_line_per_episode(base_settings, caplog, status):
-    with StatusServer(status) as server:
-        rig = Rig(base_settings, server.url)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            for i in range(4):
-                rig.feed_jobs(10, start=100 * i)
-                rig.flusher.flush_once()
-        assert server.requests == 4 and rig.count("records_lost_transport") == 40
-        (lost,) = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
-        assert f"PUT {server.url} answered HTTP {status}" in lost
-        rig.assert_accounted()
+    transport = FakeTransport(otherwise=status)
+    rig = Rig(base_settings, transport=transport)
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        for i in range(4):
+            rig.feed_jobs(10, start=100 * i)
+            rig.flusher.flush_once()
+    assert transport.requests == 4 and rig.count("records_lost_transport") == 40
+    (lost,) = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert f"PUT {transport.url_for_log} answered HTTP {status}" in lost
+    rig.assert_accounted()
 
 
 def test_a_reconfiguration_starts_a_new_episode(base_settings, caplog):
-    with StatusServer(404) as server:
-        rig = Rig(base_settings, server.url)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            rig.feed_jobs(1)
-            rig.flusher.flush_once()
-            rig.flusher.reconfigure(rig.settings, Transport(rig.settings))   # SIGHUP
-            rig.feed_jobs(1, start=10)
-            rig.flusher.flush_once()
-        assert len(endpoint_lines(caplog)) == 2
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=404))
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        rig.feed_jobs(1)
+        rig.flusher.flush_once()
+        rig.flusher.reconfigure(rig.settings, FakeTransport(otherwise=404))   # SIGHUP
+        rig.feed_jobs(1, start=10)
+        rig.flusher.flush_once()
+    assert len(endpoint_lines(caplog)) == 2
 
 
 def test_a_busy_endpoint_with_retries_logs_its_first_loss(base_settings, caplog):
-    clock = Clock()
-    with StatusServer(503) as server:
-        rig = Rig(base_settings, server.url, clock=clock, retry_limit=2)
-        with caplog.at_level(logging.WARNING, logger="pandad"):
-            rig.feed_jobs(5)
-            for _ in range(6):
-                rig.flusher.flush_once()
-                clock.now += 100
-                rig.feed_jobs(1, start=100 + rig.put)
-        lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost")]
-        # Cycles 1-2 retry; from cycle 3 on, commands run out of attempts: one line.
-        assert len(lost) == 1 and "answered HTTP 503" in lost[0]
-        assert rig.count("records_lost_transport") > 5
-        rig.assert_accounted()
+    clock = FakeClock()
+    rig = Rig(base_settings, transport=FakeTransport(otherwise=503), clock=clock, retry_limit=2)
+    with caplog.at_level(logging.WARNING, logger="pandad"):
+        rig.feed_jobs(5)
+        for _ in range(6):
+            rig.flusher.flush_once()
+            clock.now += 100
+            rig.feed_jobs(1, start=100 + rig.put)
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost")]
+    # Cycles 1-2 retry; from cycle 3 on, commands run out of attempts: one line.
+    assert len(lost) == 1 and "answered HTTP 503" in lost[0]
+    assert rig.count("records_lost_transport") > 5
+    rig.assert_accounted()

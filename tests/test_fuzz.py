@@ -118,7 +118,7 @@ def good_records() -> List[bytes]:
 @pytest.fixture(scope="module")
 def simulated_log(tmp_path_factory) -> bytes:
     """A few hundred lines of a real-looking job_queue.log, with a rotation's snapshot."""
-    from schedd_plugin.simulate import ScheddSimulator
+    from pandad.dev.simulate import ScheddSimulator
 
     path = tmp_path_factory.mktemp("fuzzlog") / "job_queue.log"
     now = [1767225600.0]

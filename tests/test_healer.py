@@ -13,19 +13,12 @@ from pandad.stats import Statistics
 from schedd_plugin.healer import (HealState, Healer, decode_heal_state, encode_heal_state,
                                   load_heal_state)
 from schedd_plugin.healing import Healing
+from tests.support import FakeClock
 from tests.test_callbacks import GJID, Schedd, submit
 
 
 def _field(key: str) -> bytes:
     return f'"{GJID.format(key)}"'.encode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -34,7 +27,7 @@ def setup(tmp_path):
     schedd = Schedd(stats=stats)
     submit(schedd, procs=2)
     schedd.out.clear()
-    clock = Clock()
+    clock = FakeClock(100.0)
     healer = Healer(schedd.plugin, stats, str(tmp_path / "state.heal"), Healing(),
                     clock=clock)
     written = []

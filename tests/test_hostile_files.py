@@ -21,9 +21,9 @@ from typing import Dict, List
 
 import pytest
 
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.wire import decode, encode_add
-from schedd_plugin.simulate import ScheddSimulator
+from pandad.dev.simulate import ScheddSimulator
 from tests.support import IN_CI, python_command, python_env, wait_until
 from tests.support.feed import Feed
 from tests.support.pandad_process import PandadProcess

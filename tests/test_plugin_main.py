@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 
@@ -198,7 +198,17 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
-def test_sigterm_saves_position_and_stops_pandad(tmp_path):
+class Running(NamedTuple):
+    log: Path
+    config: str
+    notify: NotifySocket
+    proc: subprocess.Popen
+
+
+@pytest.fixture
+def running_plugin(tmp_path: Path) -> Iterator[Running]:
+    """The plug-in on a copy of FIXTURE_01 (pandad: the copying stand-in), its READY=1 read;
+    killed if it still runs, and its notify socket closed, at the end."""
     log = tmp_path / "job_queue.log"
     shutil.copyfile(FIXTURE_01, log)
     config = plugin_config(tmp_path, log)
@@ -206,27 +216,32 @@ def test_sigterm_saves_position_and_stops_pandad(tmp_path):
     proc = start_plugin(tmp_path, config, notify)
     try:
         assert notify.next() == "READY=1"
-        position = wait_until(lambda: load_position(str(tmp_path / "position")), timeout=20,
-                              message="the position to be saved")
-        assert position.offset == log.stat().st_size
-        pandad_pid = int(wait_until(
-            lambda: (tmp_path / "received.pid").exists()
-            and (tmp_path / "received.pid").read_text(), timeout=20))
-        wait_until(lambda: (tmp_path / "received").exists()
-                   and (tmp_path / "received").read_bytes().count(b"\n") == 1, timeout=20,
-                   message="the ADD to reach pandad")
-
-        # A transaction appended now is picked up, and SIGTERM's final poll keeps its position.
-        with open(log, "ab") as f:
-            f.write(b"105 \n103 1.0 JobStatus 1\n106 \n")
-        wait_until(lambda: (tmp_path / "received").read_bytes().count(b"\n") == 2, timeout=20,
-                   message="the UPDATE to reach pandad")
-        proc.send_signal(signal.SIGTERM)
-        assert notify.next() == "STOPPING=1"
-        assert proc.wait(timeout=30) == 0
+        yield Running(log, config, notify, proc)
     finally:
         kill_if_running(proc)
         notify.close()
+
+
+def test_sigterm_saves_position_and_stops_pandad(tmp_path, running_plugin):
+    log, config, notify, proc = running_plugin
+    position = wait_until(lambda: load_position(str(tmp_path / "position")), timeout=20,
+                          message="the position to be saved")
+    assert position.offset == log.stat().st_size
+    pandad_pid = int(wait_until(
+        lambda: (tmp_path / "received.pid").exists()
+        and (tmp_path / "received.pid").read_text(), timeout=20))
+    wait_until(lambda: (tmp_path / "received").exists()
+               and (tmp_path / "received").read_bytes().count(b"\n") == 1, timeout=20,
+               message="the ADD to reach pandad")
+
+    # A transaction appended now is picked up, and SIGTERM's final poll keeps its position.
+    with open(log, "ab") as f:
+        f.write(b"105 \n103 1.0 JobStatus 1\n106 \n")
+    wait_until(lambda: (tmp_path / "received").read_bytes().count(b"\n") == 2, timeout=20,
+               message="the UPDATE to reach pandad")
+    proc.send_signal(signal.SIGTERM)
+    assert notify.next() == "STOPPING=1"
+    assert proc.wait(timeout=30) == 0
     stderr = (tmp_path / "plugin.stderr").read_text()
     assert load_position(str(tmp_path / "position")).offset == log.stat().st_size, stderr
     assert (tmp_path / "received.eof").exists(), stderr   # pandad saw EOF: it could flush
@@ -236,69 +251,51 @@ def test_sigterm_saves_position_and_stops_pandad(tmp_path):
     assert "counters:" in stderr
 
 
-def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path):
-    log = tmp_path / "job_queue.log"
-    shutil.copyfile(FIXTURE_01, log)
-    config = plugin_config(tmp_path, log)
+def test_sighup_reloads_and_keeps_running_on_a_bad_config(tmp_path, running_plugin):
+    log, config, notify, proc = running_plugin
     good = Path(config).read_text()
-    notify = NotifySocket()
-    proc = start_plugin(tmp_path, config, notify)
-    try:
-        assert notify.next() == "READY=1"
-        Path(config).write_text(good + "PANDA_PLUGIN_POLL_INTERVAL = never\n")
-        proc.send_signal(signal.SIGHUP)
-        assert notify.next() == "RELOADING=1"
-        assert notify.next() == "READY=1"
-        assert proc.poll() is None
-        stderr = (tmp_path / "plugin.stderr").read_text()
-        assert "keeping the running configuration" in stderr
+    Path(config).write_text(good + "PANDA_PLUGIN_POLL_INTERVAL = never\n")
+    proc.send_signal(signal.SIGHUP)
+    assert notify.next() == "RELOADING=1"
+    assert notify.next() == "READY=1"
+    assert proc.poll() is None
+    stderr = (tmp_path / "plugin.stderr").read_text()
+    assert "keeping the running configuration" in stderr
 
-        # A good configuration is applied: only JobStatus is sent from now on. (pandad's
-        # stand-in writes its pid once its SIGHUP handler is in place.)
-        wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
-        # "JobStatus;Owner" is no attribute name: it matches nothing, and a warning says so.
-        Path(config).write_text(good + "PANDA_JOB_ATTRIBUTES = JobStatus JobStatus;Owner\n")
-        proc.send_signal(signal.SIGHUP)
-        assert notify.next() == "RELOADING=1"
-        assert notify.next() == "READY=1"
-        # The reload reaches pandad too, once per good reload.
-        hups = tmp_path / "received.hup"
-        wait_until(lambda: hups.exists() and hups.read_text() == "HUP\n", timeout=20,
-                   message="pandad to get the SIGHUP")
-        wait_until(lambda: (tmp_path / "received").exists()
-                   and (tmp_path / "received").read_bytes().count(b"\n") == 1, timeout=20)
-        with open(log, "ab") as f:
-            f.write(b"105 \n103 1.0 JobStatus 1\n103 1.0 ImageSize 1000\n106 \n")
-        wait_until(lambda: (tmp_path / "received").read_bytes().count(b"\n") == 2, timeout=20)
-        update = decode((tmp_path / "received").read_bytes().split(b"\n")[1])
-        assert [name for name, _ in update.attrs] == ["JobStatus"]
-        warnings = [line for line in (tmp_path / "plugin.stderr").read_text().splitlines()
-                    if "PANDA_JOB_ATTRIBUTES" in line]
-        assert len(warnings) == 1 and "SIGHUP: PANDA_JOB_ATTRIBUTES: 'JobStatus;Owner' is " \
-            "not an attribute name" in warnings[0], warnings
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        kill_if_running(proc)
-        notify.close()
+    # A good configuration is applied: only JobStatus is sent from now on. (pandad's
+    # stand-in writes its pid once its SIGHUP handler is in place.)
+    wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
+    # "JobStatus;Owner" is no attribute name: it matches nothing, and a warning says so.
+    Path(config).write_text(good + "PANDA_JOB_ATTRIBUTES = JobStatus JobStatus;Owner\n")
+    proc.send_signal(signal.SIGHUP)
+    assert notify.next() == "RELOADING=1"
+    assert notify.next() == "READY=1"
+    # The reload reaches pandad too, once per good reload.
+    hups = tmp_path / "received.hup"
+    wait_until(lambda: hups.exists() and hups.read_text() == "HUP\n", timeout=20,
+               message="pandad to get the SIGHUP")
+    wait_until(lambda: (tmp_path / "received").exists()
+               and (tmp_path / "received").read_bytes().count(b"\n") == 1, timeout=20)
+    with open(log, "ab") as f:
+        f.write(b"105 \n103 1.0 JobStatus 1\n103 1.0 ImageSize 1000\n106 \n")
+    wait_until(lambda: (tmp_path / "received").read_bytes().count(b"\n") == 2, timeout=20)
+    update = decode((tmp_path / "received").read_bytes().split(b"\n")[1])
+    assert [name for name, _ in update.attrs] == ["JobStatus"]
+    warnings = [line for line in (tmp_path / "plugin.stderr").read_text().splitlines()
+                if "PANDA_JOB_ATTRIBUTES" in line]
+    assert len(warnings) == 1 and "SIGHUP: PANDA_JOB_ATTRIBUTES: 'JobStatus;Owner' is " \
+        "not an attribute name" in warnings[0], warnings
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
 
 
-def test_sigquit_exits_at_once_and_pandad_still_sees_eof(tmp_path):
-    log = tmp_path / "job_queue.log"
-    shutil.copyfile(FIXTURE_01, log)
-    config = plugin_config(tmp_path, log)
-    notify = NotifySocket()
-    proc = start_plugin(tmp_path, config, notify)
-    try:
-        assert notify.next() == "READY=1"
-        wait_until(lambda: load_position(str(tmp_path / "position")), timeout=20,
-                   message="the position to be saved")
-        wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
-        proc.send_signal(signal.SIGQUIT)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        kill_if_running(proc)
-        notify.close()
+def test_sigquit_exits_at_once_and_pandad_still_sees_eof(tmp_path, running_plugin):
+    log, config, notify, proc = running_plugin
+    wait_until(lambda: load_position(str(tmp_path / "position")), timeout=20,
+               message="the position to be saved")
+    wait_until(lambda: (tmp_path / "received.pid").exists(), timeout=20)
+    proc.send_signal(signal.SIGQUIT)
+    assert proc.wait(timeout=10) == 0
     # The plug-in's exit closed the pipe: its pandad gets EOF and finishes on its own.
     wait_until((tmp_path / "received.eof").exists, timeout=20, message="pandad to see EOF")
     assert load_position(str(tmp_path / "position")).offset == log.stat().st_size

@@ -92,7 +92,7 @@ def test_stopped_pandad_never_blocks_and_every_record_is_counted(tmp_path, capsy
     monitor = None
     received = str(tmp_path / "received")
     if real_pandad:
-        from pandad.devmonitor import DevMonitor
+        from pandad.dev.devmonitor import DevMonitor
 
         monitor = DevMonitor()
         url = monitor.start()

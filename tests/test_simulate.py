@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from pandad.classad import old_to_new
-from schedd_plugin.simulate import ScheddSimulator, main
-from tests.support import FIXTURES, FakeClock, python_command, python_env, wait_until
+from pandad.dev.simulate import ScheddSimulator, main
+from tests.support import (FIXTURES, FakeClock, kill_if_running, python_command, python_env,
+                           wait_until)
 
 PRIVATE = ("ClaimId", "ClaimIds")
 
@@ -419,7 +420,7 @@ def test_hold_release_qedit_remove_records(tmp_path: Path) -> None:
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(python_command("schedd_plugin.simulate", "--log",
+    return subprocess.run(python_command("pandad.dev.simulate", "--log",
                                          str(tmp_path / "job_queue.log"), *args),
                           env=python_env(), capture_output=True, text=True, timeout=60)
 
@@ -445,7 +446,7 @@ def test_command_line_run_with_a_rotation_and_truth(tmp_path: Path) -> None:
 def test_command_line_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "job_queue.log"
     process = subprocess.Popen(
-        python_command("schedd_plugin.simulate", "--log", str(log), "--duration", "0",
+        python_command("pandad.dev.simulate", "--log", str(log), "--duration", "0",
                        "--rate", "3000", "--jobs", "100000", "--truth", str(tmp_path / "t.json")),
         env=python_env(), stderr=subprocess.PIPE, text=True)
     try:
@@ -454,9 +455,7 @@ def test_command_line_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     assert process.returncode == 0, stderr
     assert re.search(r"simulate: \d+ jobs submitted, \d+ changes written, 0 rotations", stderr)
     replay = Replay()

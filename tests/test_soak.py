@@ -22,7 +22,7 @@ from typing import List
 
 import pytest
 
-from pandad.demo import counter
+from pandad.dev.demo import counter
 from tests.support.faultproxy import KINDS, FaultProxy
 from tests.support.pandad_process import assert_accounted
 from tests.support.system import PLUGIN_LOSS_COUNTERS, System

@@ -9,7 +9,7 @@ read by pandad, and pandad's accounting must add up.
 
 import pytest
 
-from pandad.demo import counter
+from pandad.dev.demo import counter
 from tests.support.pandad_process import assert_accounted
 from tests.support.system import PLUGIN_LOSS_COUNTERS, System, losses
 

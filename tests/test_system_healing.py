@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from pandad.demo import RecordingJobStore, counter
+from pandad.dev.demo import RecordingJobStore, counter
 from tests.support import wait_until
 from tests.support.faultproxy import FaultProxy
 from tests.support.pandad_process import assert_accounted
-from schedd_plugin.simulate import ScheddSimulator
+from pandad.dev.simulate import ScheddSimulator
 from tests.support.system import System, losses
 
 CONVERGE = 60.0          # seconds from the fault's end to a monitor equal to the truth

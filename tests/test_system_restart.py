@@ -15,15 +15,17 @@ The simulator is paused with SIGSTOP around each restart so that "what is new si
 saved position" is a fixed amount of log.
 """
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
+from typing import Dict, Iterator
 
 import pytest
 
-from pandad.demo import counter
+from pandad.dev.demo import counter
 from tests.support import python_command, wait_until
 from tests.support.pandad_process import assert_accounted
 from tests.support.system import System, losses
@@ -89,17 +91,40 @@ def _stays(predicate, seconds: float, message: str) -> None:
         time.sleep(0.05)
 
 
+def _flowing(system: System, seed: int) -> subprocess.Popen:
+    """The plug-in and a simulator started, and the feed reaching the monitor."""
+    system.start_plugin()
+    sim = system.start_simulator(seed=seed, jobs=100_000, rate=RATE, duration=16,
+                                 rotate_every=ROTATE_EVERY)
+    wait_until(_records_sent_over(system, 150), 30, interval=0.1,
+               message="the feed to be flowing")
+    return sim
+
+
+@contextlib.contextmanager
+def _log_held(sim: subprocess.Popen) -> Iterator[None]:
+    """The simulator stopped for the block: the log holds still."""
+    os.kill(sim.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(sim.pid, signal.SIGCONT)
+
+
+def _ends_clean(system: System) -> Dict[str, str]:
+    """The run finished: every record accounted for, nothing lost; the statistics."""
+    system.wait_simulator(60)
+    stats = system.finish()
+    assert_accounted(stats)
+    assert losses(stats) == {}
+    return stats
+
+
 @pytest.mark.slow
 def test_sigterm_restart_resends_nothing_and_misses_nothing(tmp_path):
     with System(tmp_path) as system:
-        system.start_plugin()
-        sim = system.start_simulator(seed=5, jobs=100_000, rate=RATE, duration=16,
-                                     rotate_every=ROTATE_EVERY)
-        wait_until(_records_sent_over(system, 150), 30, interval=0.1,
-                   message="the feed to be flowing")
-
-        os.kill(sim.pid, signal.SIGSTOP)
-        try:
+        sim = _flowing(system, seed=5)
+        with _log_held(sim):
             assert system.stop_plugin(signal.SIGTERM) == 0
             assert system.chain.processes() == [sim.pid]      # pandad flushed and exited
             first = system.statistics()
@@ -118,13 +143,8 @@ def test_sigterm_restart_resends_nothing_and_misses_nothing(tmp_path):
             _stays(lambda: system.monitor.request_counts() == before, 3.0,
                    "the restarted plug-in re-sent something")
             assert counter(system.statistics(), "records_read") == 0
-        finally:
-            os.kill(sim.pid, signal.SIGCONT)
 
-        system.wait_simulator(60)
-        second = system.finish()
-        assert_accounted(second)
-        assert losses(second) == {}
+        second = _ends_clean(system)
         assert counter(second, "records_read") > 0          # the run went on after the restart
         # No job was ever added twice (that would be a POST refused with 400).
         assert system.monitor.request_counts().get("POST 400", 0) == 0
@@ -140,18 +160,13 @@ def test_sigterm_restart_resends_nothing_and_misses_nothing(tmp_path):
 @pytest.mark.slow
 def test_sigkill_restart_resends_at_most_the_last_poll_and_still_ends_right(tmp_path, capsys):
     with System(tmp_path) as system:
-        system.start_plugin()
-        sim = system.start_simulator(seed=6, jobs=100_000, rate=RATE, duration=16,
-                                     rotate_every=ROTATE_EVERY)
-        wait_until(_records_sent_over(system, 150), 30, interval=0.1,
-                   message="the feed to be flowing")
+        sim = _flowing(system, seed=6)
         pandads = system.chain.pandad_processes()
         assert len(pandads) == 1
 
         # Kill it while it works, then hold the log still.
         assert system.stop_plugin(signal.SIGKILL) == -signal.SIGKILL
-        os.kill(sim.pid, signal.SIGSTOP)
-        try:
+        with _log_held(sim):
             # The orphaned pandad sees end of input, sends everything it read, exits.
             system.wait_pandads_gone(pandads)
             first = system.statistics()
@@ -182,12 +197,7 @@ def test_sigkill_restart_resends_at_most_the_last_poll_and_still_ends_right(tmp_
                       f"already at the monitor (re-sent), "
                       f"{counter(system.statistics(), 'upserts_sent')} re-sent ADDs of known "
                       f"jobs became updates")
-        finally:
-            os.kill(sim.pid, signal.SIGCONT)
 
-        system.wait_simulator(60)
-        second = system.finish()
-        assert_accounted(second)
-        assert losses(second) == {}
+        second = _ends_clean(system)
         assert counter(second, "records_rejected") == 0
         system.assert_monitor_matches_truth()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pandad.config import HTCondorConfig
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.knobs import load_pandad_settings
 from pandad.transport import Transport, TransportError
 from tests.support import wait_until

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pandad.config import ConfigError, HTCondorConfig
-from pandad.devmonitor import DevMonitor
+from pandad.dev.devmonitor import DevMonitor
 from pandad.knobs import EXIT_CONFIG_ERROR, load_pandad_settings
 from pandad.transport import Transport, TransportError, choose_proxy, no_proxy_matches
 from tests.support import python_command, python_env, require_tool

@@ -1,5 +1,7 @@
 """HTCondor configuration, read exactly as HTCondor 25 reads it (docs/design.md §6).
 
+Shared by pandad and panda_plugin.
+
 The answers must equal the real HTCondor library's (``htcondor2.param``), which
 tests/test_config_oracle.py checks. What is mirrored from HTCondor's
 ``config.cpp`` / ``condor_config.cpp``:

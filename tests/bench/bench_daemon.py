@@ -23,14 +23,13 @@ from pandad.buffer import RecordBuffer  # noqa: E402
 from pandad.flusher import Flusher  # noqa: E402
 from pandad.knobs import PandadSettings  # noqa: E402
 from pandad.stats import Statistics  # noqa: E402
-from pandad.transport import Answer  # noqa: E402
 from pandad.wire import encode_add, encode_update  # noqa: E402
 from tests.support import wait_until  # noqa: E402
+from tests.support.fake_transport import ACCEPT, FakeTransport  # noqa: E402
 from tests.support.faultserver import FaultServer, respond  # noqa: E402
 from tests.support.pandad_process import PandadProcess  # noqa: E402
 
 TARGET = 150_000
-STATUS = {"POST": 201, "PUT": 200, "DELETE": 204}
 
 
 def workload(records: int) -> list:
@@ -51,13 +50,6 @@ def rate(label: str, count: int, seconds: float) -> bool:
     return per_second >= TARGET
 
 
-class NullTransport:
-    url_for_log = "http://127.0.0.1:9/api/jobs/"
-
-    def exchange(self, method: str, body: bytes) -> Answer:
-        return Answer(STATUS[method])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300_000)
@@ -68,13 +60,13 @@ def main() -> int:
     buffer = RecordBuffer(1 << 40, 0, 1 << 40)
     buffer.put_many([record[:-1] for record in records])
     settings = PandadSettings(url="http://127.0.0.1:9/api/jobs/")
-    flusher = Flusher(buffer, NullTransport(), Statistics(), settings)
+    flusher = Flusher(buffer, FakeTransport(), Statistics(), settings)
     start = time.perf_counter()
     flusher.flush_once()
     ok &= rate("flush cycle (coalesce + JSON)", len(records), time.perf_counter() - start)
 
     def answer(server, conn, request):
-        return respond(conn, STATUS[request.method], b"[]", keep_alive=True)
+        return respond(conn, ACCEPT[request.method], b"[]", keep_alive=True)
 
     with tempfile.TemporaryDirectory() as directory, FaultServer(answer) as server, \
             PandadProcess(Path(directory), url=server.url, PANDA_QUEUE_SIZE=str(1 << 30),

@@ -326,7 +326,7 @@ def bench_e2e(quick: bool, sink: Sink, workdir: Path) -> Dict[str, float]:
 
 def simulated_log(path: Path, jobs: int) -> int:
     """A job_queue.log of ``jobs`` jobs' whole lives (fake clock); its number of lines."""
-    from schedd_plugin.simulate import ScheddSimulator
+    from pandad.dev.simulate import ScheddSimulator
 
     now = [1767225600.0]
     sim = ScheddSimulator(str(path), seed=5, jobs=jobs, clock=lambda: now[0])
@@ -470,8 +470,8 @@ class SystemRun:
     """Development monitor (in process) + simulator (in process) + panda_plugin (+ pandad)."""
 
     def __init__(self, directory: Path, **knobs: str) -> None:
-        from pandad.demo import Chain, RecordingMonitor
-        from schedd_plugin.simulate import ScheddSimulator
+        from pandad.dev.demo import Chain, RecordingMonitor
+        from pandad.dev.simulate import ScheddSimulator
 
         self.monitor = RecordingMonitor()
         self.monitor.start()

@@ -1,4 +1,17 @@
-"""Helpers shared by the tests: where the code is, how to start it, how to wait for it."""
+"""Helpers shared by the tests: where the code is, how to start it, how to wait for it.
+
+The other helpers, one concern a module (look here before adding one):
+
+- ``http_client``: one HTTP request to a test server, any status returned (``request``,
+  ``request_json``, ``get_json``);
+- ``loopback``: the start/stop base of the hand-written servers (127.0.0.1 or ::1, port 0,
+  a daemon thread, ``url``, ``stop()``, ``with``); ``faultserver``, ``faultproxy``,
+  ``proxyserver`` and ``tlscerts`` build on it;
+- ``fake_transport``: the flusher's transport in-process (scripted answers, requests kept);
+- ``feed``: a job_queue.log with an in-process follower and plug-in;
+- ``pandad_process`` / ``system``: real pandad, plug-in and simulator processes;
+- ``chromium``: headless Chromium for the development monitor's page.
+"""
 
 import os
 import shutil

@@ -32,6 +32,7 @@ import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tests.support.faultserver import HOST, PATH, read_request, respond
+from tests.support.loopback import LoopbackServer, close as _close, listen
 
 KINDS = ("refuse", "hang", "reset", "reset_after", "500", "429")
 
@@ -45,15 +46,7 @@ def _reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def _close(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    conn.close()
-
-
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """A TCP/HTTP proxy to ``upstream`` (a monitor URL) that misbehaves at random."""
 
     def __init__(self, upstream: str, seed: int = 1, fault_rate: float = 0.3,
@@ -79,12 +72,10 @@ class FaultProxy:
         self._faults_on = threading.Event()
         self._faults_on.set()
         self.stopping = threading.Event()
-        self._listener: Optional[socket.socket] = self._listen(0)
-        self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://{HOST}:{self.port}{self.upstream_path}"
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name="faultproxy-accept")
-        self._acceptor.start()
+        self.path = self.upstream_path
+        self._listener: Optional[socket.socket] = listen(HOST)
+        self._serve_in_thread(HOST, self._listener.getsockname()[1], self._accept_loop,
+                              "faultproxy-accept")
 
     # -- control ------------------------------------------------------------------------------
 
@@ -103,12 +94,6 @@ class FaultProxy:
         with self._lock:
             return dict(self._counts)
 
-    def __enter__(self) -> "FaultProxy":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def stop(self) -> None:
         self.stopping.set()
         with self._lock:
@@ -119,18 +104,11 @@ class FaultProxy:
             _close(listener)
         for conn in open_now:
             _close(conn)
-        self._acceptor.join(5)
+        self._thread.join(5)
         for thread in threads:
             thread.join(5)
 
     # -- serving ------------------------------------------------------------------------------
-
-    def _listen(self, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
-        sock.listen(64)
-        return sock
 
     def _count(self, outcome: str) -> None:
         with self._lock:
@@ -201,7 +179,7 @@ class FaultProxy:
         deadline = time.monotonic() + 5
         while not self.stopping.is_set():
             try:
-                sock = self._listen(self.port)
+                sock = listen(HOST, self.port)
                 break
             except OSError:
                 if time.monotonic() > deadline:

@@ -31,6 +31,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from http.client import responses as _REASONS
 
+from tests.support.loopback import LoopbackServer, close as _shutdown, listen
+
 HOST = "127.0.0.1"
 PATH = "/api/jobs/"
 _MAX_HEAD = 64 * 1024
@@ -109,7 +111,7 @@ def respond(conn: socket.socket, status: int, body: bytes = b"",
 Handler = Callable[["FaultServer", socket.socket, Request], Optional[bool]]
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """A TCP server on 127.0.0.1 that reads HTTP requests and lets ``handle`` misbehave.
 
     ``handler(server, conn, request)`` is called per request; returning True keeps the
@@ -124,15 +126,9 @@ class FaultServer:
         self._open: List[socket.socket] = []
         self._threads: List[threading.Thread] = []
         self.stopping = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((HOST, 0))
-        self._listener.listen(64)
-        self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://{HOST}:{self.port}{PATH}"
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"{type(self).__name__}-accept")
-        self._acceptor.start()
+        self._listener = listen(HOST)
+        self._serve_in_thread(HOST, self._listener.getsockname()[1], self._accept_loop,
+                              f"{type(self).__name__}-accept")
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -153,18 +149,11 @@ class FaultServer:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> "FaultServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def stop(self) -> None:
         self.stopping.set()
-        # shutdown() wakes a thread blocked in accept()/recv(); close() alone may not.
         for sock in [self._listener] + self._take_open():
             _shutdown(sock)
-        self._acceptor.join(5)
+        self._thread.join(5)
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
@@ -215,14 +204,6 @@ class FaultServer:
         if self._handler is None:
             return respond(conn, 200, b"[]")
         return self._handler(self, conn, request)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 class HangServer(FaultServer):
@@ -306,7 +287,7 @@ class CloseMidResponseServer(FaultServer):
         return False
 
 
-class RefusedPort:
+class RefusedPort(LoopbackServer):
     """A port bound on 127.0.0.1 but not listening: connecting is refused (ECONNREFUSED).
 
     Holding the bound socket keeps another process from taking the port meanwhile.
@@ -315,16 +296,10 @@ class RefusedPort:
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind((HOST, 0))
-        self.port: int = self._sock.getsockname()[1]
+        self.host, self.port = HOST, self._sock.getsockname()[1]
         self.url = f"http://{HOST}:{self.port}{PATH}"
         self.connections = 0
         self.requests = 0
-
-    def __enter__(self) -> "RefusedPort":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stop(self) -> None:
         self._sock.close()

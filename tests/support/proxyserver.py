@@ -23,6 +23,8 @@ import threading
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
+from tests.support.loopback import SocketServerLoopback
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _REASONS = {200: "Connection established", 400: "Bad Request", 403: "Forbidden",
             407: "Proxy Authentication Required", 502: "Bad Gateway"}
@@ -158,8 +160,10 @@ class _Server(socketserver.ThreadingTCPServer):
         pass
 
 
-class ForwardingProxy:
+class ForwardingProxy(SocketServerLoopback):
     """An HTTP proxy on 127.0.0.1; see the module docstring."""
+
+    path = ""
 
     def __init__(self, mode: str = "forward", status: Optional[int] = None,
                  require_authorization: Optional[str] = None) -> None:
@@ -171,13 +175,7 @@ class ForwardingProxy:
         self._requests: List[Seen] = []
         self._bytes = bytearray()
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="forwarding-proxy")
-        self._thread.start()
+        self._start_server(_Server, _Handler, "127.0.0.1", "forwarding-proxy")
 
     def _record(self, seen: Seen) -> None:
         with self._lock:
@@ -199,12 +197,4 @@ class ForwardingProxy:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> "ForwardingProxy":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()

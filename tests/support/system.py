@@ -7,7 +7,7 @@
         system.assert_monitor_matches_truth()
         assert_accounted(system.statistics())
 
-The orchestration itself lives in ``pandad.demo`` (``Chain``, ``RecordingMonitor``,
+The orchestration itself lives in ``pandad.dev.demo`` (``Chain``, ``RecordingMonitor``,
 ``compare``), so ``pandad demo`` and the tests run the feed the same way. Every knob can be
 overridden: ``System(tmp_path, PANDA_QUEUE_SIZE="65536")``; ``system.chain.write_config(...)``
 changes it for processes started afterwards. Leaving the ``with`` block kills whatever is
@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pandad.demo import Chain, Comparison, RecordingMonitor, compare
+from pandad.dev.demo import Chain, Comparison, RecordingMonitor, compare
 from pandad.stats import OUTCOMES, counter
 from tests.support import python_env, wait_until
 

@@ -14,12 +14,13 @@ directory with c_rehash-style ``<hash>.0`` names. Keys are EC P-256: fast to mak
 
 import http.server
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
+
+from tests.support.loopback import SocketServerLoopback
 
 _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -158,17 +159,15 @@ class _Server(http.server.ThreadingHTTPServer):
         pass
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class TLSServer:
+class TLSServer(SocketServerLoopback):
     """HTTPS on ``host`` (default 127.0.0.1) requiring a client certificate from ``pki``'s CA
     (proxies allowed).
 
     ``peers``: per request, the client certificate's CNs; ``authorizations``: the
     Authorization headers; ``handshake_errors``: why handshakes failed.
     """
+
+    scheme = "https"
 
     def __init__(self, pki: TestPKI, server_cert: Optional[CertKey] = None,
                  require_client_cert: bool = True, host: str = "127.0.0.1") -> None:
@@ -183,15 +182,7 @@ class TLSServer:
         self._peers: List[List[str]] = []
         self._authorizations: List[Optional[str]] = []
         self._handshake_errors: List[str] = []
-        server_class = _Server6 if ":" in host else _Server
-        self._server = server_class((host, 0), _Handler)
-        self._server.owner = self
-        self.port = self._server.server_address[1]
-        netloc = f"[{host}]" if ":" in host else host
-        self.url = f"https://{netloc}:{self.port}/api/jobs/"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="tls-server")
-        self._thread.start()
+        self._start_server(_Server, _Handler, host, "tls-server")
 
     def _record(self, cns: List[str], authorization: Optional[str], body: bytes) -> None:
         with self._lock:
@@ -217,14 +208,4 @@ class TLSServer:
         with self._lock:
             return list(self._handshake_errors)
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> "TLSServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 

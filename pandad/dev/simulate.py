@@ -30,29 +30,25 @@ In-process use (tests, benchmarks)::
     sim.finish()
     truth = sim.truth()
 
-Command line: ``python3 -m schedd_plugin.simulate --log FILE [--seed N] [--jobs N]
+Command line: ``python3 -m pandad.dev.simulate --log FILE [--seed N] [--jobs N]
 [--procs-per-cluster N] [--rate CHANGES_PER_S] [--duration S] [--rotate-every S]
 [--truth FILE] [--timestamps]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import random
-import signal
 import sys
 import time
 import zlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# Records written in the order they are committed; each op tuple is one log record.
-#   ("new", key, mytype, targettype) | ("set", key, name, value) | ("del", key, name)
-#   | ("destroy", key)
-Op = Tuple[str, ...]
-JobId = Tuple[int, int]
+from pandad.dev.simulate_log import (JobId, Op, StdioLog, attribute_order, cluster_key,
+                                     format_record, fsync_dir, job_key, open_new, parse_job_key,
+                                     quote_old, real_old, unquote_simple)
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
 
@@ -63,48 +59,6 @@ DEFAULT_SCHEDD_NAME = "ap1.example.org"
 DEFAULT_UID_DOMAIN = "example.org"
 OWNERS = ("alice", "bob", "pilot")
 MAX_ROTATIONS = 1  # MAX_JOB_QUEUE_LOG_ROTATIONS default
-
-
-def quote_old(text: str) -> str:
-    """A string in old ClassAd syntax: only ``"`` is escaped, backslashes and tabs are literal.
-
-    A string ending in a backslash therefore comes out as ``...\\"``, as the schedd writes it.
-    """
-    return '"' + text.replace('"', '\\"') + '"'
-
-
-def real_old(value: float) -> str:
-    """A real as the old unparser writes it: ``%.16G``, with ``.0`` when it looks integral."""
-    text = "%.16G" % value
-    if not any(c in text for c in ".EN"):
-        text += ".0"
-    return text
-
-
-def attribute_order(name: str) -> Tuple[int, str]:
-    """ClassAd iteration order since 23.3: name length, then case-insensitive name."""
-    return (len(name), name.lower())
-
-
-def cluster_key(cluster: int) -> str:
-    return "0%d.-1" % cluster
-
-
-def job_key(job: JobId) -> str:
-    return "%d.%d" % job
-
-
-def format_record(op: Op) -> bytes:
-    kind = op[0]
-    if kind == "new":
-        return ("101 %s %s %s\n" % (op[1], op[2] or "(empty)", op[3] or "(empty)")).encode()
-    if kind == "set":
-        return ("103 %s %s %s\n" % (op[1], op[2], op[3])).encode()
-    if kind == "del":
-        return ("104 %s %s\n" % (op[1], op[2])).encode()
-    if kind == "destroy":
-        return ("102 %s\n" % op[1]).encode()
-    raise ValueError("unknown op %r" % (kind,))
 
 
 class Ad:
@@ -139,63 +93,6 @@ class _Job:
         self.started = 0
 
 
-class _StdioLog:
-    """The schedd's fully buffered ``FILE*`` on job_queue.log.
-
-    Data goes out in ``buffer_bytes`` chunks when the buffer fills (tearing lines and
-    transactions at arbitrary bytes) and as a whole at ``flush()``.
-    """
-
-    def __init__(self, fd: int, buffer_bytes: int, on_write: Optional[Callable[[], None]]) -> None:
-        self.fd = fd
-        self._buffer_bytes = max(1, buffer_bytes)
-        self._buffer = bytearray()
-        self._on_write = on_write
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
-
-    def append(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= self._buffer_bytes:
-            self._write(bytes(self._buffer[:self._buffer_bytes]))
-            del self._buffer[:self._buffer_bytes]
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._write(bytes(self._buffer))
-            self._buffer.clear()
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        if self._on_write is not None:
-            self._on_write()
-
-    def close(self) -> None:
-        self.flush()
-        os.close(self.fd)
-
-
-def _open_new(path: str) -> int:
-    """Create ``path`` afresh (0600, never through a symlink)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-                   | getattr(os, "O_CLOEXEC", 0), 0o600)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ScheddSimulator:
@@ -244,7 +141,7 @@ class ScheddSimulator:
         self._pending_since: Optional[float] = None
         self._closed = False
 
-        self._log = _StdioLog(_open_new(path), buffer_bytes, on_write)
+        self._log = StdioLog(open_new(path), buffer_bytes, on_write)
         self._start_log(owners)
 
     # -- context manager ------------------------------------------------------------------
@@ -335,11 +232,11 @@ class ScheddSimulator:
 
     def _note_leaving(self, key: str) -> None:
         """Remember a job's last effective ad when it leaves the queue (for ``truth``)."""
-        job = _parse_job_key(key)
+        job = parse_job_key(key)
         if job is None or key not in self.ads:
             return
         attrs = self.effective(job)
-        gjid = _unquote_simple(attrs.get("GlobalJobId", ""))
+        gjid = unquote_simple(attrs.get("GlobalJobId", ""))
         if gjid:
             self._removed[gjid] = (key, attrs)
 
@@ -384,7 +281,7 @@ class ScheddSimulator:
             result[gjid] = {"condorid": key, "removed": True, "attrs": convert(attrs)}
         for job in self.queue:
             attrs = self.effective(job)
-            gjid = _unquote_simple(attrs["GlobalJobId"])
+            gjid = unquote_simple(attrs["GlobalJobId"])
             result[gjid] = {"condorid": job_key(job), "removed": False, "attrs": convert(attrs)}
         return result
 
@@ -392,7 +289,7 @@ class ScheddSimulator:
         """``truth()`` as JSON, written atomically (temporary file, fsync, rename)."""
         data = json.dumps(self.truth(), indent=1, sort_keys=True).encode() + b"\n"
         tmp = "%s.tmp.%d" % (path, os.getpid())
-        fd = _open_new(tmp)
+        fd = open_new(tmp)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -472,7 +369,6 @@ class ScheddSimulator:
         """The folded cluster ad (proc 0's ad) and each proc's own deltas."""
         rng = self._rng
         home = "/home/%s" % owner
-        iwd = "%s/work/%d" % (home, cluster)
         memory = rng.choice((1024, 2048, 4000, 8000))
         cpus = rng.choice((1, 1, 8))
         description = rng.choice(("panda pilot", "panda\tpilot", 'pilot "prod" queue',
@@ -487,19 +383,41 @@ class ScheddSimulator:
             environment = "PANDA_HOME=C:\\panda\\home;TMP=C:\\Temp\\"
         else:
             environment = "PANDA_HOME=%s/panda HARVESTER_ID=%d" % (home, rng.randrange(1, 9))
+        # The order of the random draws is part of what a seed means: Args before JobPrio.
+        first_args = args(0)
+        base = self._cluster_ad(cluster, owner, now, {
+            "Args": first_args,
+            "JobPrio": str(rng.choice((0, 0, 5))),
+            "RequestCpus": str(cpus),
+            "Environment": quote_old(environment),
+            "RequestMemory": str(memory),
+            "JobDescription": quote_old(description),
+        })
+        per_proc: List[Dict[str, str]] = [{}]
+        for proc in range(1, procs):
+            per_proc.append({
+                "Err": quote_old("job.%d.%d.err" % (cluster, proc)),
+                "Out": quote_old("job.%d.%d.out" % (cluster, proc)),
+                "Args": args(proc),
+            })
+        return base, per_proc
+
+    def _cluster_ad(self, cluster: int, owner: str, now: int,
+                    drawn: Dict[str, str]) -> Dict[str, str]:
+        """condor_submit's fixed attributes of a cluster, with the ``drawn`` ones merged in."""
+        home = "/home/%s" % owner
+        iwd = "%s/work/%d" % (home, cluster)
         base: Dict[str, str] = {
             "In": quote_old("/dev/null"),
             "Cmd": quote_old("%s/runpilot.sh" % home),
             "Err": quote_old("job.%d.0.err" % cluster),
             "Iwd": quote_old(iwd),
             "Out": quote_old("job.%d.0.out" % cluster),
-            "Args": args(0),
             "Rank": "0.0",
             "User": quote_old("%s@%s" % (owner, self.uid_domain)),
             "Owner": quote_old(owner),
             "QDate": str(now),
             "MyType": quote_old("Job"),
-            "JobPrio": str(rng.choice((0, 0, 5))),
             "UserLog": quote_old("%s/job.log" % iwd),
             "MaxHosts": "1",
             "MinHosts": "1",
@@ -507,10 +425,8 @@ class ScheddSimulator:
             "DiskUsage": "1",
             "ExitStatus": "0",
             "TargetType": quote_old("Machine"),
-            "Environment": quote_old(environment),
             "JobUniverse": "5",
             "NumRestarts": "0",
-            "RequestCpus": str(cpus),
             "RequestDisk": "DiskUsage",
             "JobBatchName": quote_old("panda.%d" % cluster),
             "NumJobStarts": "0",
@@ -518,8 +434,6 @@ class ScheddSimulator:
             "Requirements": '(TARGET.Arch == "X86_64") && (TARGET.OpSys == "LINUX") && '
                             '(TARGET.Disk >= RequestDisk) && (TARGET.Memory >= RequestMemory) && '
                             '(TARGET.HasFileTransfer)',
-            "RequestMemory": str(memory),
-            "JobDescription": quote_old(description),
             "NumSystemHolds": "0",
             "PeriodicRemove": "false",
             "JobSubmitMethod": "0",
@@ -531,14 +445,8 @@ class ScheddSimulator:
             "EnteredCurrentStatus": str(now),
             "WhenToTransferOutput": quote_old("ON_EXIT"),
         }
-        per_proc: List[Dict[str, str]] = [{}]
-        for proc in range(1, procs):
-            per_proc.append({
-                "Err": quote_old("job.%d.%d.err" % (cluster, proc)),
-                "Out": quote_old("job.%d.%d.out" % (cluster, proc)),
-                "Args": args(proc),
-            })
-        return base, per_proc
+        base.update(drawn)
+        return base
 
     def _status_ops(self, job: JobId, status: int) -> List[Op]:
         """qmgmt writes LastJobStatus just before any JobStatus change."""
@@ -841,7 +749,7 @@ class ScheddSimulator:
             except FileNotFoundError:
                 pass
         tmp = self.path + ".tmp"
-        fd = _open_new(tmp)
+        fd = open_new(tmp)
         try:
             data = memoryview(self.snapshot_bytes(new_seq))
             while data:
@@ -851,15 +759,15 @@ class ScheddSimulator:
             os.close(fd)
         self._log.close()  # buffered non-durable data lands in the old file first
         os.rename(tmp, self.path)
-        _fsync_dir(self.path)
-        self._log = _StdioLog(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+        fsync_dir(self.path)
+        self._log = StdioLog(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
                                       | getattr(os, "O_CLOEXEC", 0)),
                               self._buffer_bytes, self._on_write)
         self._pending_since = None
         self.seq = new_seq
         self.rotations += 1
         # CleanJobQueue: private attributes are not in the snapshot, so they are logged again.
-        for key in sorted(self.private, key=lambda k: _parse_job_key(k) or (0, 0)):
+        for key in sorted(self.private, key=lambda k: parse_job_key(k) or (0, 0)):
             for name, value in sorted(self.private[key].items()):
                 self._bare(("set", key, name, value))
         self._sync()
@@ -872,129 +780,11 @@ class ScheddSimulator:
             self._log.close()
 
 
-def _parse_job_key(key: str) -> Optional[JobId]:
-    """``C.P`` with P >= 0 as ints; None for the header, cluster, user and other keys."""
-    cluster, _, proc = key.partition(".")
-    if key.startswith("0") or not cluster.isdigit() or not proc.isdigit():
-        return None
-    return int(cluster), int(proc)
-
-
-def _unquote_simple(text: str) -> str:
-    """The content of a quoted string without escapes (GlobalJobIds are plain)."""
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-# -- command line -----------------------------------------------------------------------------
-
-class _Pacer:
-    """Keeps ``sim.changes`` at ``rate`` per second of monotonic time."""
-
-    def __init__(self, rate: float, stop: Callable[[], bool]) -> None:
-        self.rate = rate
-        self.start = time.monotonic()
-        self._stop = stop
-        # set once the simulator exists (it calls pace() while it writes its first records)
-        self.changes: Callable[[], int] = lambda: 0
-
-    def pace(self) -> None:
-        if self.rate <= 0:
-            return
-        target = self.start + self.changes() / self.rate
-        while not self._stop():
-            delay = target - time.monotonic()
-            if delay <= 0:
-                return
-            time.sleep(min(delay, 0.1))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m schedd_plugin.simulate",
-        description="Append to a job_queue.log as a real schedd does (tests, demo, benchmarks).")
-    parser.add_argument("--log", required=True, help="the job_queue.log to create and append to")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--jobs", type=int, default=100, help="jobs to submit (default 100)")
-    parser.add_argument("--procs-per-cluster", type=int, default=3,
-                        help="procs per submitted cluster (default 3)")
-    parser.add_argument("--rate", type=float, default=200.0,
-                        help="changes (101/102/103/104 records) per second; 0 = unpaced")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds to run (default 10; 0 = until SIGTERM/SIGINT); it also "
-                             "stops early once every job was submitted and has left the queue")
-    parser.add_argument("--rotate-every", type=float, default=0.0,
-                        help="rotate every S seconds (with --rate: every S*rate changes, so "
-                             "rotations fall at the same places for a seed); 0 = never")
-    parser.add_argument("--truth", help="write every job's final effective attributes here (JSON)")
-    parser.add_argument("--timestamps", action="store_true",
-                        help="write '106 # <iso time>[ NONDURABLE]' (SCHEDD_JOB_QUEUE_TIMESTAMPS)")
-    parser.add_argument("--schedd-name", default=DEFAULT_SCHEDD_NAME,
-                        help="the schedd's Name, used in GlobalJobId")
-    parser.add_argument("--flush-delay", type=float, default=5.0,
-                        help="seconds non-durable commits may stay buffered (default 5)")
-    parser.add_argument("--buffer-bytes", type=int, default=4096,
-                        help="the schedd's stdio buffer: big transactions go out in such chunks")
-    parser.add_argument("--fsync", action="store_true", help="fdatasync after durable commits")
-    return parser
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.jobs < 0 or args.procs_per_cluster < 1 or args.rate < 0 or args.duration < 0 \
-            or args.rotate_every < 0 or args.buffer_bytes < 1:
-        print("simulate: --jobs, --rate, --duration, --rotate-every must be >= 0 and "
-              "--procs-per-cluster, --buffer-bytes >= 1", file=sys.stderr)
-        return 2
-    stopping = []
+    """The command line (pandad/dev/simulate_cli.py), so ``python3 -m pandad.dev.simulate`` runs."""
+    from pandad.dev.simulate_cli import main as cli_main
 
-    def on_signal(signum: int, frame: object) -> None:
-        stopping.append(signum)
-
-    pacer = _Pacer(args.rate, lambda: bool(stopping))
-    try:
-        sim = ScheddSimulator(args.log, seed=args.seed, procs_per_cluster=args.procs_per_cluster,
-                              schedd_name=args.schedd_name, jobs=args.jobs,
-                              buffer_bytes=args.buffer_bytes, flush_delay=args.flush_delay,
-                              timestamps=args.timestamps, fsync=args.fsync, on_write=pacer.pace)
-    except OSError as err:
-        print("simulate: cannot create %s: %s" % (args.log, err), file=sys.stderr)
-        return 1
-    pacer.changes = lambda: sim.changes
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    # Paced runs rotate every rotate_every*rate changes (the same places for a seed);
-    # unpaced ones every rotate_every seconds.
-    if args.rate > 0:
-        rotate_step, progress = args.rotate_every * args.rate, lambda: float(sim.changes)
-    else:
-        rotate_step, progress = args.rotate_every, time.monotonic
-    next_rotation = progress() + rotate_step
-    start = time.monotonic()
-    try:
-        while not stopping:
-            if args.duration and time.monotonic() - start >= args.duration:
-                break
-            if sim.done:
-                if args.duration:
-                    break
-                sim.tick()
-                time.sleep(0.1)  # nothing left to do: idle until told to stop
-                continue
-            sim.step()
-            if rotate_step and progress() >= next_rotation:
-                sim.rotate()
-                next_rotation += rotate_step
-            pacer.pace()
-    finally:
-        sim.finish()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.truth:
-        sim.write_truth(args.truth)
-    print("simulate: %d jobs submitted, %d changes written, %d rotations"
-          % (sim.submitted, sim.changes, sim.rotations), file=sys.stderr)
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

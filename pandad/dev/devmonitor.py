@@ -15,7 +15,7 @@ endpoint (docs/design.md §7), with the same contract on ``/api/jobs/``:
 - A body that is not a JSON array of objects is 400; a body over 64 MiB is 413.
 - ``GET /api/jobs/`` lists every job as JSON; ``GET /api/stats/`` gives job counts by status and
   request counts by method and status; ``GET /`` is a page with both and the jobs
-  (pandad/devpage.py), whatever names their fields arrived under.
+  (pandad/dev/devpage.py), whatever names their fields arrived under.
 
 It is a development tool: it listens on 127.0.0.1 by default and is never started by pandad.
 """
@@ -31,7 +31,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from pandad.devpage import job_status, render_page, status_name
+from pandad.dev.devpage import job_status, render_page, status_name
 
 JOBS_PATH = "/api/jobs/"
 STATS_PATH = "/api/stats/"

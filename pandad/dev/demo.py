@@ -37,7 +37,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Op
                     Sequence, Set, Tuple)
 
 from pandad.convert import AttributeMap
-from pandad.devmonitor import JOBS_PATH, DevMonitor, JobStore
+from pandad.dev.devmonitor import JOBS_PATH, DevMonitor, JobStore
 from pandad.stats import counter, drained, read_statistics, unaccounted
 
 DEFAULT_SECONDS = 20.0
@@ -499,9 +499,9 @@ class Chain:
     def start_simulator(self, seed: int = 1, jobs: int = 100, rate: float = 200.0,
                         duration: float = 10.0, rotate_every: float = 0.0,
                         extra: Sequence[str] = ()) -> subprocess.Popen:
-        """``python -m schedd_plugin.simulate`` writing JOB_QUEUE_LOG and, at its end, the
+        """``python -m pandad.dev.simulate`` writing JOB_QUEUE_LOG and, at its end, the
         truth file."""
-        argv = [sys.executable, "-m", "schedd_plugin.simulate", "--log", self.job_queue_log,
+        argv = [sys.executable, "-m", "pandad.dev.simulate", "--log", self.job_queue_log,
                 "--truth", self.truth_file, "--seed", str(seed), "--jobs", str(jobs),
                 "--rate", str(rate), "--duration", str(duration),
                 "--rotate-every", str(rotate_every), *extra]
