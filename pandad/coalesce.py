@@ -28,7 +28,7 @@ A job whose only record in the batch is a plain UPDATE, the usual case, gets no
 ``JobCommand`` at first: ``Batch.update_entries`` holds that record's fields as a tuple
 (``PlainUpdate``: verb, quoted id, name, value, ...), which the flusher converts as it is,
 and ``command_of`` turns it into the ``JobCommand`` it stands for where one is needed (a
-second record of the job, a failure, a rejection, ``Batch.updates``). A tuple of strings
+second record of the job, a failure, a rejection, ``Batch.commands_of_updates``). A tuple of strings
 leaves the cyclic GC's books at its first collection, where a ``JobCommand`` and its dict of
 tuples stay there until the slice is sent: with a thousand jobs a slice, the collector's
 passes over them cost more than the merge itself.
@@ -36,7 +36,7 @@ passes over them cost more than the merge itself.
 
 from collections import Counter
 from itertools import repeat
-from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from pandad.wire import BadRecord, decode
 
@@ -89,14 +89,24 @@ PlainUpdate = Tuple[str, ...]
 Entry = Union[JobCommand, PlainUpdate]
 
 
+def plain_job_id(entry: PlainUpdate) -> str:
+    """The GlobalJobId of a PlainUpdate."""
+    return entry[1][1:-1]
+
+
+def plain_pairs(entry: PlainUpdate) -> Iterator[Tuple[str, str]]:
+    """The (name, value text) pairs of a PlainUpdate, in record order."""
+    return zip(entry[2::2], entry[3::2])
+
+
 def command_of(entry: Entry) -> JobCommand:
     """The JobCommand an entry stands for (a PlainUpdate becomes a new one of one record)."""
     if type(entry) is not tuple:
         return entry                                        # type: ignore[return-value]
-    command = JobCommand(entry[1][1:-1])
+    command = JobCommand(plain_job_id(entry))               # type: ignore[arg-type]
     attrs = command.attrs
-    for index in range(2, len(entry), 2):
-        attrs[entry[index].lower()] = (entry[index], entry[index + 1])
+    for name, value in plain_pairs(entry):                  # type: ignore[arg-type]
+        attrs[name.lower()] = (name, value)
     command.records = 1
     return command
 
@@ -111,7 +121,7 @@ class Batch:
     """The commands of one cycle: adds (POST), updates (PUT), removes (DELETE), by GlobalJobId.
 
     ``update_entries`` are the updates as coalesce and the flusher keep them, a JobCommand or
-    a PlainUpdate per job; ``updates`` makes every entry a JobCommand first.
+    a PlainUpdate per job; ``commands_of_updates`` makes every entry a JobCommand.
     """
 
     __slots__ = ("adds", "update_entries", "removes", "bad", "bad_reasons")
@@ -123,9 +133,9 @@ class Batch:
         self.bad = 0
         self.bad_reasons: Counter = Counter()
 
-    @property
-    def updates(self) -> Dict[str, JobCommand]:
-        """The update commands by GlobalJobId, each a JobCommand (the same dict, in order)."""
+    def commands_of_updates(self) -> Dict[str, JobCommand]:
+        """Turn every PlainUpdate of ``update_entries`` into its JobCommand, in place and in
+        order, and return that dict: the update commands by GlobalJobId."""
         entries = self.update_entries
         for job_id, entry in list(entries.items()):
             if type(entry) is tuple:

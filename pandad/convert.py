@@ -12,6 +12,7 @@ import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pandad.classad import to_json_value
+from pandad.coalesce import PlainUpdate, plain_job_id, plain_pairs
 
 __all__ = ["json_name", "job_object", "condor_id_from_job_id", "AttributeMap", "Converter",
            "SUBMITTED"]
@@ -102,23 +103,24 @@ class Converter:
             obj[name] = value
         return obj
 
-    def fields_object(self, fields: Sequence[str]) -> Optional[dict]:
-        """``job_object`` of one UPDATE record's fields (``"\\vUPDATE"``, the quoted job id,
-        then name, value, ...: ``coalesce.PlainUpdate``), or None when it takes
-        ``job_object`` itself: a name it leaves out or converts (id, condorid, submitted),
-        two names for one key, or a value ``to_json_value`` refuses.
+    def fields_object(self, fields: PlainUpdate) -> Optional[dict]:
+        """``job_object`` of a ``coalesce.PlainUpdate`` (one plain UPDATE record's fields, read
+        through ``plain_job_id`` and ``plain_pairs``), or None when it takes ``job_object``
+        itself: a name it leaves out or converts (id, condorid, submitted), two names for one
+        key, or a value ``to_json_value`` refuses.
         """
-        obj: dict = {"id": fields[1][1:-1]}
+        obj: dict = {"id": plain_job_id(fields)}
         names = self._plain
         values = self._values
+        pairs = 0
         try:
-            for index in range(2, len(fields), 2):
-                name = names.get(fields[index])
+            for attr, text in plain_pairs(fields):
+                pairs += 1
+                name = names.get(attr)
                 if name is None:
-                    name = self._plain_name(fields[index])
+                    name = self._plain_name(attr)
                     if name is None:
                         return None
-                text = fields[index + 1]
                 value = values.get(text, _MISSING)
                 if value is _MISSING:
                     value = to_json_value(text)
@@ -129,7 +131,7 @@ class Converter:
             return None           # job_object says whether the command converts, and why not
         # One key per pair, else two names shared a key (one name twice, RemoteWallClockTime
         # and run_time): which value job_object keeps then depends on its merged attrs.
-        return obj if 2 * len(obj) == len(fields) else None
+        return obj if len(obj) == 1 + pairs else None
 
     def entry_objects(self, entries: Sequence[object]) -> Tuple[List[Optional[dict]], int]:
         """(``fields_object`` of each PlainUpdate in ``entries``, None for anything else;
@@ -144,7 +146,8 @@ class Converter:
             if type(fields) is tuple:
                 # One or two attributes, the usual UPDATEs, as a dict display of remembered
                 # names and values (a loop costs more than the lookups); anything else, or
-                # not remembered yet (KeyError), through fields_object.
+                # not remembered yet (KeyError), through fields_object. This twin reads the
+                # PlainUpdate by index; tests/test_coalesce_fast.py holds it to fields_object.
                 count = len(fields)
                 try:
                     if count == 6:

@@ -9,9 +9,9 @@ Three threads do the work, the main thread only waits for events:
   interval when something changed.
 
 Signals are handled as the Gunicorn arbiter does: the handlers do nothing but let the C-level
-handler write the signal number into a wakeup pipe (``signal.set_wakeup_fd``), and the main
-thread reads that pipe and acts in ordinary code, never inside a handler. The reader writes a
-0 byte into the same pipe at end of input.
+handler write the signal number into a wakeup pipe (``pandad.process.WakeupPipe``), and the
+main thread reads that pipe and acts in ordinary code, never inside a handler. The reader
+writes a 0 byte into the same pipe at end of input.
 
 - SIGHUP: re-read the configuration; apply every knob that can change between batches. A bad
   configuration is logged and the old one kept.
@@ -33,7 +33,6 @@ are not counted; every record read ends in exactly one counter.
 
 import logging
 import os
-import select
 import signal
 import threading
 import time
@@ -44,7 +43,7 @@ from pandad.config import ConfigError, HTCondorConfig
 from pandad.flusher import Flusher
 from pandad.knobs import EXIT_CONFIG_ERROR, PandadSettings, load_pandad_settings
 from pandad.logsetup import redact_url, redact_urls, setup_logging
-from pandad.process import unblock_signals
+from pandad.process import DropEpisode, WakeupPipe, start_up, unblock_signals
 from pandad.report import NO_REPORT, BackChannel, enabled as back_channel_enabled
 from pandad.stats import Statistics, StatisticsLog, render
 from pandad.transport import Transport, TransportError
@@ -67,7 +66,7 @@ log = logging.getLogger("pandad")
 
 
 class DropEpisodes:
-    """Logs buffer-full drops once per episode, with counts, not once per chunk.
+    """Logs buffer-full drops once per episode (``pandad.process.DropEpisode``), with counts.
 
     An episode starts with the first drop and ends at the first chunk accepted whole after
     ``QUIET`` seconds without a drop. Under a sustained overload the flusher empties the
@@ -80,42 +79,36 @@ class DropEpisodes:
     REMIND = 60.0
     STUCK = 1.0         # a request outstanding this long is named in the line
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._dropped = 0               # in the current episode
-        self._started = 0.0
-        self._last_drop = 0.0
-        self._last_line = 0.0
+        self._episode = DropEpisode(clock, remind=self.REMIND)
 
     def update(self, dropped: int, nbytes: int, settings: PandadSettings,
                in_flight: Optional[Tuple[float, str]] = None) -> None:
         """``in_flight``: the flusher's request outstanding, (seconds, "METHOD url")."""
-        now = self._clock()
+        episode = self._episode
         if dropped:
             # A buffer full behind a request that does not end is the monitor's doing.
             stuck = ("" if in_flight is None or in_flight[0] < self.STUCK else
                      f"; the flusher has been waiting {in_flight[0]:.0f} s for the answer to"
                      f" {in_flight[1]}")
-            if not self._dropped:
-                self._started = self._last_line = now
+            due = episode.drop(dropped)
+            if due == DropEpisode.STARTED:
                 log.warning("buffer full (%d bytes; PANDA_QUEUE_SIZE %d, PANDA_QUEUE_GRACE %g s,"
                             " PANDA_QUEUE_MAX_SIZE %d): dropping records%s", nbytes,
                             settings.queue_size, settings.queue_grace, settings.queue_max_size,
                             stuck)
-            elif now - self._last_line >= self.REMIND:
-                self._last_line = now
+            elif due == DropEpisode.REMIND:
                 log.warning("buffer still full: %d record(s) dropped in the last %.0f s%s",
-                            self._dropped + dropped, now - self._started, stuck)
-            self._dropped += dropped
-            self._last_drop = now
-        elif self._dropped and now - self._last_drop >= self.QUIET:
+                            episode.records, episode.last_drop - episode.started, stuck)
+        elif episode.active and self._clock() - episode.last_drop >= self.QUIET:
             self.finish()
 
     def finish(self) -> None:
-        if self._dropped:
+        if self._episode.end():
             log.warning("buffer accepting again: %d record(s) were dropped while it was full"
-                        " (%.0f s)", self._dropped, self._last_drop - self._started)
-            self._dropped = 0
+                        " (%.0f s)", self._episode.records,
+                        self._episode.last_drop - self._episode.started)
 
 
 def describe_attribute_map(attribute_map: Tuple[Tuple[str, str], ...]) -> str:
@@ -148,8 +141,7 @@ class Daemon:
         self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
                                stall_after=stall_after, report=back_channel or NO_REPORT)
         self._stdin_fd = stdin_fd
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakeupPipe()
         self._reader_lock = threading.Lock()     # a chunk is counted whole, or not read
         self._reading = True
         self._flusher_stop = threading.Event()
@@ -162,21 +154,18 @@ class Daemon:
         self._stats_error = ""
         self._stats_lock = threading.Lock()      # one statistics writer at a time
         self._exit_code = 0
-        self._threads: List[threading.Thread] = []
+        self._reader = self._thread(self._read_loop, "reader")
+        self._flusher_thread = self._thread(self._flush_loop, "flusher")
+        self._stats_thread = self._thread(self._stats_loop, "stats")
+
+    def _thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        return threading.Thread(target=self._guarded(target), name=name, daemon=True)
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until end of input or SIGTERM; the exit status."""
         self._install_signals()
-        self._threads = [
-            threading.Thread(target=self._guarded(self._read_loop), name="reader",
-                             daemon=True),
-            threading.Thread(target=self._guarded(self._flush_loop), name="flusher",
-                             daemon=True),
-            threading.Thread(target=self._guarded(self._stats_loop), name="stats",
-                             daemon=True),
-        ]
         log.info("pandad starting: sending to %s; queue %d bytes (grace %g s, ceiling %d),"
                  " flush every %g s", redact_url(self.settings.url), self.settings.queue_size,
                  self.settings.queue_grace, self.settings.queue_max_size,
@@ -184,7 +173,7 @@ class Daemon:
         log.info("attribute names: %s", describe_attribute_map(self.settings.attribute_map))
         if self.back_channel is not None:
             self.back_channel.flush()           # HELLO
-        for thread in self._threads:
+        for thread in (self._reader, self._flusher_thread, self._stats_thread):
             thread.start()
         reason = self._wait_for_shutdown()
         if reason == signal.SIGQUIT.name or not self._shutdown(reason):
@@ -196,15 +185,9 @@ class Daemon:
         def wake_only(signum: int, frame: object) -> None:
             """The wakeup fd carries the signal number; the main loop acts on it."""
 
-        signal.set_wakeup_fd(self._wake_w)
+        self._wakeup.install()
         for signum in (signal.SIGHUP, signal.SIGQUIT) + SHUTDOWN_SIGNALS:
             signal.signal(signum, wake_only)
-
-    def _wake(self, code: int) -> None:
-        try:
-            os.write(self._wake_w, bytes([code]))
-        except OSError:
-            pass    # the pipe is full: the main thread has wakeups to read already
 
     def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
         """A thread body that turns an unexpected exception into a logged, clean exit."""
@@ -215,13 +198,13 @@ class Daemon:
                 log.exception("internal error in the %s thread; shutting down",
                               threading.current_thread().name)
                 self._exit_code = EXIT_INTERNAL_ERROR
-                self._wake(WAKE_FATAL)
+                self._wakeup.wake(WAKE_FATAL)
         return body
 
     def _wait_for_shutdown(self) -> str:
         """Read the wakeup pipe; handle SIGHUP; return why the daemon stops."""
         while True:
-            for code in os.read(self._wake_r, 64):
+            for code in self._wakeup.wait():
                 if code == signal.SIGHUP:
                     self.reload()
                 elif code in SHUTDOWN_SIGNALS or code == signal.SIGQUIT:
@@ -264,12 +247,12 @@ class Daemon:
 
     def _await_final_flush(self) -> bool:
         """Wait for the flusher's final flush until the deadline; False on a SIGQUIT."""
-        flusher = self._threads[1]
+        flusher = self._flusher_thread
         while flusher.is_alive():
             left = self._shutdown_deadline - time.monotonic()
-            if left <= 0 or not select.select([self._wake_r], [], [], left)[0]:
+            codes = self._wakeup.wait(left) if left > 0 else b""
+            if not codes:
                 return True
-            codes = os.read(self._wake_r, 64)
             if signal.SIGQUIT in codes:
                 return False
             if WAKE_FLUSHED in codes or WAKE_FATAL in codes:
@@ -286,14 +269,14 @@ class Daemon:
         self._flusher_stop.set()
         if not self._await_final_flush():
             return False
-        if self._threads[1].is_alive():
+        if self._flusher_thread.is_alive():
             log.warning("final flush did not finish within PANDA_SHUTDOWN_GRACE (%g s)", grace)
         discarded = self._discard_unsent()
         if discarded:
             log.warning("%s", discarded)
         self._stats_stop.set()
         self._stats_wake.set()
-        self._threads[2].join(5)
+        self._stats_thread.join(5)
         self.write_statistics(force=True)
         if self.back_channel is not None:
             self.back_channel.close(BACK_CHANNEL_LINGER)
@@ -376,7 +359,7 @@ class Daemon:
                 back.flush()        # the flusher may be idle: say it now
             if not chunk:
                 drops.finish()
-                self._wake(WAKE_EOF)
+                self._wakeup.wake(WAKE_EOF)
                 return
 
     # -- flusher ------------------------------------------------------------------------------
@@ -384,7 +367,7 @@ class Daemon:
     def _flush_loop(self) -> None:
         self.flusher.run(self._flusher_stop)
         self.flusher.drain(self._shutdown_deadline)
-        self._wake(WAKE_FLUSHED)
+        self._wakeup.wake(WAKE_FLUSHED)
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -442,14 +425,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     checked by ``pandad.cli``) is ignored, with a warning."""
     unblock_signals()
     back_channel = BackChannel(1) if back_channel_enabled(os.environ) else None
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        setup_logging("pandad", None, 0, "")
-        return fatal(redact_urls(str(error)), back_channel)
-    setup_logging("pandad", settings.log, settings.max_log, settings.debug)
-    if argv:
-        log.warning("ignoring arguments pandad does not know: %s", " ".join(argv))
+    settings = start_up("pandad", load_settings, lambda message: fatal(message, back_channel),
+                        argv or ())
+    if settings is None:
+        return EXIT_CONFIG_ERROR
     try:
         # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
         stall_after = os.environ.get("_PANDAD_STALL_AFTER")

@@ -50,6 +50,7 @@ from pandad.convert import Converter, condor_id_from_job_id
 from pandad.endpoint import (Action, EndpointEpisodes, InFlight, decide, describe,
                              refusal_reason, retry_after)
 from pandad.report import NO_REPORT
+from pandad.stats import Counters
 from pandad.transport import Answer, TransportError
 
 log = logging.getLogger("pandad.flusher")
@@ -125,7 +126,7 @@ def backoff(failures: int) -> float:
 class Flusher:
     """Sends the buffer's records to the monitor, one cycle at a time."""
 
-    def __init__(self, buffer: RecordBuffer, transport, stats, settings,
+    def __init__(self, buffer: RecordBuffer, transport, stats: Counters, settings,
                  clock: Callable[[], float] = time.monotonic,
                  stall_after: Optional[float] = None, report=NO_REPORT,
                  fast: bool = True) -> None:

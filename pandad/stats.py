@@ -12,13 +12,33 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import (Callable, Dict, Mapping, Optional, Protocol, Tuple, Union,
+                    runtime_checkable)
 
 from pandad.logsetup import open_append
 
-__all__ = ["Statistics", "STATISTICS", "DYNAMIC_PREFIXES", "render", "StatisticsLog"]
+__all__ = ["Counters", "Statistics", "STATISTICS", "DYNAMIC_PREFIXES", "OUTCOMES", "render",
+           "StatisticsLog", "counter", "unaccounted", "drained"]
 
 Number = float  # counters are ints, gauges may be floats
+# A snapshot (numbers) or what ``read_statistics`` read back (text).
+Figures = Mapping[str, Union[Number, str]]
+
+# Every record pandad reads ends in exactly one of these (docs/design.md §4.7).
+OUTCOMES: Tuple[str, ...] = (
+    "records_sent", "records_rejected", "records_lost_transport", "records_lost_endpoint",
+    "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
+
+
+@runtime_checkable
+class Counters(Protocol):
+    """What a part that counts needs of the statistics object (``Statistics`` is one)."""
+
+    def add(self, name: str, n: int = 1) -> None:
+        ...
+
+    def set(self, name: str, value: Number) -> None:
+        ...
 
 
 class Statistics:
@@ -58,6 +78,32 @@ class Statistics:
         """Grows with every change; lets a writer skip a block when nothing happened."""
         with self._lock:
             return self._generation
+
+
+def counter(values: Figures, name: str) -> int:
+    """A counter's value from a ``snapshot`` (numbers) or ``read_statistics`` (text); 0 when
+    absent or not a number."""
+    try:
+        return int(float(values.get(name, 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def unaccounted(values: Figures) -> Optional[str]:
+    """None when every record read ended in exactly one of ``OUTCOMES``, else the sum that
+    does not add up."""
+    ends = {name: counter(values, name) for name in OUTCOMES}
+    read = counter(values, "records_read")
+    if read != sum(ends.values()):
+        parts = " + ".join(f"{name} {value}" for name, value in ends.items())
+        return f"records_read {read} != {parts}"
+    return None
+
+
+def drained(values: Figures) -> bool:
+    """pandad holds nothing: every record read is accounted for, nothing buffered or pending."""
+    return (unaccounted(values) is None and counter(values, "queue_bytes") == 0
+            and counter(values, "records_pending_retry") == 0)
 
 
 def _percent(numerator: str, denominator: str) -> Callable[[Mapping[str, Number]], str]:

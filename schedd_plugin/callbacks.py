@@ -35,6 +35,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from pandad import wire
 from pandad.classad import old_to_new, quote, unquote
+from pandad.stats import Counters
 from schedd_plugin.mirror import CLUSTER, JOB, Ad, Mirror
 
 __all__ = ["ClassAdLogPlugin", "PandaPlugin", "PRIVATE_ATTRIBUTES", "is_private"]
@@ -110,12 +111,12 @@ class PandaPlugin(ClassAdLogPlugin):
     """The PanDA plug-in: ClassAdLogPlugin callbacks → whole wire records for ``write``.
 
     ``write`` receives one encoded record (bytes) per call; what happens to it (pipe, spill,
-    drop) is the caller's business.  ``stats`` (a ``pandad.stats.Statistics``) is optional.
+    drop) is the caller's business.  ``stats`` is optional.
     """
 
     def __init__(self, mirror: Mirror, write: Callable[[bytes], object],
                  job_attributes: Optional[FrozenSet[str]], schedd_name: str,
-                 stats: Optional[object] = None) -> None:
+                 stats: Optional[Counters] = None) -> None:
         self.mirror = mirror
         self.write = write
         self.schedd_name = schedd_name

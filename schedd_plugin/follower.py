@@ -58,7 +58,7 @@ Start-up (the first :meth:`Follower.poll`):
   it: :class:`schedd_plugin.callbacks.PandaPlugin` writes exactly one ``ADD`` per job in the
   queue, with its effective attributes (pandad's upsert heals a monitor that has the job).
 
-Counters (a ``pandad.stats.Statistics``, optional): ``log_lines_read``,
+Counters (``pandad.stats.Counters``, optional): ``log_lines_read``,
 ``log_corrupt_lines``, ``log_rotations``, ``log_resyncs``, ``log_rotations_missed``,
 ``log_not_snapshot``, ``log_unterminated_tails``.
 """
@@ -68,6 +68,7 @@ import os
 import stat
 from typing import List, Optional, Set, Tuple
 
+from pandad.stats import Counters
 from schedd_plugin.callbacks import ClassAdLogPlugin
 from schedd_plugin.logparse import HISTORICAL_SEQUENCE, CorruptLine, LogOp, parse_lines
 from schedd_plugin.logread import (CHUNK_BYTES, Line, LoadResult, complete_lines, first_line_id,
@@ -88,7 +89,7 @@ class Follower:
     """Follows ``path`` and calls ``plugin`` back; see the module docstring."""
 
     def __init__(self, path: str, plugin: ClassAdLogPlugin, mirror: Mirror,
-                 position: Optional[Position] = None, stats: Optional[object] = None,
+                 position: Optional[Position] = None, stats: Optional[Counters] = None,
                  chunk_size: int = CHUNK_BYTES, fast: bool = True) -> None:
         self.path = path
         self.plugin = plugin

@@ -20,11 +20,11 @@ import os
 import time
 from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
-from pandad.config import ConfigError, HTCondorConfig
+from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig
+from pandad.stats import Statistics
 
 from schedd_plugin.backchannel import PipeTracker
 from schedd_plugin.healing import Healing, LineSplitter, parse_report
-from schedd_plugin.pipe import EXIT_CONFIG_ERROR
 from schedd_plugin.state import decode_document, read_small_file, write_atomically
 
 log = logging.getLogger("panda_plugin.healing")
@@ -98,7 +98,7 @@ def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
         return DEFAULT_PANDAD_QUEUE_SIZE
 
 
-def make_healer(plugin, stats, path: Optional[str], resync_interval: float,
+def make_healer(plugin, stats: Statistics, path: Optional[str], resync_interval: float,
                 environ: Mapping[str, str] = os.environ) -> "Healer":
     """The plug-in's healer, with the heal state saved at ``path`` (None: never saved)."""
     healer = Healer(plugin, stats, path,
@@ -111,8 +111,8 @@ def make_healer(plugin, stats, path: Optional[str], resync_interval: float,
 class Healer(PipeTracker):
     """Healing's I/O: see the module docstring. ``write`` is the pipe's ``write``."""
 
-    def __init__(self, plugin, stats, path: Optional[str], healing: Optional[Healing] = None,
-                 resync_interval: float = 0.0,
+    def __init__(self, plugin, stats: Statistics, path: Optional[str],
+                 healing: Optional[Healing] = None, resync_interval: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plugin = plugin
         self.stats = stats

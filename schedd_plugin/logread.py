@@ -10,7 +10,7 @@ later.  No more than ``tailscan.MAX_LINE_BYTES`` of one line is held (see
 import os
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from schedd_plugin.logparse import (BEGIN_TRANSACTION, HISTORICAL_SEQUENCE, CorruptLine, LogOp,
+from schedd_plugin.logparse import (HISTORICAL_SEQUENCE, CorruptLine, LogOp,
                                     parse_line, parse_lines)
 from schedd_plugin.mirror import Mirror
 from schedd_plugin.tailscan import MAX_LINE_BYTES, Skipped, TailMemo, memo_valid, scan_tail

@@ -6,7 +6,7 @@ The process is a thin loop (the Gunicorn arbiter's shape): every ``poll_interval
 polls the follower, which replays committed transactions as plug-in callbacks, which write
 records to the pipe; then it pumps the pipe (finishes the spill buffer, restarts a dead pandad)
 and saves the follower's position if it moved. Signals only set flags; a self-pipe
-(``signal.set_wakeup_fd``) wakes the wait at once. That is the wake-up an Event would give,
+(``pandad.process.WakeupPipe``) wakes the wait at once. That is the wake-up an Event would give,
 without an Event's hazard: a Python signal handler runs in the main thread, which may be holding
 the Event's lock at that moment.
 
@@ -35,19 +35,22 @@ per log; ``--dry-run`` does not lock).
 import argparse
 import logging
 import os
-import select
 import signal
 import socket
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Protocol
 
 from pandad.config import ConfigError, HTCondorConfig
-from pandad.knobs import EXIT_CONFIG_ERROR, PluginSettings, load_plugin_settings
+from pandad.knobs import (EXIT_CONFIG_ERROR, PluginSettings, load_pandad_settings,
+                          load_plugin_settings)
 from pandad.logsetup import redact_urls, setup_logging
-from pandad.process import unblock_signals
-from pandad.stats import Statistics
+from pandad.process import WakeupPipe, start_up, unblock_signals
+from pandad.stats import Counters, Statistics
 from schedd_plugin.state import Position, load_position, save_position
+
+if TYPE_CHECKING:
+    from schedd_plugin.pipe import PandadPipe
 
 log = logging.getLogger("panda_plugin")
 
@@ -95,10 +98,8 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> PluginSettings:
 def pandad_close_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """How long pandad may take to flush and exit after EOF: its shutdown grace plus a margin."""
     try:
-        from pandad.knobs import load_pandad_settings
-
         grace = load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).shutdown_grace
-    except (ConfigError, ImportError, AttributeError):
+    except ConfigError:
         # pandad will say what is wrong with its configuration; the plug-in only needs a bound.
         grace = DEFAULT_PANDAD_SHUTDOWN_GRACE
     if not grace or grace <= 0:
@@ -122,10 +123,26 @@ def sd_notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
+class Sink(Protocol):
+    """Where the plug-in's records go: the pipe to pandad (``schedd_plugin.pipe.PandadPipe``)
+    or, with --dry-run, stdout (``StdoutWriter``)."""
+
+    broken: bool        # the reader is gone for good: the plug-in stops
+
+    def write(self, record: bytes) -> bool:
+        """One whole record; False if it was dropped (and counted)."""
+
+    def pump(self) -> None:
+        """Push out what waits; called after every poll."""
+
+    def close(self, timeout: float) -> Optional[int]:
+        """Push out what waits and end; the reader's exit status if there is one."""
+
+
 class StdoutWriter:
     """--dry-run's stand-in for the pipe: records go to stdout, counted like the pipe's."""
 
-    def __init__(self, stats: Statistics, out=None) -> None:
+    def __init__(self, stats: Counters, out=None) -> None:
         self.stats = stats
         self.out = out if out is not None else sys.stdout.buffer
         self.broken = False
@@ -156,33 +173,6 @@ class StdoutWriter:
         return None
 
 
-class Wakeup:
-    """A self-pipe the signal machinery writes to, so a wait returns as soon as a signal comes."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        self._previous = signal.set_wakeup_fd(self._write)
-
-    def wait(self, timeout: float, others: Sequence[int] = ()) -> None:
-        """Until a signal comes, one of ``others`` is readable, or ``timeout`` passes."""
-        try:
-            select.select([self._read, *others], [], [], max(0.0, timeout))
-        except InterruptedError:
-            pass
-        try:
-            while os.read(self._read, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        signal.set_wakeup_fd(self._previous)
-        os.close(self._read)
-        os.close(self._write)
-
-
 class PluginProcess:
     """One run of panda_plugin: the follower, the plug-in, the pipe, and the loop around them."""
 
@@ -202,6 +192,8 @@ class PluginProcess:
         self.reload_requested = False
         self.resync_requested = False
         self.healer = None
+        self.sink: Sink
+        self.pipe: Optional["PandadPipe"] = None    # the sink, unless --dry-run
         self.saved: Optional[Position] = None
         self.save_failing = False
         self.last_counters: Dict[str, float] = {}
@@ -252,11 +244,11 @@ class PluginProcess:
             self.sink = StdoutWriter(self.stats)
         else:
             self.healer = self._make_healer()
-            self.sink = PandadPipe(self.settings.pandad, self.settings.spill_bytes,
-                                   self.settings.pipe_bytes, self.stats,
-                                   tracker=self.healer, back_channel=True)
-            self.healer.write = self.sink.write
-            self.healer.spill_records = lambda: self.sink.spill_records
+            self.sink = pipe = self.pipe = PandadPipe(
+                self.settings.pandad, self.settings.spill_bytes, self.settings.pipe_bytes,
+                self.stats, tracker=self.healer, back_channel=True)
+            self.healer.write = pipe.write
+            self.healer.spill_records = lambda: pipe.spill_records
         self.plugin.write = self.sink.write
         self.follower = Follower(self.job_queue_log, self.plugin, mirror, position,
                                  stats=self.stats)
@@ -267,7 +259,8 @@ class PluginProcess:
         wakeup = None
         if not self.args.once:
             self.install_signals()
-            wakeup = Wakeup()
+            wakeup = WakeupPipe()
+            wakeup.install()
         try:
             # The follower calls plugin.initialize() after its start-up replay.
             if self.args.once:
@@ -351,14 +344,14 @@ class PluginProcess:
             if not advanced and self.follower.position == before:
                 return
 
-    def _loop(self, wakeup: "Wakeup") -> None:
+    def _loop(self, wakeup: WakeupPipe) -> None:
         next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
         while not self.stop_requested:
             self._poll()
             self._heal()
             self.sink.pump()
             self._save_position()
-            if getattr(self.sink, "broken", False):
+            if self.sink.broken:
                 log.info("stdout is closed; stopping")
                 return
             if self.reload_requested:
@@ -368,10 +361,10 @@ class PluginProcess:
                 next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
                 self._log_counters()
             if not self.stop_requested:
-                reports = getattr(self.sink, "reports_fd", None)
+                reports = self.pipe.reports_fd if self.pipe is not None else None
                 wakeup.wait(self.settings.poll_interval, () if reports is None else (reports,))
                 if reports is not None:
-                    self.sink.read_reports()
+                    self.pipe.read_reports()
 
     def _poll(self) -> bool:
         try:
@@ -420,16 +413,17 @@ class PluginProcess:
         self.settings = new
         self.plugin.job_attributes = new.job_attributes
         warn_invalid_job_attributes(new, "SIGHUP: ")
-        if hasattr(self.sink, "argv"):
-            self.sink.argv = tuple(new.pandad)
-            self.sink.spill_bytes = new.spill_bytes
-            self.sink.pipe_bytes = new.pipe_bytes
+        pipe = self.pipe
+        if pipe is not None:
+            pipe.argv = tuple(new.pandad)
+            pipe.spill_bytes = new.spill_bytes
+            pipe.pipe_bytes = new.pipe_bytes
             # condor_reconfig and `systemctl reload` reach only this process; pandad's knobs
             # (URL, queue, TLS) change with the same reload.
-            self.sink.reload()
+            pipe.reload()
             # A pandad waiting out its backoff (an exit 99 after a bad configuration) is
             # started at once: the reload is the fix.
-            self.sink.restart_now()
+            pipe.restart_now()
         if self.healer is not None:
             self.healer.resync_interval = new.resync_interval
             self.healer.reload(self.environ)
@@ -469,15 +463,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.resume and not args.dry_run:
         args.resume = False                      # without --dry-run, resuming is the default
-    try:
-        settings = load_settings()
-    except ConfigError as e:
-        setup_logging("panda_plugin", None, 0, "")
-        log.error("configuration error: %s", redact_urls(str(e)))
+    settings = start_up("panda_plugin", load_settings,
+                        lambda message: log.error("configuration error: %s", message),
+                        args.ignored)
+    if settings is None:
         return EXIT_CONFIG_ERROR
-    setup_logging("panda_plugin", settings.log, settings.max_log, settings.debug)
-    if args.ignored:
-        log.warning("ignoring arguments panda_plugin does not know: %s", " ".join(args.ignored))
     warn_invalid_job_attributes(settings)
     if not settings.enabled and not args.dry_run:
         log.info("the PanDA plug-in is not enabled (name it in SCHEDD.PLUGINS or point "

@@ -316,9 +316,6 @@ class Mirror:
         procs = self._procs.get(cluster)
         return len(procs) if procs else 0
 
-    def cluster_of(self, ad: Ad) -> Optional[Ad]:
-        return self.ads.get(cluster_key(ad.cluster))
-
     def effective_attrs(self, key: str) -> Attrs:
         """The job's effective attributes, lower-case name -> (name, value); proc wins."""
         ad = self.ads.get(key)

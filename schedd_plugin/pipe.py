@@ -56,6 +56,9 @@ from collections import deque
 from itertools import accumulate, islice, repeat
 from typing import Callable, Deque, List, Mapping, Optional, Sequence
 
+from pandad.knobs import EXIT_CONFIG_ERROR
+from pandad.process import DropEpisode
+from pandad.stats import Counters
 from schedd_plugin.backchannel import PipeTracker, ReportsPipe
 
 log = logging.getLogger("panda_plugin.pipe")
@@ -64,8 +67,6 @@ log = logging.getLogger("panda_plugin.pipe")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 PIPE_MAX_SIZE_FILE = "/proc/sys/fs/pipe-max-size"
-
-EXIT_CONFIG_ERROR = 99  # pandad's "do not restart" (pandad.knobs.EXIT_CONFIG_ERROR)
 
 # Records are written in batches of about this many bytes: a system call per record cost as
 # much as making the record. 64 KiB is a pipe's default capacity on Linux.
@@ -77,7 +78,9 @@ WRITEV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 
 class PandadPipe:
     """pandad as a child process, and the non-blocking pipe on its stdin."""
 
-    def __init__(self, argv: Sequence[str], spill_bytes: int, pipe_bytes: int, stats,
+    broken = False      # a ``main.Sink`` that is never gone for good: pandad is restarted
+
+    def __init__(self, argv: Sequence[str], spill_bytes: int, pipe_bytes: int, stats: Counters,
                  env: Optional[Mapping[str, str]] = None,
                  clock: Callable[[], float] = time.monotonic,
                  min_backoff: float = 1.0, max_backoff: float = 60.0,
@@ -110,9 +113,9 @@ class PandadPipe:
         self._spill_size = 0             # unwritten bytes in the spill buffer
         self._spill_gauge = 0
 
-        # The current drop episode of each kind: [records, bytes, start time] or None.
-        self._full_episode: Optional[list] = None
-        self._down_episode: Optional[list] = None
+        # Drops while the pipe is full, and while pandad is not running.
+        self._full = DropEpisode(clock)
+        self._down = DropEpisode(clock)
 
         self._ensure_running()
 
@@ -357,34 +360,26 @@ class PandadPipe:
 
     def _drop_full(self, records: int, nbytes: int) -> None:
         self.stats.add("records_dropped_pipe_full", records)
-        if self._full_episode is None:
+        if self._full.drop(records, nbytes) == DropEpisode.STARTED:
             log.warning("pipe to pandad is full: dropping records until it drains")
-            self._full_episode = [0, 0, self._clock()]
-        self._full_episode[0] += records
-        self._full_episode[1] += nbytes
 
     def _end_full_episode(self) -> None:
-        if self._full_episode is not None:
-            records, nbytes, since = self._full_episode
-            self._full_episode = None
+        full = self._full
+        if full.end():
             log.warning("pipe to pandad was full for %.1f s: dropped %d records (%d bytes)",
-                        self._clock() - since, records, nbytes)
+                        self._clock() - full.started, full.records, full.nbytes)
 
     def _drop_down(self, records: int, nbytes: int) -> None:
         self.stats.add("records_dropped_pandad_down", records)
-        if self._down_episode is None:
+        if self._down.drop(records, nbytes) == DropEpisode.STARTED:
             log.warning("pandad is not running: dropping records until it is restarted")
-            self._down_episode = [0, 0, self._clock()]
-        self._down_episode[0] += records
-        self._down_episode[1] += nbytes
 
     def _end_down_episode(self, restarted: bool) -> None:
-        if self._down_episode is not None:
-            records, nbytes, since = self._down_episode
-            self._down_episode = None
+        down = self._down
+        if down.end():
             log.warning("pandad was not running for %.1f s%s: dropped %d records (%d bytes)",
-                        self._clock() - since, "" if restarted else " at shutdown",
-                        records, nbytes)
+                        self._clock() - down.started, "" if restarted else " at shutdown",
+                        down.records, down.nbytes)
 
     # ----------------------------------------------------------------- the child process
 

@@ -23,7 +23,7 @@ def test_updates_of_a_job_added_in_the_batch_merge_into_the_add():
         encode_update(J1, [("RemoteHost", '"slot1@node"')]),
     ))
     assert list(batch.adds) == [J1]
-    assert batch.updates == {} and batch.removes == {}
+    assert batch.commands_of_updates() == {} and batch.removes == {}
     add = batch.adds[J1]
     assert add.condor_id == "1.0"
     assert attrs_of(add) == {"Owner": '"alice"', "JobStatus": "2", "RemoteHost": '"slot1@node"'}
@@ -37,13 +37,13 @@ def test_repeated_updates_merge_last_value_wins_case_insensitively():
         encode_update(J1, [("JOBSTATUS", "4"), ("ExitCode", "0")]),
         encode_update(J2, [("JobStatus", "5")]),
     ))
-    assert set(batch.updates) == {J1, J2}
-    first = batch.updates[J1]
+    assert set(batch.commands_of_updates()) == {J1, J2}
+    first = batch.commands_of_updates()[J1]
     # The last value and the last spelling of the name win.
     assert attrs_of(first) == {"JOBSTATUS": "4", "ImageSize": "100", "ExitCode": "0"}
     assert first.records == 3
     assert first.condor_id is None
-    assert batch.updates[J2].records == 1
+    assert batch.commands_of_updates()[J2].records == 1
 
 
 def test_remove_goes_to_removes_and_merges_its_pairs():
@@ -53,7 +53,7 @@ def test_remove_goes_to_removes_and_merges_its_pairs():
         encode_remove(J1, [("ExitCode", "1"), ("CompletionDate", "1700000100")]),
         encode_update(J1, [("LastHold", "null")]),
     ))
-    assert attrs_of(batch.updates[J1]) == {"JobStatus": "4"}
+    assert attrs_of(batch.commands_of_updates()[J1]) == {"JobStatus": "4"}
     remove = batch.removes[J1]
     assert attrs_of(remove) == {"ExitCode": "1", "CompletionDate": "1700000100",
                                 "LastHold": "null"}
@@ -73,7 +73,7 @@ def test_add_after_remove_supersedes_the_remove():
         encode_remove(J1, [("ExitCode", "0")]),
         encode_add(J1, "1.0", [("JobStatus", "1")]),
     ))
-    assert batch.removes == {} and batch.updates == {}
+    assert batch.removes == {} and batch.commands_of_updates() == {}
     add = batch.adds[J1]
     assert attrs_of(add) == {"JobStatus": "1", "ExitCode": "0"}
     assert add.records == 3
@@ -95,13 +95,13 @@ def test_bad_records_are_counted_with_reasons_and_skipped():
 
 def test_coalesce_into_a_carried_over_batch():
     carried = coalesce(lines(encode_update(J1, [("JobStatus", "2"), ("ImageSize", "1")])))
-    carried.updates[J1].attempts = 1
+    carried.commands_of_updates()[J1].attempts = 1
     batch = coalesce(lines(encode_update(J1, [("JobStatus", "4")]),
                            encode_add(J2, "2.0")), into=carried)
     assert batch is carried
-    assert attrs_of(batch.updates[J1]) == {"JobStatus": "4", "ImageSize": "1"}
-    assert batch.updates[J1].records == 2
-    assert batch.updates[J1].attempts == 1
+    assert attrs_of(batch.commands_of_updates()[J1]) == {"JobStatus": "4", "ImageSize": "1"}
+    assert batch.commands_of_updates()[J1].records == 2
+    assert batch.commands_of_updates()[J1].attempts == 1
     assert list(batch.adds) == [J2]
 
 

@@ -35,7 +35,7 @@ def snapshot(batch: Batch) -> tuple:
     def group(commands):
         return [(key, c.job_id, c.condor_id, list(c.attrs.items()), c.records)
                 for key, c in commands.items()]
-    return (group(batch.adds), group(batch.updates), group(batch.removes), batch.bad,
+    return (group(batch.adds), group(batch.commands_of_updates()), group(batch.removes), batch.bad,
             Counter(batch.bad_reasons))
 
 
@@ -123,7 +123,7 @@ def reference_requests(lines, attribute_map=()) -> tuple:
     batch = reference_coalesce(lines)
     requests = []
     sent = unconvertible = 0
-    for method, group in (("POST", batch.adds), ("PUT", batch.updates),
+    for method, group in (("POST", batch.adds), ("PUT", batch.commands_of_updates()),
                           ("DELETE", batch.removes)):
         objects = []
         for command in group.values():
@@ -277,7 +277,7 @@ def test_plain_updates_stand_for_the_commands_they_would_have_been():
     assert (command.job_id, command.condor_id, command.records, command.attempts) == (
         "s#1.0#9", None, 1, 0)
     assert command.attrs == {"jobstatus": ("JobStatus", "2"), "owner": ("Owner", '"a"')}
-    # Batch.updates hands out JobCommands only, in the same order, in the same dict.
+    # Batch.commands_of_updates hands out JobCommands only, in the same order, in the same dict.
     assert snapshot(batch) == snapshot(reference_coalesce(lines))
     assert all(type(entry) is JobCommand for entry in entries.values())
 
@@ -325,5 +325,5 @@ def test_plain_records_skip_decode_once_their_names_are_known(monkeypatch):
     lines.append(encode_add("s#7.0#9", "7.0", [("jobstatus", "1")])[:-1])
     batch = coalesce(lines)
     assert calls == [lines[0], lines[-1]]            # the first sight of each name
-    assert len(batch.updates) == 99 and batch.adds["s#7.0#9"].records == 2
+    assert len(batch.commands_of_updates()) == 99 and batch.adds["s#7.0#9"].records == 2
     assert batch.adds["s#7.0#9"].attrs["jobstatus"] == ("jobstatus", "1")

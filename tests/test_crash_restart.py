@@ -25,11 +25,12 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from pandad.dev.demo import Chain, compare, counter
+from pandad.dev.demo import Chain, compare
 from pandad.dev.devmonitor import DevMonitor
 from pandad.dev.simulate import RUNNING, ScheddSimulator
+from pandad.stats import OUTCOMES, counter
 from tests.support import python_env, wait_until
-from tests.support.pandad_process import END_COUNTERS, assert_accounted
+from tests.support.pandad_process import assert_accounted
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,7 @@ def run_factory(tmp_path):
 
 
 def pandad_losses(stats: Dict[str, str]) -> Dict[str, int]:
-    return {name: counter(stats, name) for name in END_COUNTERS
+    return {name: counter(stats, name) for name in OUTCOMES
             if name != "records_sent" and counter(stats, name)}
 
 

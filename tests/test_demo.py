@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from pandad.convert import job_object
-from pandad.dev.demo import (Chain, RecordingMonitor, LogWatcher, accounting_problem, compare,
-                         config_text, chain_knobs, drained, log_event, parse_plugin_counters,
-                         percentile)
-from pandad.stats import parse_statistics
+from pandad.dev.demo import (Chain, RecordingMonitor, LogWatcher, compare, config_text,
+                             chain_knobs, log_event, parse_plugin_counters, percentile)
 from pandad.dev.simulate import ScheddSimulator
 from tests.support import (MAP_2014, kill_if_running, python_command, python_env,
                            wait_until)
@@ -91,31 +89,7 @@ def test_first_problems_says_how_many_more():
     assert len(result.first_problems(3)) == 4
 
 
-# -- statistics, counters, percentiles --------------------------------------------------------
-
-STATS = """[2024-01-01 10:00:00] records_read: 5
-[2024-01-01 10:00:00] records_sent: 5
-[2024-01-01 10:00:01] queue full count: 0
-[2024-01-01 10:00:01] records_read: 10
-[2024-01-01 10:00:01] records_sent: 7
-[2024-01-01 10:00:01] records_rejected: 1
-[2024-01-01 10:00:01] records_bad: 2
-[2024-01-01 10:00:01] queue_bytes: 0
-[2024-01-01 10:00:01] last_success_time: 2024-01-01 10:00:01
-"""
-
-
-def test_statistics_latest_values_and_accounting():
-    stats = parse_statistics(STATS)
-    assert stats["records_read"] == "10" and stats["queue full count"] == "0"
-    assert stats["last_success_time"] == "2024-01-01 10:00:01"
-    assert accounting_problem(stats) is None and drained(stats)
-    short = dict(stats, records_sent="6")
-    assert "records_read 10 != records_sent 6" in accounting_problem(short)
-    assert not drained(short)
-    assert not drained(dict(stats, queue_bytes="12"))
-    assert parse_statistics("") == {} and accounting_problem({}) is None
-
+# -- the plug-in's counters, percentiles ------------------------------------------------------
 
 def test_plugin_counters_come_from_the_last_counters_line():
     text = ("01/02/24 10:00:00 following /x from the beginning\n"

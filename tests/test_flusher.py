@@ -15,15 +15,13 @@ from pandad.dev.devmonitor import DevMonitor
 from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
 from pandad.report import NO_REPORT
-from pandad.stats import Statistics
+from pandad.stats import OUTCOMES, Statistics
 from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
 from tests.support import wait_until
 from tests.support.fake_transport import ACCEPT, FakeTransport, refused
 from tests.support.faultserver import FaultServer, refused_url, respond
 
-END_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                "records_lost_endpoint", "records_bad", "records_discarded_shutdown")
 
 
 def job(i: int) -> str:
@@ -68,7 +66,7 @@ class Rig:
         return int(self.stats.snapshot().get(name, 0))
 
     def settled(self) -> int:
-        return sum(self.count(name) for name in END_COUNTERS)
+        return sum(self.count(name) for name in OUTCOMES)
 
     def assert_accounted(self) -> None:
         assert self.settled() + self.flusher.pending_records + len(self.buffer) == self.put

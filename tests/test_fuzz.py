@@ -65,7 +65,7 @@ def check_record_stream(data: bytes, cuts: List[int]) -> None:
     batch = coalesce(lines)
     assert batch.records + batch.bad == len(lines)
     assert batch.records <= decoded
-    for group in (batch.adds, batch.updates, batch.removes):
+    for group in (batch.adds, batch.commands_of_updates(), batch.removes):
         for command in group.values():
             check_json(job_object(command.job_id, command.condor_id, command.attributes()))
 

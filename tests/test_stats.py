@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pandad.stats import (STATISTICS, Statistics, StatisticsLog, parse_statistics,
-                          read_statistics, render)
+from pandad.stats import (OUTCOMES, STATISTICS, Counters, Statistics, StatisticsLog, counter,
+                          drained, parse_statistics, read_statistics, render, unaccounted)
 
 LINE_RE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] [^:\n]+: \S.*")
 
@@ -44,6 +44,10 @@ def test_generation_grows_only_on_change():
     assert stats.generation == after_set == start + 1
     stats.add("x")
     assert stats.generation == start + 2
+
+
+def test_a_statistics_object_is_the_counters_the_parts_need():
+    assert isinstance(Statistics(), Counters)
 
 
 def test_adds_from_many_threads_are_not_lost():
@@ -227,3 +231,50 @@ def test_parse_statistics_reads_back_what_render_wrote(tmp_path):
     assert read_statistics(str(log)) == {}
     log.write_text(first)
     assert read_statistics(str(log))["records_sent"] == "2"
+
+
+STATS = """[2024-01-01 10:00:00] records_read: 5
+[2024-01-01 10:00:00] records_sent: 5
+[2024-01-01 10:00:01] queue full count: 0
+[2024-01-01 10:00:01] records_read: 10
+[2024-01-01 10:00:01] records_sent: 7
+[2024-01-01 10:00:01] records_rejected: 1
+[2024-01-01 10:00:01] records_bad: 2
+[2024-01-01 10:00:01] queue_bytes: 0
+[2024-01-01 10:00:01] last_success_time: 2024-01-01 10:00:01
+"""
+
+
+def test_statistics_latest_values_and_accounting():
+    stats = parse_statistics(STATS)
+    assert stats["records_read"] == "10" and stats["queue full count"] == "0"
+    assert stats["last_success_time"] == "2024-01-01 10:00:01"
+    assert unaccounted(stats) is None and drained(stats)
+    short = dict(stats, records_sent="6")
+    assert "records_read 10 != records_sent 6" in unaccounted(short)
+    assert not drained(short)
+    assert not drained(dict(stats, queue_bytes="12"))
+    assert parse_statistics("") == {} and unaccounted({}) is None
+
+
+def test_accounting_reads_a_live_snapshot_the_same_way():
+    stats = Statistics()
+    stats.add("records_read", len(OUTCOMES))
+    for name in OUTCOMES:
+        stats.add(name)
+    assert unaccounted(stats.snapshot()) is None and drained(stats.snapshot())
+    stats.set("records_pending_retry", 1)
+    assert not drained(stats.snapshot())
+    stats.add("records_read")
+    assert unaccounted(stats.snapshot()).startswith(f"records_read {len(OUTCOMES) + 1} != ")
+
+
+def test_every_outcome_is_a_documented_statistic():
+    documented = {name for name, _meaning in STATISTICS}
+    assert set(OUTCOMES) <= documented and len(set(OUTCOMES)) == len(OUTCOMES)
+
+
+def test_counter_reads_numbers_text_and_nonsense():
+    assert counter({"a": 3, "b": "4.0", "c": "never"}, "a") == 3
+    assert counter({"b": "4.0"}, "b") == 4
+    assert counter({"c": "never"}, "c") == 0 and counter({}, "d") == 0

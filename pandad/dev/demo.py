@@ -38,15 +38,12 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Op
 
 from pandad.convert import AttributeMap
 from pandad.dev.devmonitor import JOBS_PATH, DevMonitor, JobStore
-from pandad.stats import read_statistics
+from pandad.stats import counter, drained, read_statistics, unaccounted
 
 DEFAULT_SECONDS = 20.0
 DEFAULT_JOBS = 200
 DEFAULT_RATE = 300.0
 
-# Every record pandad reads ends in exactly one of these (docs/design.md §4.7).
-ACCOUNTING_COUNTERS = ("records_sent", "records_rejected", "records_lost_transport",
-                       "records_lost_endpoint", "records_dropped_queue_full", "records_bad", "records_discarded_shutdown")
 # Keys the monitor's objects carry that are not ClassAd attributes.
 IDENTITY_KEYS = frozenset({"id", "condorid", "removed"})
 
@@ -91,14 +88,6 @@ def config_text(knobs: Mapping[str, str]) -> str:
 # ------------------------------------------------------------------ statistics (pure)
 
 
-def counter(stats: Mapping[str, str], name: str) -> int:
-    """A counter's value from ``read_statistics`` (0 when absent or not a number)."""
-    try:
-        return int(float(stats.get(name, "0")))
-    except ValueError:
-        return 0
-
-
 def parse_plugin_counters(text: str) -> Dict[str, float]:
     """The plug-in's counters from the last ``counters: name value, ...`` line of its log."""
     values: Dict[str, float] = {}
@@ -114,22 +103,6 @@ def parse_plugin_counters(text: str) -> Dict[str, float]:
             except ValueError:
                 pass
     return values
-
-
-def accounting_problem(stats: Mapping[str, str]) -> Optional[str]:
-    """None when every record read ended in exactly one counter, else what does not add up."""
-    ends = {name: counter(stats, name) for name in ACCOUNTING_COUNTERS}
-    read = counter(stats, "records_read")
-    if read != sum(ends.values()):
-        parts = " + ".join(f"{name} {value}" for name, value in ends.items())
-        return f"records_read {read} != {parts}"
-    return None
-
-
-def drained(stats: Mapping[str, str]) -> bool:
-    """pandad holds nothing: every record read is accounted for, nothing buffered or pending."""
-    return (accounting_problem(stats) is None and counter(stats, "queue_bytes") == 0
-            and counter(stats, "records_pending_retry") == 0)
 
 
 # ------------------------------------------------------------------ the matching rule (pure)
@@ -711,7 +684,7 @@ def summary(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher,
                      f"{rm}, left the queue: {left}")
     lines.append(f"  monitor: {comparison.monitor_jobs} jobs; simulator's truth: "
                  f"{comparison.truth_jobs} jobs; {comparison.matching} match exactly")
-    problem = accounting_problem(stats)
+    problem = unaccounted(stats)
     lines.append(
         f"  pandad (final statistics): records read {counter(stats, 'records_read')}, "
         f"sent {counter(stats, 'records_sent')}, dropped (queue full) "
@@ -773,7 +746,7 @@ def _run_chain(chain: Chain, monitor: RecordingMonitor, watcher: LogWatcher) -> 
     comparison = compare(truth, monitor.jobs())
     for line in summary(chain, monitor, watcher, comparison, stats, truth):
         print(line, flush=True)
-    good = comparison.ok and accounting_problem(stats) is None and status == 0
+    good = comparison.ok and unaccounted(stats) is None and status == 0
     return 0 if good else 1
 
 

@@ -157,9 +157,9 @@ def read_statistics(path: Path) -> Dict[str, str]:
 
 
 def accounting(stats: Dict[str, str]) -> Optional[str]:
-    from pandad.dev.demo import accounting_problem
+    from pandad.stats import unaccounted
 
-    return accounting_problem(stats)
+    return unaccounted(stats)
 
 
 # ------------------------------------------------------------------ ingest
@@ -217,7 +217,7 @@ def e2e_objects(count: int) -> List[dict]:
     from pandad.convert import job_object
 
     batch = coalesce(update_records(0, count).split(b"\n")[:-1])
-    return [job_object(c.job_id, c.condor_id, c.attributes()) for c in batch.updates.values()]
+    return [job_object(c.job_id, c.condor_id, c.attributes()) for c in batch.commands_of_updates().values()]
 
 
 def bodies_of(objects: List[dict], max_bytes: int = 512 * 1024) -> List[Tuple[bytes, int]]:

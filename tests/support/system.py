@@ -19,9 +19,9 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pandad.dev.demo import Chain, Comparison, RecordingMonitor, compare, counter
+from pandad.dev.demo import Chain, Comparison, RecordingMonitor, compare
+from pandad.stats import OUTCOMES, counter
 from tests.support import python_env, wait_until
-from tests.support.pandad_process import END_COUNTERS
 
 # Counters of the plug-in that mean a record never reached pandad.
 PLUGIN_LOSS_COUNTERS = ("records_dropped_pipe_full", "records_dropped_pandad_down")
@@ -123,5 +123,5 @@ class System:
 
 def losses(stats: Dict[str, str]) -> Dict[str, int]:
     """pandad's loss counters that are not zero."""
-    return {name: counter(stats, name) for name in END_COUNTERS
+    return {name: counter(stats, name) for name in OUTCOMES
             if name != "records_sent" and counter(stats, name)}
