@@ -40,34 +40,34 @@ through a CONNECT tunnel (``http.client``'s set_tunnel, ``Proxy-Authorization`` 
 only), inside which TLS verifies the MONITOR's certificate and host name and the client
 certificate and Authorization header go to the monitor; an http monitor gets absolute-URI
 requests. The deadline covers the proxy's socket as it covers a direct one.
+
+The connection with its deadline is ``pandad.httpconn``; the choice of proxy is
+``pandad.proxies``.
 """
 
 import base64
 import http.client
-import ipaddress
 import logging
 import os
-import re
-import select
 import socket
 import ssl
 import sys
 import threading
-import time
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from pandad.httpconn import (KINDS, Deadline, DeadlineConnection, TornHeaders, TransportError,
+                             TunnelRefused, keep_alive)
 from pandad.logsetup import redact_url
+from pandad.proxies import Proxy, choose_proxy, no_proxy_matches, parse_proxy
+
+__all__ = ["KINDS", "USER_AGENT", "Answer", "Transport", "TransportError", "choose_proxy",
+           "keep_alive", "no_proxy_matches", "scrub"]
 
 log = logging.getLogger("pandad.transport")
 
-KINDS = ("refused", "timeout", "reset", "tls", "other")
 _ERROR_BODY_LOG_BYTES = 200
-_CURL_PROXY_PORT = 1080        # libcurl's port for a proxy URL without one
 _LOCATION_LOG_CHARS = 200
-# TCP keep-alive: first probe after 60 s idle, then every 15 s, given up after 4 missed
-# (a dead peer is found in 2 minutes). Options missing on a platform are skipped.
-KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
 # The User-Agent urllib.request sent, kept so that monitors' logs see the same client.
 USER_AGENT = "Python-urllib/%d.%d" % sys.version_info[:2]
 
@@ -79,89 +79,6 @@ class Answer(NamedTuple):
     retry_after: str = ""
 
 
-class TransportError(Exception):
-    """No complete HTTP answer. ``kind``: one of KINDS; str(e): one line, no credentials."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-# -- the deadline and its watchdog -----------------------------------------------------------
-
-class _Deadline:
-    """The whole request's deadline; at it, the watched socket is shut down.
-
-    Shutting a socket down (not closing it) wakes a thread blocked in connect, send, recv or
-    a TLS handshake on it, and cannot touch a file descriptor number reused by someone else:
-    once the socket object is closed the call fails with EBADF instead.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.at: Optional[float] = time.monotonic() + timeout if timeout > 0 else None
-        self.expired = False
-        self._lock = threading.Lock()
-        self._socks: List[socket.socket] = []
-        self._timer: Optional[threading.Timer] = None
-        if self.at is not None:
-            self._timer = threading.Timer(timeout, self._expire)
-            self._timer.daemon = True
-            try:
-                self._timer.start()
-            except RuntimeError:       # no thread to be had: the socket timeouts still bound it
-                self._timer = None
-
-    def remaining(self) -> Optional[float]:
-        """Seconds left (None: no deadline); raises socket.timeout once it has passed."""
-        if self.at is None:
-            return None
-        left = self.at - time.monotonic()
-        if left <= 0 or self.expired:
-            raise socket.timeout("deadline passed")
-        return left
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._socks:
-                _shutdown(sock)
-
-    def finish(self) -> None:
-        """The request is over: disarm before its socket is closed."""
-        with self._lock:
-            self._socks = []
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        # The base-class method on purpose: SSLSocket.shutdown() would also drop its TLS
-        # state under the feet of the thread reading from it.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def keep_alive(sock: socket.socket) -> None:
-    """Turn TCP keep-alive on, with the ``KEEPALIVE`` timing where the platform has it."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in KEEPALIVE:
-        option = getattr(socket, name, None)
-        if option is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-            except OSError:
-                pass
-
-
 def scrub(text: bytes, secrets: List[bytes]) -> bytes:
     """``text`` with every one of ``secrets`` replaced by ``***``."""
     for secret in secrets:
@@ -169,271 +86,6 @@ def scrub(text: bytes, secrets: List[bytes]) -> bytes:
             text = text.replace(secret, b"***")
     return text
 
-
-def _bracketed(host: str) -> str:
-    """``host`` as it stands before ":port": an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host else host
-
-
-def _resolve(host: str, port: int, deadline: _Deadline) -> List[Tuple[Any, ...]]:
-    """getaddrinfo bounded by the deadline (it has no timeout of its own)."""
-    try:
-        ipaddress.ip_address(host)
-        literal = True
-    except ValueError:
-        literal = False
-    if literal or deadline.at is None:
-        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-    result: List[Any] = []
-    done = threading.Event()
-
-    def lookup() -> None:
-        try:
-            result.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
-        except OSError as error:
-            result.append(error)
-        done.set()
-
-    # A resolver stuck past the deadline leaves this daemon thread behind until it returns.
-    threading.Thread(target=lookup, daemon=True, name="pandad-resolve").start()
-    if not done.wait(deadline.remaining()):
-        raise socket.timeout(f"resolving {host} took too long")
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
-
-
-# -- the connection and the response ----------------------------------------------------
-
-class _EOFWatchingReader:
-    """The response's socket reader, noting whether a header line ended at EOF."""
-
-    def __init__(self, fp: Any) -> None:
-        self.fp = fp
-        self.eof_in_line = False
-
-    def readline(self, limit: int = -1) -> bytes:
-        line = self.fp.readline(limit)
-        if not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
-            self.eof_in_line = True
-        return line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fp, name)
-
-
-class _Response(http.client.HTTPResponse):
-    """http.client takes a connection closed inside the headers for their end, which would
-    turn "201 Created\\r\\nContent-Le<EOF>" into a success; this makes it an error."""
-
-    def begin(self) -> None:
-        reader = self.fp = _EOFWatchingReader(self.fp)
-        try:
-            super().begin()
-        finally:
-            if self.fp is reader:
-                self.fp = reader.fp
-        if reader.eof_in_line:
-            raise _TornHeaders("connection closed inside the response headers")
-
-
-class _TornHeaders(http.client.RemoteDisconnected):
-    """Part of an answer came, then the connection closed: never sent again."""
-
-
-class _TunnelRefused(OSError):
-    """The proxy answered CONNECT with something other than 200."""
-
-
-class _DeadlineConnection(http.client.HTTPConnection):
-    """An HTTP(S) connection whose every step is bounded by one ``_Deadline``."""
-
-    response_class = _Response
-
-    def __init__(self, host: str, port: int, context: Optional[ssl.SSLContext]) -> None:
-        super().__init__(host, port)
-        self._deadline = _Deadline(0)
-        self.context = context
-
-    def arm(self, deadline: _Deadline) -> None:
-        """Bound the next request by ``deadline``, the socket kept from the last one too."""
-        self._deadline = deadline
-        if self.sock is not None:
-            deadline.watch(self.sock)
-
-    def idle_and_open(self) -> bool:
-        """Whether the kept socket is quiet: readable between requests means the server
-        closed it (or sent what no request asked for), so it must not carry the next one."""
-        if self.sock is None:
-            return False
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
-
-    def connect(self) -> None:
-        deadline = self._deadline
-        errors: List[OSError] = []
-        for family, kind, proto, _, address in _resolve(self.host, self.port, deadline):
-            sock = socket.socket(family, kind, proto)
-            deadline.watch(sock)
-            try:
-                sock.settimeout(deadline.remaining())
-                sock.connect(address)
-            except OSError as error:
-                sock.close()
-                if deadline.expired or isinstance(error, socket.timeout):
-                    raise
-                errors.append(error)
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            keep_alive(sock)
-            sock.settimeout(deadline.remaining())
-            self.sock = sock
-            if self._tunnel_host:
-                self._connect_tunnel()
-            if self.context is not None:
-                # The handshake starts only once the TLS socket is watched: wrap_socket
-                # detaches the plain socket, so the watchdog could not wake a handshake
-                # begun inside it. Through a tunnel the MONITOR's name is verified.
-                tls = self.context.wrap_socket(
-                    self.sock, server_hostname=self._tunnel_host or self.host,
-                    do_handshake_on_connect=False)
-                self.sock = tls
-                deadline.watch(tls)
-                tls.settimeout(deadline.remaining())
-                tls.do_handshake()
-            return
-        refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
-        raise (refused or errors or [OSError(f"no address for {self.host}")])[0]
-
-    def _connect_tunnel(self) -> None:
-        """CONNECT through the proxy (set_tunnel was called); a refusal says so clearly."""
-        host = self._tunnel_host
-        # http.client before 3.12 writes an IPv6 address into the CONNECT line without its
-        # brackets ("CONNECT ::1:443"), which no proxy can parse; 3.12 and later add them
-        # unless they are there already. The bare address is put back for TLS, which
-        # verifies the monitor's certificate against it.
-        self._tunnel_host = _bracketed(host)
-        target = f"{self._tunnel_host}:{self._tunnel_port}"
-        try:
-            self._tunnel()
-        except OSError as error:
-            text = str(error)
-            prefix = "Tunnel connection failed: "
-            if type(error) is not OSError or not text.startswith(prefix):
-                raise
-            raise _TunnelRefused(f"the proxy refused the tunnel to {target}:"
-                                 f" {text[len(prefix):]}") from None
-        finally:
-            self._tunnel_host = host
-
-    # Each blocking step also gets what is left of the deadline as its socket timeout, so
-    # the request ends in time even if the watchdog could not run.
-
-    def send(self, data: Any) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(self._deadline.remaining())
-        super().send(data)
-
-    def getresponse(self) -> http.client.HTTPResponse:
-        if self.sock is not None:
-            self.sock.settimeout(self._deadline.remaining())
-        return super().getresponse()
-
-
-# -- the web proxy ---------------------------------------------------------------------------
-
-class ProxyChoice(NamedTuple):
-    """What ``choose_proxy`` decided, and why (for the one start-up log line)."""
-    url: Optional[str]         # the proxy to use; None = connect directly
-    source: str                # where the proxy URL came from ("" if none was configured)
-    skipped_by: str = ""       # why a configured proxy is not used ("no_proxy", ...)
-
-
-def choose_proxy(setting: str, scheme: str, host: str,
-                 environ: Mapping[str, str]) -> ProxyChoice:
-    """The proxy for ``scheme://host``, from PANDA_HTTP_PROXY or the environment as libcurl.
-
-    ``setting`` is PANDA_HTTP_PROXY: a URL is used whatever the environment says, ``none``
-    means never a proxy, empty leaves it to the environment: ``https_proxy`` then
-    ``HTTPS_PROXY`` for https, only ``http_proxy`` (lower-case, as curl) for http, unless
-    ``no_proxy`` (or ``NO_PROXY``) names the host. An empty variable counts as unset.
-    """
-    setting = setting.strip()
-    if setting and setting.lower() != "none":
-        return ProxyChoice(setting, "PANDA_HTTP_PROXY")
-    names = ("https_proxy", "HTTPS_PROXY") if scheme == "https" else ("http_proxy",)
-    name, url = next(((n, environ[n].strip()) for n in names if environ.get(n, "").strip()),
-                     ("", ""))
-    if not url:
-        return ProxyChoice(None, "")
-    if setting:
-        return ProxyChoice(None, name, "PANDA_HTTP_PROXY = none")
-    no_proxy_name = "no_proxy" if environ.get("no_proxy") else "NO_PROXY"
-    if no_proxy_matches(environ.get(no_proxy_name, ""), host):
-        return ProxyChoice(None, name, no_proxy_name)
-    return ProxyChoice(url, name)
-
-
-def no_proxy_matches(no_proxy: str, host: str) -> bool:
-    """Whether ``host`` is in a no_proxy list, as curl matches it.
-
-    Entries are separated by commas or blanks; ``*`` matches every host; a name matches
-    itself and its subdomains (a leading dot changes nothing); an IP address matches an
-    equal address or a network written as address/bits.
-    """
-    host = host.strip("[]").rstrip(".").lower()
-    try:
-        address: Any = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in re.split(r"[\s,]+", no_proxy.lower()):
-        if entry == "*":
-            return True
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = entry.strip(".")
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
-
-
-class _Proxy(NamedTuple):
-    host: str
-    port: int
-    authorization: Optional[str]   # "Basic ..." from the URL's user:password
-    for_log: str                   # the URL with its password replaced by ***
-
-
-def _parse_proxy(url: str, source: str) -> _Proxy:
-    """An http:// proxy URL (no scheme = http://, as curl); anything else: TransportError."""
-    text = url if "://" in url else "http://" + url
-    for_log = redact_url(text)
-    try:
-        parts = urlsplit(text)
-        port = parts.port or _CURL_PROXY_PORT
-    except ValueError:
-        raise TransportError("other", f"{source} = {for_log} is not a valid proxy URL") \
-            from None
-    if parts.scheme.lower() != "http" or not parts.hostname:
-        raise TransportError("other", f"{source} = {for_log} is not an http://host:port proxy"
-                             f" (pandad supports only http:// proxies; PANDA_HTTP_PROXY sets"
-                             f" one, or none)")
-    authorization = None
-    if parts.username is not None:
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
-    return _Proxy(parts.hostname, port, authorization, for_log)
-
-
-# -- credential files ------------------------------------------------------------------------
 
 def _signature(path: str, what: str) -> Tuple[int, int, int, int]:
     try:
@@ -489,7 +141,7 @@ class Transport:
         self._url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         self._selector = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         self._host_header = unquote(netloc)
-        self._conn: Optional[_DeadlineConnection] = None     # kept between requests
+        self._conn: Optional[DeadlineConnection] = None     # kept between requests
         self._basic_auth: Optional[str] = None
         # What must never reach a log: the password as written and decoded, the Basic value.
         self._secrets: List[bytes] = []
@@ -529,7 +181,7 @@ class Transport:
 
     # -- the web proxy ------------------------------------------------------------------------
 
-    def _proxy_for(self, scheme: str, environ: Mapping[str, str]) -> Optional[_Proxy]:
+    def _proxy_for(self, scheme: str, environ: Mapping[str, str]) -> Optional[Proxy]:
         choice = choose_proxy(getattr(self._settings, "http_proxy", "") or "", scheme,
                               self._host, environ)
         if choice.url is None:
@@ -537,7 +189,7 @@ class Transport:
                 log.info("not using the web proxy in %s for %s (%s)", choice.source,
                          self._url_for_log, choice.skipped_by)
             return None
-        proxy = _parse_proxy(choice.url, choice.source)
+        proxy = parse_proxy(choice.url, choice.source)
         log.info("sending to %s through the web proxy %s (from %s)", self._url_for_log,
                  proxy.for_log, choice.source)
         return proxy
@@ -632,7 +284,7 @@ class Transport:
         with self._lock:
             context = self._context()
             token = self._token.current() if self._token else None
-        deadline = _Deadline(self._timeout)
+        deadline = Deadline(self._timeout)
         try:
             status, location, retry_after, answer = self._round_trip(
                 method, body, self._headers(len(body), token), context, deadline)
@@ -670,7 +322,7 @@ class Transport:
 
     def _round_trip(self, method: str, body: bytes, headers: dict,
                     context: Optional[ssl.SSLContext],
-                    deadline: _Deadline) -> Tuple[int, str, str, bytes]:
+                    deadline: Deadline) -> Tuple[int, str, str, bytes]:
         """(status, Location, Retry-After, body) of one request, on the kept connection when
         there is one; sent once more on a new connection when a kept one died unanswered."""
         conn = self._connection(context, deadline)
@@ -680,14 +332,14 @@ class Transport:
         try:
             return self._request_on(conn, method, target, body, headers)
         except (ConnectionResetError, BrokenPipeError) as error:
-            if (not reused or isinstance(error, _TornHeaders) or deadline.expired):
+            if (not reused or isinstance(error, TornHeaders) or deadline.expired):
                 raise
         self.close()
         conn = self._connection(context, deadline)
         return self._request_on(conn, method, target, body, headers)
 
     @staticmethod
-    def _request_on(conn: "_DeadlineConnection", method: str, target: str, body: bytes,
+    def _request_on(conn: "DeadlineConnection", method: str, target: str, body: bytes,
                     headers: dict) -> Tuple[int, str, str, bytes]:
         conn.request(method, target, body, headers)
         response = conn.getresponse()
@@ -699,7 +351,7 @@ class Transport:
                 response.headers.get("Retry-After", ""), answer)
 
     def _connection(self, context: Optional[ssl.SSLContext],
-                    deadline: _Deadline) -> "_DeadlineConnection":
+                    deadline: Deadline) -> "DeadlineConnection":
         """The kept connection if it can carry a request, else a new one (not connected yet:
         http.client connects on the first send)."""
         conn = self._conn
@@ -710,9 +362,9 @@ class Transport:
         if conn is None:
             proxy = self._proxy
             if proxy is None:
-                conn = _DeadlineConnection(self._host, self._port, context)
+                conn = DeadlineConnection(self._host, self._port, context)
             else:
-                conn = _DeadlineConnection(proxy.host, proxy.port, context)
+                conn = DeadlineConnection(proxy.host, proxy.port, context)
                 if self._https:
                     # A CONNECT tunnel: Proxy-Authorization goes on the CONNECT only.
                     tunnel = ({"Proxy-Authorization": proxy.authorization}
@@ -728,7 +380,7 @@ class Transport:
         if conn is not None:
             conn.close()
 
-    def _error(self, method: str, error: BaseException, deadline: _Deadline,
+    def _error(self, method: str, error: BaseException, deadline: Deadline,
                token: Optional[str]) -> TransportError:
         # A server's garbage status line may quote the credential it was sent.
         kind, what = _classify(error, self._secrets + ([token.encode()] if token else []))
@@ -744,7 +396,7 @@ def _classify(error: BaseException, secrets: Optional[List[bytes]] = None) -> Tu
     masked in anything quoted from the server."""
     if isinstance(error, socket.timeout):
         return "timeout", "timed out"
-    if isinstance(error, _TunnelRefused):
+    if isinstance(error, TunnelRefused):
         return "refused", str(error)
     if isinstance(error, ConnectionRefusedError):
         return "refused", "connection refused"
