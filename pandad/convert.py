@@ -172,7 +172,7 @@ class Converter:
         dict or an encoder call: a printable ASCII job id and a plain integer or string
         literal are their own JSON text, names and other values are worked out once.
         Where that is not sure, the piece is ``fields_object``'s dict (or None, as
-        ``entry_objects``); anything else is None. ``flusher.encode_pieces`` joins them.
+        ``entry_objects``); anything else is None. ``bodies.encode_pieces`` joins them.
         tests/test_coalesce_fast.py holds it to ``entry_objects`` + ``encode_objects``.
         """
         pieces: List[object] = []

@@ -16,7 +16,8 @@ from pandad.classad import to_json_value
 from pandad.buffer import RecordBuffer
 from pandad.coalesce import Batch, JobCommand, coalesce, command_of
 from pandad.convert import Converter, _local_time
-from pandad.flusher import Flusher, encode_objects, encode_pieces
+from pandad.bodies import encode_objects, encode_pieces
+from pandad.flusher import Flusher
 from pandad.knobs import PandadSettings
 from pandad.stats import Statistics
 from pandad.wire import decode, encode_add, encode_remove, encode_update
