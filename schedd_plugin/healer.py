@@ -25,7 +25,7 @@ from pandad.stats import Statistics
 
 from schedd_plugin.backchannel import PipeTracker
 from schedd_plugin.healing import Healing, LineSplitter, parse_report
-from schedd_plugin.state import decode_document, read_small_file, write_atomically
+from schedd_plugin.state import decode_document, load_document, write_atomically
 
 log = logging.getLogger("panda_plugin.healing")
 
@@ -78,14 +78,8 @@ def decode_heal_state(data: bytes) -> HealState:
 
 
 def load_heal_state(path: str) -> Optional[HealState]:
-    data = read_small_file(path, MAX_HEAL_FILE_BYTES, "heal state")
-    if data is None:
-        return None
-    try:
-        return decode_heal_state(data)
-    except ValueError as e:
-        log.warning("ignoring heal state %s: %s", path, e)
-        return None
+    return load_document(path, MAX_HEAL_FILE_BYTES, "heal state", "heal state",
+                         decode_heal_state)
 
 
 def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:

@@ -19,9 +19,11 @@ import json
 import logging
 import os
 import stat
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, TypeVar
 
 log = logging.getLogger("panda_plugin.state")
+
+T = TypeVar("T")
 
 FORMAT = "panda_plugin-position"
 VERSION = 1
@@ -161,13 +163,20 @@ def read_small_file(path: str, limit: int, what: str) -> Optional[bytes]:
     return data
 
 
-def load_position(path: str) -> Optional[Position]:
-    """The saved position, or None (with one log line) when there is none usable."""
-    data = read_small_file(path, MAX_STATE_BYTES, "position")
+def load_document(path: str, max_bytes: int, what: str, label: str,
+                  decode: Callable[[bytes], T]) -> Optional[T]:
+    """``decode`` of a state file's bytes, or None (with one log line, "ignoring ``label``")
+    when there is none usable."""
+    data = read_small_file(path, max_bytes, what)
     if data is None:
         return None
     try:
-        return decode_position(data)
+        return decode(data)
     except ValueError as e:
-        log.warning("ignoring saved position %s: %s", path, e)
+        log.warning("ignoring %s %s: %s", label, path, e)
         return None
+
+
+def load_position(path: str) -> Optional[Position]:
+    """The saved position, or None (with one log line) when there is none usable."""
+    return load_document(path, MAX_STATE_BYTES, "position", "saved position", decode_position)

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import random
-import shlex
 import signal
 import subprocess
 import sys
@@ -121,6 +120,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """(tests.support has its twin; the benchmarks do not import pytest's helpers.)"""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def percentile(values: List[float], fraction: float) -> float:
@@ -306,9 +312,7 @@ def bench_e2e(quick: bool, sink: Sink, workdir: Path) -> Dict[str, float]:
         proc.stdin.close()
         proc.wait(120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     t0, n0 = next((t, n) for t, n in samples if t - started >= warmup)
     t1, n1 = samples[-1]
     stats = read_statistics(directory / "PandaStatistics")
@@ -611,9 +615,7 @@ def steady_run(sink: Sink, directory: Path, rate: int, seconds: float,
         proc.stdin.close()
         proc.wait(120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     stats = read_statistics(directory / "PandaStatistics")
     return {"rate": rate, "fed": len(records), "fed_seconds": fed_seconds,
             "delivered": sink.objects - base, "hwm_mib": hwm / 1024,
