@@ -272,3 +272,12 @@ def test_demo_interrupted_cleans_up(demo_env):
         kill_if_running(demo)
     assert _processes_with(marker) == []
     assert list(tmpdir.iterdir()) == []
+
+
+def test_children_import_the_packages_from_package_root():
+    """The simulator and the plug-in are started as ``python -m``: PYTHONPATH must hold the
+    directory of both packages, wherever the demo module itself lives."""
+    from pandad.dev.demo import package_root
+    root = package_root()
+    assert os.path.isfile(os.path.join(root, "pandad", "__init__.py"))
+    assert os.path.isfile(os.path.join(root, "schedd_plugin", "__init__.py"))

@@ -36,6 +36,8 @@ import time
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional,
                     Sequence, Set, Tuple)
 
+
+import pandad
 from pandad.convert import AttributeMap
 from pandad.dev.devmonitor import JOBS_PATH, DevMonitor, JobStore
 from pandad.stats import counter, drained, read_statistics, unaccounted
@@ -386,7 +388,7 @@ class LogWatcher:
 
 def package_root() -> str:
     """The directory holding the pandad and schedd_plugin packages (checkout or install)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.abspath(pandad.__file__)))
 
 
 def child_environment(config: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
