@@ -59,6 +59,7 @@ OTHER_VERB = {"POST": "PUT", "PUT": "POST"}      # DELETE has no other verb
 BACKOFF_FIRST = 1.0                              # seconds before the first retry
 BACKOFF_MAX = 60.0                               # the backoff doubles up to this
 REJECTIONS_LOGGED = 10                           # named per cycle; the rest as a count
+REPORT_RETRY = 0.2                               # idle: seconds between back-channel retries
 # A slice is this many request bodies' worth of record lines (a JSON object takes about as
 # many bytes as its records, so a body is about this full): one slice decoded and converted
 # takes about 10 × its bytes, and a quarter keeps pandad's peak in a 10,000-job burst under
@@ -146,7 +147,8 @@ class Flusher:
     def run(self, stop: threading.Event) -> None:
         """Cycle until ``stop`` is set: at most one cycle per ``flush_interval``.
 
-        Idle, it sleeps on the buffer's condition (no wakeups); whoever sets ``stop`` also
+        Idle, it sleeps on the buffer's condition (no wakeups, unless back-channel reports wait
+        for the pipe: then it retries them every ``REPORT_RETRY`` s); whoever sets ``stop`` also
         closes the buffer to wake it. With commands waiting for a retry it sleeps until the
         backoff is over.
         """
@@ -155,9 +157,13 @@ class Flusher:
             if self._pending is not None:
                 delay = max(self._retry_at, next_cycle) - self._clock()
             else:
-                if not self._buffer.wait_for_data(None):
+                # Reports the back channel could not write yet are retried while idle: the
+                # plug-in reads them once it is free, and no other cycle may come for hours.
+                idle = REPORT_RETRY if self._report.waiting else None
+                if not self._buffer.wait_for_data(idle):
                     if self._buffer.closed:
                         return
+                    self._report.cycle_done()
                     continue
                 delay = next_cycle - self._clock()
             if delay > 0 and stop.wait(delay):

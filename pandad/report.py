@@ -9,9 +9,9 @@ fd 1 (docs/architecture.md, "The back channel"). Two parts:
   that every one of them ended in an outcome. It takes one short lock of its own, since the
   reader, the flusher and the main thread all report to it.
 - ``BackChannel``: writes what the ledger has to say to a non-blocking fd, from whichever
-  thread calls ``flush`` (the flusher after each cycle, the reader after drops, the main
-  thread at exit). A line is never torn: what the pipe does not take waits, whole, for the
-  next ``flush``. EPIPE (the plug-in is gone) ends reporting.
+  thread calls ``flush`` (the flusher after each cycle and, while lines wait, every
+  ``REPORT_RETRY`` seconds when idle; the reader after drops; the main thread at exit). A
+  line is never torn: what the pipe does not take waits, whole, for the next ``flush``. EPIPE (the plug-in is gone) ends reporting.
 
 Where a record is while unsettled, and how the watermark accounts for it:
 
@@ -273,6 +273,12 @@ class BackChannel:
     def broken(self) -> bool:
         return self._broken
 
+    @property
+    def waiting(self) -> bool:
+        """Lines the pipe did not take yet: someone must call ``flush`` again, even when idle
+        (the plug-in may have been busy; nothing else may ever come to push them out)."""
+        return bool(self._out) and not self._broken
+
     # The flusher's seam (``NoReport`` when there is no back channel).
 
     def taken(self, count: int) -> None:
@@ -345,6 +351,8 @@ class BackChannel:
 
 class NoReport:
     """What the flusher reports to when there is no back channel: nothing is kept."""
+
+    waiting = False
 
     def taken(self, count: int) -> None:
         pass

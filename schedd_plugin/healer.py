@@ -36,6 +36,9 @@ SAVE_INTERVAL = 10.0
 DEFAULT_PANDAD_QUEUE_SIZE = 131072
 # A heal file holds ids of up to a few hundred thousand jobs plus the tombstones.
 MAX_HEAL_FILE_BYTES = 256 << 20
+# Healing that cannot proceed says why after this long, and again at this interval.
+WAIT_LOG_AFTER = 60.0
+WAIT_LOG_EVERY = 300.0
 
 
 class HealState(NamedTuple):
@@ -129,6 +132,8 @@ class Healer(PipeTracker):
         self._last_tick: Optional[float] = None
         # The heal under way: [jobs, records, start time], logged when the set is empty.
         self._episode: Optional[list] = None
+        self._stuck_since: Optional[float] = None   # jobs to heal, none re-sent since
+        self._next_stuck_log = 0.0
         plugin.healer = self
 
     def reload(self, environ: Mapping[str, str] = os.environ) -> None:
@@ -169,7 +174,7 @@ class Healer(PipeTracker):
                 self._malformed(line)
                 continue
             if verb == "LOST":
-                self.healing.lost(argument)                         # type: ignore[arg-type]
+                self.healing.lost(argument, self.clock())           # type: ignore[arg-type]
                 self.stats.add("back_channel_lost")
             elif verb == "SETTLED":
                 self.healing.settled_to(argument, self.clock(),     # type: ignore[arg-type]
@@ -268,7 +273,7 @@ class Healer(PipeTracker):
             jobs -= 1
             healed += 1
         if healed:
-            healing.spent(healed)
+            healing.spent(healed, records)
             self.stats.add("jobs_healed", healed)
             if self._episode is None:
                 self._episode = [0, 0, now]
@@ -279,8 +284,25 @@ class Healer(PipeTracker):
             self._episode = None
             log.info("healed: %d jobs re-sent (%d records) in %.1f s; none left to heal",
                      jobs_done, records_done, now - since)
+        self._watch_stuck(now, healed)
         self._gauges()
         return healed
+
+    def _watch_stuck(self, now: float, healed: int) -> None:
+        """Jobs wait to be healed and none has gone for a while: say why, now and then."""
+        if healed or not self.healing.to_heal:
+            self._stuck_since = None
+            return
+        if self._stuck_since is None:
+            self._stuck_since = now
+            self._next_stuck_log = now + WAIT_LOG_AFTER
+        if now < self._next_stuck_log:
+            return
+        why = self.healing.waiting_for(now, self.spill_records() == 0)
+        if why:
+            self._next_stuck_log = now + WAIT_LOG_EVERY
+            log.warning("healing waits: %d jobs to heal, none re-sent for %.0f s: %s",
+                        len(self.healing.to_heal), now - self._stuck_since, why)
 
     def _heal_records(self, field: bytes) -> List[bytes]:
         key = self.plugin.key_of(field)

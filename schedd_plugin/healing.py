@@ -25,6 +25,12 @@ byte for byte (the quoted GlobalJobId), which is also what LOST names.
 empty; and, while pandad reports back, only while the bytes it holds unsettled are below
 ``max_in_flight_bytes`` (pandad's PANDA_QUEUE_SIZE), so heal records never fill pandad's
 buffer and never push live records out.
+
+It also backs off, so healing never hammers a monitor that is away: every ``LOST`` holds
+healing for ``hold(failures)`` seconds, where ``failures`` counts the heal rounds lost in a row
+(1, 2, 4, … up to ``HOLD_MAX`` s). A round is the records of one ``spent``; it failed when a
+``LOST`` comes before ``SETTLED`` has passed its last record, and succeeded (``failures`` back
+to 0) when ``SETTLED`` passes it with no ``LOST`` in between.
 """
 
 from collections import deque
@@ -45,8 +51,16 @@ PRUNE_INTERVAL = 1.0
 HELLO_TIMEOUT = 10.0
 # A back-channel line longer than this is malformed (an id field is bounded by the record).
 MAX_REPORT_LINE = 1 << 20
+# After a LOST, healing waits HOLD_FIRST seconds, doubled per heal round lost in a row.
+HOLD_FIRST = 1.0
+HOLD_MAX = 60.0
 
 Report = Tuple[str, Union[None, int, bytes, str]]
+
+
+def hold(failures: int) -> float:
+    """Seconds healing waits after a LOST, when ``failures`` heal rounds were lost in a row."""
+    return min(HOLD_MAX, HOLD_FIRST * 2.0 ** min(failures, 16))
 
 
 def id_field(record: bytes) -> Optional[bytes]:
@@ -122,6 +136,10 @@ class Healing:
         self._last_budget: Optional[float] = None
         self.last_prune = float("-inf")
         self.up = False              # a pandad is running: heal records would reach it
+        self.hold_until = float("-inf")   # no healing before this (after a LOST)
+        self.failures = 0            # heal rounds lost in a row
+        self.round_end: Optional[int] = None   # sequence number of the open round's last record
+        self._round_start = 0        # records written when ``budget`` last allowed healing
         self._new_pandad(0.0)
 
     def _new_pandad(self, now: float) -> None:
@@ -135,6 +153,7 @@ class Healing:
         # (records, bytes) written so far, one mark per batch, to turn SETTLED n into bytes.
         self._marks: Deque[Tuple[int, int]] = deque()
         self.unsettled.clear()
+        self.round_end = None        # numbered in the old pandad's stream: cannot settle now
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -174,13 +193,20 @@ class Healing:
             if job is not None:
                 self.to_heal[job] = None
 
-    def lost(self, job: bytes) -> None:
+    def lost(self, job: bytes, now: float) -> None:
         self.to_heal[job] = None
+        if self.round_end is not None:
+            self.round_end = None
+            self.failures += 1
+        self.hold_until = max(self.hold_until, now + hold(self.failures))
 
     def settled_to(self, n: int, now: float, spill_empty: bool = True) -> None:
         if n <= self.settled:
             return
         self.settled = min(n, self.written)
+        if self.round_end is not None and self.settled >= self.round_end:
+            self.round_end = None    # the round settled with no LOST: the monitor takes heals
+            self.failures = 0
         marks = self._marks
         while marks and marks[0][0] <= self.settled:
             self.settled_bytes = marks.popleft()[1]
@@ -263,7 +289,7 @@ class Healing:
         elapsed = 0.0 if last is None else max(0.0, now - last)
         # At most one second's worth saved up: a burst after a pause is still paced.
         self._allowance = min(rate, self._allowance + elapsed * rate)
-        if not self.to_heal or not spill_empty or not self.up:
+        if not self.to_heal or not spill_empty or not self.up or now < self.hold_until:
             return 0, 0
         room = self.max_in_flight_bytes
         if self.reports:
@@ -271,7 +297,22 @@ class Healing:
         jobs = int(self._allowance)
         if jobs <= 0 or room <= 0:
             return 0, 0
+        self._round_start = self.written
         return jobs, room
+
+    def waiting_for(self, now: float, spill_empty: bool) -> str:
+        """Why ``budget`` allows nothing now, for the log ("" when it would allow some)."""
+        if not self.up:
+            return "pandad is not running"
+        if not spill_empty:
+            return "the pipe to pandad is full"
+        if now < self.hold_until:
+            return (f"held {self.hold_until - now:.0f} s more after losses ({self.failures} "
+                    "heal rounds lost in a row: the monitor may be away)")
+        if self.reports and self.in_flight_bytes >= self.max_in_flight_bytes:
+            return (f"pandad has not settled {self.in_flight_bytes} bytes it was sent "
+                    f"(healing waits below its PANDA_QUEUE_SIZE, {self.max_in_flight_bytes})")
+        return ""
 
     def pop(self) -> Optional[bytes]:
         """The next job to heal (the caller re-sends it and calls ``spent``)."""
@@ -281,6 +322,10 @@ class Healing:
         del self.to_heal[job]
         return job
 
-    def spent(self, jobs: int) -> None:
+    def spent(self, jobs: int, records: int) -> None:
+        """``jobs`` were re-sent in ``records`` records: the first ones written after
+        ``budget`` (which allows healing only while the spill buffer is empty)."""
         self._allowance = max(0.0, self._allowance - jobs)
         self.healed += jobs
+        if records and self.reports:
+            self.round_end = self._round_start + records

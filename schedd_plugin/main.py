@@ -348,6 +348,9 @@ class PluginProcess:
         next_counters = time.monotonic() + COUNTERS_LOG_INTERVAL
         while not self.stop_requested:
             self._poll()
+            # Pumped before healing too: healing waits for an empty spill buffer, and the
+            # poll's records are only in it until the pipe takes them.
+            self.sink.pump()
             self._heal()
             self.sink.pump()
             self._save_position()

@@ -3,6 +3,7 @@ DevMonitor and real servers on 127.0.0.1 where the transport and the monitor tak
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from typing import Optional
@@ -14,7 +15,7 @@ from pandad.config import HTCondorConfig
 from pandad.dev.devmonitor import DevMonitor
 from pandad.flusher import Flusher, backoff
 from pandad.knobs import load_pandad_settings
-from pandad.report import NO_REPORT
+from pandad.report import NO_REPORT, BackChannel, Ledger
 from pandad.stats import OUTCOMES, Statistics
 from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
@@ -316,6 +317,40 @@ def test_run_wakes_on_data_and_stops(base_settings):
         assert not thread.is_alive()
         assert rig.count("batches") == 2
         rig.assert_accounted()
+
+
+def test_an_idle_flusher_writes_the_reports_the_pipe_could_not_take(base_settings):
+    """The plug-in was busy while pandad lost records; once it reads again, the waiting LOST
+    and SETTLED lines reach it although nothing else ever arrives (no cycle to push them)."""
+    r, w = os.pipe()
+    try:
+        back = BackChannel(w, Ledger(max_ids=1_000_000, max_text=1 << 30))
+        rig = Rig(base_settings, transport=FakeTransport(), report=back)
+        back.ledger.read(0, [line(encode_add(job(i), f"{i}.0")) for i in range(20_000)])
+        back.flush()
+        assert back.waiting
+        stop = threading.Event()
+        thread = threading.Thread(target=rig.flusher.run, args=(stop,), daemon=True)
+        thread.start()
+        data = b""
+        os.set_blocking(r, False)
+
+        def everything_read() -> bool:
+            nonlocal data
+            try:
+                data += os.read(r, 1 << 16)
+            except BlockingIOError:
+                pass
+            return data.endswith(b"SETTLED\t20000\n")
+
+        wait_until(everything_read, 10, interval=0.01, message="the waiting reports")
+        assert data.count(b"LOST\t") == 20_000
+        stop.set()
+        rig.buffer.close()
+        thread.join(5)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_drain_sends_what_is_left_then_returns(base_settings):

@@ -158,7 +158,7 @@ def test_reconcile(setup, resumed, clean, expected, caplog):
 
 def test_heal_state_is_saved_0600_and_round_trips(setup, tmp_path):
     schedd, healer, written, stats, clock = setup
-    healer.healing.lost(_field("7.1"))
+    healer.healing.lost(_field("7.1"), 0.0)
     healer.healing.keep_tombstone(b'"x#1.0#1"', b"\vADD\t...\n")
     schedd.plugin.deleted_names["holdreason"] = "HoldReason"
     healer.save(clean=True)
@@ -186,3 +186,21 @@ def test_a_symlinked_heal_file_is_ignored(tmp_path):
     (tmp_path / "elsewhere").write_text("{}")
     os.symlink(tmp_path / "elsewhere", tmp_path / "state.heal")
     assert load_heal_state(str(tmp_path / "state.heal")) is None
+
+
+def test_healing_that_cannot_proceed_says_why_after_a_minute(setup, caplog):
+    schedd, healer, written, stats, clock = setup
+    healer.reports(b'LOST\t' + _field("7.0") + b"\n")
+    healer.exited(0)                                # pandad is gone and not restarted yet
+    with caplog.at_level(logging.WARNING, logger="panda_plugin.healing"):
+        for _ in range(59):
+            clock.now += 1
+            healer.tick()
+        assert "healing waits" not in caplog.text
+        clock.now += 1
+        healer.tick()
+        clock.now += 1
+        healer.tick()
+    [line] = [r.getMessage() for r in caplog.records if "healing waits" in r.getMessage()]
+    assert line == "healing waits: 1 jobs to heal, none re-sent for 60 s: pandad is not running"
+    assert written == []

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pandad import wire
-from schedd_plugin.healing import Healing, LineSplitter, id_field, parse_report
+from schedd_plugin.healing import HOLD_MAX, Healing, LineSplitter, hold, id_field, parse_report
 
 
 def _id(n: int) -> str:
@@ -69,8 +69,8 @@ def test_line_splitter_keeps_partial_lines_and_skips_over_long_ones():
 def test_drops_and_losses_are_to_heal_once_each():
     healing = Healing()
     healing.dropped_records([_update(1), _update(1), _update(2)])
-    healing.lost(_field(3))
-    healing.lost(_field(1))
+    healing.lost(_field(3), now=0.0)
+    healing.lost(_field(1), now=0.0)
     assert list(healing.to_heal) == [_field(1), _field(2), _field(3)]
 
 
@@ -136,13 +136,71 @@ def test_pacing_rate_backpressure_spill_and_pandad_down():
     healing.pandad_started(0.0)
     healing.hello()
     assert healing.budget(0.5, True) == (50, 1000)
-    healing.spent(50)
+    healing.spent(50, 50)
     assert healing.budget(10.0, True) == (100, 1000)                  # one second saved at most
     assert healing.budget(11.0, False) == (0, 0)                      # the spill is not empty
     healing.written_records([b"x" * 600, b"y" * 600])
     assert healing.budget(12.0, True) == (0, 0)                       # pandad holds enough
     healing.settled_to(2, now=12.0)
     assert healing.budget(12.5, True)[1] == 1000
+
+
+def _heal_round(healing: Healing, now: float) -> int:
+    """Re-send what ``budget`` allows at ``now`` (one record a job); returns the jobs."""
+    jobs, _ = healing.budget(now, True)
+    sent = []
+    for _ in range(jobs):
+        field = healing.pop()
+        if field is None:
+            break
+        sent.append(b"\vADD\t" + field + b"\tx\n")
+    healing.written_records(sent)
+    healing.spent(len(sent), len(sent))
+    return len(sent)
+
+
+def test_a_lost_heal_round_doubles_the_hold_and_a_settled_one_ends_it():
+    healing = Healing(rate=1000.0, max_in_flight_bytes=1 << 20)
+    healing.pandad_started(0.0)
+    healing.hello()
+    healing.lost(_field(1), now=0.0)                 # the monitor is away
+    assert healing.budget(0.9, True) == (0, 0)
+    assert "held 0 s more" in healing.waiting_for(0.9, True)
+    assert _heal_round(healing, 1.0) == 1
+    healing.lost(_field(1), now=2.0)                 # the heal was lost as well
+    assert healing.failures == 1
+    assert healing.budget(3.9, True) == (0, 0) and _heal_round(healing, 4.0) == 1
+    healing.lost(_field(1), now=5.0)
+    assert healing.failures == 2
+    assert healing.budget(8.9, True) == (0, 0) and _heal_round(healing, 9.0) == 1
+    healing.settled_to(healing.written, now=10.0)    # the monitor is back: it went through
+    assert healing.failures == 0 and not healing.to_heal
+    healing.lost(_field(2), now=11.0)                # a new loss waits one second again
+    assert _heal_round(healing, 12.0) == 1
+    assert healing.waiting_for(12.0, True) == ""
+
+
+def test_the_hold_is_capped():
+    assert [hold(n) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert hold(6) == hold(10_000) == HOLD_MAX
+
+
+def test_healing_does_not_hammer_a_monitor_that_refuses_everything():
+    """Ten minutes of a monitor that loses every record: heal rounds back off to one a
+    minute, instead of one per flush (600 here)."""
+    healing = Healing(rate=1000.0, max_in_flight_bytes=1 << 20)
+    healing.pandad_started(0.0)
+    healing.hello()
+    healing.lost(_field(1), now=0.0)
+    rounds = 0
+    for tick in range(1, 6000):
+        now = tick / 10.0
+        rounds += bool(_heal_round(healing, now))
+        if tick % 10 == 0:                            # pandad's flush: lost, then settled
+            for job in list(healing.unsettled):
+                healing.lost(job, now)
+            healing.settled_to(healing.written, now)
+    assert 5 <= rounds <= 16
 
 
 def test_memory_in_a_burst_is_the_to_heal_ids():
@@ -241,7 +299,7 @@ class ModelFeed:
         self.now += 1.0
         jobs, _ = self.healing.budget(self.now, spill_empty=True)
         jobs = jobs if budget is None else min(jobs, budget)
-        done = 0
+        done = records = 0
         while done < jobs:
             field = self.healing.pop()
             if field is None:
@@ -249,13 +307,16 @@ class ModelFeed:
             n = int(field.decode().split("#")[1].split(".")[0])
             if n in self.queue:
                 self.write(self._add(n))
+                records += 1
             else:
                 tombstone = self.healing.tombstone(field)
                 if tombstone is not None:
                     self.write(tombstone)
+                    records += 1
                 self.write(wire.encode_remove(_id(n), []))
+                records += 1
             done += 1
-        self.healing.spent(done)
+        self.healing.spent(done, records)
 
     # -- pandad and the monitor ----------------------------------------------------------------
 
@@ -263,7 +324,7 @@ class ModelFeed:
         """pandad sends what it holds: each record applied, or reported LOST; then SETTLED."""
         for record, fate in self.in_flight:
             if fate == "lost":
-                self.healing.lost(id_field(record))
+                self.healing.lost(id_field(record), self.now)
             else:
                 self.apply(wire.decode(record.rstrip(b"\n")))
         self.in_flight = []

@@ -252,6 +252,19 @@ def test_writer_writes_whole_lines_and_never_blocks_on_a_full_pipe(pipe):
     assert lines[1:] == [f"LOST\t{field(i).decode()}" for i in list(range(20_000)) + [99_999]]
 
 
+def test_lines_the_pipe_did_not_take_are_waiting_until_written(pipe):
+    r, w = pipe
+    back = BackChannel(w, Ledger(max_ids=1_000_000, max_text=1 << 30))
+    assert not back.waiting and not NoReport.waiting
+    back.ledger.lost([job(i) for i in range(20_000)])
+    back.flush()
+    assert back.waiting                 # the pipe is full: someone must flush again
+    while back.waiting:
+        read_available(r)
+        back.flush()
+    assert not back.waiting
+
+
 def test_a_plug_in_that_does_not_read_gets_a_resync_not_unbounded_memory(pipe):
     r, w = pipe
     back = BackChannel(w, Ledger(max_ids=1000))

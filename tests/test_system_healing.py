@@ -103,10 +103,6 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow
-# Known bug, open in issue 12: in one full-suite run healing never started after the stalled
-# burst (to_heal 4,066, jobs_healed 0: the pacing waited on pandad's unsettled bytes for good);
-# alone it converged in 56 s. It runs and reports; it does not fail the suite until fixed.
-@pytest.mark.xfail(reason="healing can stall after a burst (issue 12, open)", strict=False)
 def test_a_burst_bigger_than_pandads_buffer_heals(tmp_path):
     with System(tmp_path) as system:
         sim = _simulator(system, seed=8, jobs=BURST + 10)

@@ -275,6 +275,12 @@ class _Handler(BaseHTTPRequestHandler):
         except BadBody as e:
             self._send_json(400, {"detail": str(e)})
             return
+        except sqlite3.ProgrammingError:
+            # The monitor is stopping and its database is closed: what a server going down
+            # answers, instead of a traceback from this handler thread.
+            self.close_connection = True
+            self._send_json(503, {"detail": "the monitor is stopping"})
+            return
         if success == 204:
             self._send(204)
         else:
