@@ -34,6 +34,11 @@ VERSION = 1
 SAVE_INTERVAL = 10.0
 # Used when pandad's own configuration cannot be read to find its queue size.
 DEFAULT_PANDAD_QUEUE_SIZE = 131072
+# Heal records pandad holds unsettled stay below this many of its PANDA_QUEUE_SIZE. Over the
+# size, its buffer still takes records for as long as the flusher keeps taking (the grace
+# window), so two sizes double the pace of healing without pushing live records out; pandad
+# settles at the end of each flush cycle, so this is the heal bytes a cycle.
+HEAL_QUEUES_IN_FLIGHT = 2
 # A heal file holds ids of up to a few hundred thousand jobs plus the tombstones.
 MAX_HEAL_FILE_BYTES = 256 << 20
 # Healing that cannot proceed says why after this long, and again at this interval.
@@ -86,7 +91,7 @@ def load_heal_state(path: str) -> Optional[HealState]:
 
 
 def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
-    """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below it."""
+    """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below a multiple."""
     try:
         from pandad.knobs import load_pandad_settings
 
@@ -99,7 +104,8 @@ def make_healer(plugin, stats: Statistics, path: Optional[str], resync_interval:
                 environ: Mapping[str, str] = os.environ) -> "Healer":
     """The plug-in's healer, with the heal state saved at ``path`` (None: never saved)."""
     healer = Healer(plugin, stats, path,
-                    Healing(max_in_flight_bytes=pandad_queue_size(environ)),
+                    Healing(max_in_flight_bytes=HEAL_QUEUES_IN_FLIGHT
+                            * pandad_queue_size(environ)),
                     resync_interval=resync_interval)
     healer.restore(load_heal_state(path) if path else None)
     return healer
@@ -138,7 +144,7 @@ class Healer(PipeTracker):
 
     def reload(self, environ: Mapping[str, str] = os.environ) -> None:
         """SIGHUP: pandad's queue size may have changed."""
-        self.healing.max_in_flight_bytes = pandad_queue_size(environ)
+        self.healing.max_in_flight_bytes = HEAL_QUEUES_IN_FLIGHT * pandad_queue_size(environ)
 
     # -- the pipe's tracker -------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ byte for byte (the quoted GlobalJobId), which is also what LOST names.
 
 ``budget`` paces healing: at most ``rate`` jobs a second; only while the spill buffer is
 empty; and, while pandad reports back, only while the bytes it holds unsettled are below
-``max_in_flight_bytes`` (pandad's PANDA_QUEUE_SIZE), so heal records never fill pandad's
-buffer and never push live records out.
+``max_in_flight_bytes`` (twice pandad's PANDA_QUEUE_SIZE: over its size, pandad's buffer
+takes records as long as its flusher keeps taking), so heal records never push live records
+out of pandad's buffer.
 
 It also backs off, so healing never hammers a monitor that is away: every ``LOST`` holds
 healing for ``hold(failures)`` seconds, where ``failures`` counts the heal rounds lost in a row
@@ -311,7 +312,7 @@ class Healing:
                     "heal rounds lost in a row: the monitor may be away)")
         if self.reports and self.in_flight_bytes >= self.max_in_flight_bytes:
             return (f"pandad has not settled {self.in_flight_bytes} bytes it was sent "
-                    f"(healing waits below its PANDA_QUEUE_SIZE, {self.max_in_flight_bytes})")
+                    f"(healing waits below {self.max_in_flight_bytes}, twice its PANDA_QUEUE_SIZE)")
         return ""
 
     def pop(self) -> Optional[bytes]:
