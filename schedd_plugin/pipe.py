@@ -72,7 +72,7 @@ class PandadPipe:
         self.spill_bytes = spill_bytes  # settable at run time (SIGHUP)
         self.stats = stats
         self._clock = clock
-        self.tracker = tracker if tracker is not None else PipeTracker()
+        self._tracker = tracker if tracker is not None else PipeTracker()
 
         # The spill buffer: records not yet (fully) in the pipe; the first may be partly written.
         self._spill: Deque[bytes] = deque()
@@ -85,7 +85,7 @@ class PandadPipe:
         self._down = DropEpisode(clock)
 
         self._child = PandadChild(
-            argv, pipe_bytes, stats, self.tracker,
+            argv, pipe_bytes, stats, self._tracker,
             on_start=lambda: self._end_down_episode(restarted=True),
             on_lost=self._lose_spill, env=env, clock=clock, min_backoff=min_backoff,
             max_backoff=max_backoff, stable_after=stable_after, back_channel=back_channel)
@@ -101,6 +101,15 @@ class PandadPipe:
     def spill_bytes(self, value: int) -> None:
         self._spill_bytes = value
         self._batch_bytes = min(BATCH_BYTES, value)
+
+    @property
+    def tracker(self) -> PipeTracker:
+        """Told of records here and of pandad's life by the child: one object for both."""
+        return self._tracker
+
+    @tracker.setter
+    def tracker(self, value: PipeTracker) -> None:
+        self._tracker = self._child.tracker = value
 
     @property
     def argv(self) -> Tuple[str, ...]:
@@ -164,7 +173,7 @@ class PandadPipe:
             child.ensure_running()
             if child.fd is None:
                 self._drop_down(1, len(record))
-                self.tracker.dropped((record,))
+                self._tracker.dropped((record,))
                 return False
         size = len(record)
         if self._spill_size + size > self._batch_bytes:
@@ -172,12 +181,12 @@ class PandadPipe:
             if self._spill and not self._flush_spill():
                 if child.fd is None:                  # pandad went away while flushing
                     self._drop_down(1, size)
-                    self.tracker.dropped((record,))
+                    self._tracker.dropped((record,))
                     return False
                 # The pipe is full: queue behind it while there is room.
                 if self._spill_size + size > self.spill_bytes:
                     self._drop_full(1, size)
-                    self.tracker.dropped((record,))
+                    self._tracker.dropped((record,))
                     return False
                 self._spill.append(record)
                 self._spill_size += size
@@ -225,18 +234,18 @@ class PandadPipe:
         except OSError as e:
             self._pipe_broken(e)
             self._drop_down(1, len(record))
-            self.tracker.dropped((record,))
+            self._tracker.dropped((record,))
             return False
         if n == len(record):
             self._count_written(1, n)
-            self.tracker.written((record,))
+            self._tracker.written((record,))
             self._end_full_episode()
             return True
         if n == 0:
             # Nothing went in, so nothing is torn: queue the record whole if it fits.
             if len(record) > self.spill_bytes:
                 self._drop_full(1, len(record))
-                self.tracker.dropped((record,))
+                self._tracker.dropped((record,))
                 return False
             self._spill.append(record)
             self._spill_size += len(record)
@@ -289,12 +298,12 @@ class PandadPipe:
         except OSError as e:
             self._count_written(written_records, written_bytes)
             if retired:
-                self.tracker.written(retired)
+                self._tracker.written(retired)
             self._pipe_broken(e)
             return False
         self._count_written(written_records, written_bytes)
         if retired:
-            self.tracker.written(retired)
+            self._tracker.written(retired)
         self._update_gauge()
         if spill:
             return False
@@ -315,7 +324,7 @@ class PandadPipe:
             self._flush_spill()
         if self._spill:
             records, nbytes = len(self._spill), self._spill_size
-            self.tracker.dropped(list(self._spill))
+            self._tracker.dropped(list(self._spill))
             self._discard_spill()
             self._drop_full(records, nbytes)
 
@@ -329,7 +338,7 @@ class PandadPipe:
         """pandad can take nothing more: what waits for it is dropped (a torn tail included)."""
         if self._spill:
             records, nbytes = len(self._spill), self._spill_size
-            self.tracker.dropped(list(self._spill))
+            self._tracker.dropped(list(self._spill))
             self._discard_spill()
             self._drop_down(records, nbytes)
         self._end_full_episode()
