@@ -277,17 +277,21 @@ class PluginProcess:
             self.plugin.shutdown()
             self._save_position()
         finally:
-            self.follower.close()
-            if not self.quit_requested:
-                self.sink.close(pandad_close_timeout(self.environ))
-            if self.healer is not None:
-                # After pandad's exit: what it lost or still held is in the to-heal set.
-                # SIGQUIT does not wait for pandad, so that run is not a clean one.
-                self.healer.save(clean=not self.quit_requested)
-            if wakeup is not None:
-                wakeup.close()
-            self._log_counters(force=True)
+            self._shut_down(wakeup)
         return 0
+
+    def _shut_down(self, wakeup: Optional[WakeupPipe]) -> None:
+        """Release what the run holds, however it ended; pandad is waited for unless SIGQUIT."""
+        self.follower.close()
+        if not self.quit_requested:
+            self.sink.close(pandad_close_timeout(self.environ))
+        if self.healer is not None:
+            # After pandad's exit: what it lost or still held is in the to-heal set.
+            # SIGQUIT does not wait for pandad, so that run is not a clean one.
+            self.healer.save(clean=not self.quit_requested)
+        if wakeup is not None:
+            wakeup.close()
+        self._log_counters(force=True)
 
     def _make_healer(self):
         from schedd_plugin.healer import make_healer

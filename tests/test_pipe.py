@@ -13,7 +13,8 @@ import pytest
 
 from pandad.stats import Statistics
 from schedd_plugin.backchannel import PipeTracker
-from schedd_plugin.pipe import BATCH_BYTES, F_GETPIPE_SZ, PandadPipe
+from schedd_plugin.pandadchild import F_GETPIPE_SZ
+from schedd_plugin.pipe import BATCH_BYTES, PandadPipe
 from tests.support import COPY_STDIN_CHILD, FakeClock, wait_until
 
 # Exits with status 3 after reading one line.
@@ -89,7 +90,7 @@ def test_whole_records_while_the_pipe_fills(tmp_path, stats):
 def test_spill_buffer_is_finished_first(tmp_path, stats):
     pipe, out = copy_pipe(tmp_path, stats, spill_bytes=1 << 20, pipe_bytes=65536)
     os.kill(pipe.pid, signal.SIGSTOP)
-    capacity = fcntl.fcntl(pipe._fd, F_GETPIPE_SZ)
+    capacity = fcntl.fcntl(pipe._child.fd, F_GETPIPE_SZ)
     big = record(1, capacity + 50000)       # cannot fit: a partial write, the tail spills
     small = record(2, 100)
     try:
@@ -290,7 +291,7 @@ def test_close_terminates_a_stuck_pandad(tmp_path, stats):
 def test_pipe_is_enlarged_within_limits(tmp_path, stats):
     pipe, _ = copy_pipe(tmp_path, stats, spill_bytes=4096, pipe_bytes=1 << 20)
     try:
-        size = fcntl.fcntl(pipe._fd, F_GETPIPE_SZ)
+        size = fcntl.fcntl(pipe._child.fd, F_GETPIPE_SZ)
         limit = int(open("/proc/sys/fs/pipe-max-size").read())
         assert size == min(1 << 20, limit) or os.geteuid() == 0 and size == 1 << 20
     finally:
