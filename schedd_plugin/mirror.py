@@ -190,6 +190,14 @@ class Mirror:
             self._procs.setdefault(ad.cluster, {})[key] = ad
         return True
 
+    def set_types(self, key: str, mytype: str, targettype: str) -> bool:
+        """The ad's MyType/TargetType as a 101 line gives them (a reload's diff)."""
+        ad = self.ads.get(key)
+        if ad is None:
+            return False
+        ad.mytype, ad.targettype = self._type(mytype), self._type(targettype)
+        return True
+
     def destroy_classad(self, key: str) -> bool:
         ad = self.ads.pop(key, None)
         if ad is None:

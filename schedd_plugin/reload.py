@@ -63,7 +63,7 @@ def replay_differences(mirror: Mirror, fresh: Mirror, plugin: ClassAdLogPlugin) 
     """Make ``mirror`` equal ``fresh``, calling back each real difference; returns how many.
 
     Values that differ only in their spelling (normalise_value) are updated silently.
-    All of it is one begin/end pair.
+    All of it is one begin/end pair. ``mirror`` is changed only through its own methods.
     """
     changes = 0
     plugin.begin_transaction()
@@ -79,7 +79,7 @@ def replay_differences(mirror: Mirror, fresh: Mirror, plugin: ClassAdLogPlugin) 
             current = mirror.ads[key]
             changes += 1
         else:
-            current.mytype, current.targettype = ad.mytype, ad.targettype
+            mirror.set_types(key, ad.mytype, ad.targettype)
         attrs = current.attrs
         for lname, item in ad.attrs.items():
             old = attrs.get(lname)
@@ -89,7 +89,7 @@ def replay_differences(mirror: Mirror, fresh: Mirror, plugin: ClassAdLogPlugin) 
                 plugin.set_attribute(key, item[0], item[1])
                 changes += 1
             elif old != item:
-                attrs[lname] = item
+                mirror.set_attribute(key, item[0], item[1])     # a new spelling, no news
         for lname in [lname for lname in attrs if lname not in ad.attrs]:
             name = attrs[lname][0]
             mirror.delete_attribute(key, name)

@@ -234,7 +234,14 @@ def test_plugin_sigkill_and_sigterm_restarts_lose_nothing(run_factory):
 def test_monitor_restart_with_retries_converges(run_factory):
     run = run_factory(PANDA_RETRY_LIMIT="1000")
     run.activity(250)
-    run.restart_monitor(down_while=lambda: run.activity(250))
+
+    def down() -> None:
+        run.activity(250)
+        # Down until pandad has met it (on a busy machine the activity can be over first).
+        wait_until(lambda: counter(run.chain.statistics(), "transport_failures") > 0, 30,
+                   message="pandad to find the monitor down")
+
+    run.restart_monitor(down_while=down)
     run.activity(150)
     run.wait_quiet(timeout=90)         # a retry may wait out a backoff of some seconds
     assert run.chain.stop_plugin(signal.SIGTERM) == 0

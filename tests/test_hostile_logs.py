@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from schedd_plugin.tailscan import MAX_LINE_BYTES
 from tests.support import python_command, python_env, wait_until

@@ -5,7 +5,6 @@ pandad it forks is a small stand-in that copies its stdin to a file (what pandad
 records is tested elsewhere), so these tests see exactly what the plug-in wrote.
 """
 
-import os
 import shutil
 import signal
 import socket

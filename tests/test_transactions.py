@@ -86,3 +86,25 @@ def test_rotation_reason():
     # A 107 appearing in a file that was empty is the schedd creating it.
     assert rotation_reason(*same, 100, 0, None, (1, 9)) is None
     assert rotation_reason(*same, 100, 7, None, (1, 9)) == ("first line changed", False)
+
+
+def test_a_reload_replays_real_differences_and_takes_new_spellings_silently():
+    from schedd_plugin.mirror import Mirror
+    from schedd_plugin.reload import replay_differences
+    from tests.test_follower import Recorder
+
+    def mirror_of(*lines: str) -> Mirror:
+        mirror = Mirror()
+        mirror.apply(ops(*lines))
+        return mirror
+
+    live = mirror_of("101 1.0 Job Machine", "103 1.0 A 1", "103 1.0 S undefined",
+                     "101 2.0 Job Machine", "103 2.0 Gone 1")
+    fresh = mirror_of("101 1.0 Job Machine", "103 1.0 a 1.0", "103 1.0 S UNDEFINED",
+                      "103 1.0 New 5", "101 3.0 Job Machine")
+    recorder = Recorder(live)
+    assert replay_differences(live, fresh, recorder) == 3
+    assert recorder.calls == [("begin",), ("destroy", "2.0", True), ("set", "1.0", "New", "5"),
+                              ("new", "3.0", "Job"), ("end",)]
+    # The live mirror is the fresh one now, spellings included, though no callback said so.
+    assert live.effective("1.0") == fresh.effective("1.0") and "2.0" not in live

@@ -171,14 +171,7 @@ class _Loader:
         self._detected("FULL_HOSTNAME", fqdn)
 
     def _source(self, path: str, required: bool, what: str, depth: int = 1) -> None:
-        if "|" in path:
-            raise ConfigError(f"piped configuration sources are not supported: {path}")
-        text = self._read(path)
-        if text is None:
-            if required:
-                raise ConfigError(f"cannot read {what} {path}")
-            return
-        self.parser.parse(text, path, depth)
+        self.parser.parse_file(path, depth, f"cannot read {what}" if required else None)
 
     def _required(self) -> bool:
         value = self.ctx.expand(self.ctx.lookup("REQUIRE_LOCAL_CONFIG_FILE") or "")

@@ -123,14 +123,19 @@ class Parser:
                               "support")
         if words:
             raise ConfigError(f"unexpected keyword(s) '{options}' after include")
-        path = self.ctx.expand(target)
+        self.parse_file(self.ctx.expand(target), depth + 1,
+                        "cannot open included file" if must_exist else None)
+
+    def parse_file(self, path: str, depth: int, missing: Optional[str]) -> None:
+        """Parse the file at ``path`` (a configuration source or an include); one that cannot
+        be read is skipped, or, with ``missing``, the error "<missing> <path>"."""
         if "|" in path:
             raise ConfigError(f"piped configuration sources are not supported: {path}")
         text = self.read_source(path)
         if text is None:
-            if must_exist:
-                raise ConfigError(f"cannot open included file {path}")
+            if missing:
+                raise ConfigError(f"{missing} {path}")
             return
-        if depth + 1 >= MAX_INCLUDE_DEPTH:
+        if depth >= MAX_INCLUDE_DEPTH:
             raise ConfigError("includes nested too deep")
-        self.parse(text, path, depth + 1)
+        self.parse(text, path, depth)
