@@ -1,6 +1,6 @@
 """The plug-in side of self-healing: the back channel, the re-sends and the saved heal state.
 
-``Healer`` is the pipe's tracker (``schedd_plugin.pipe.PipeTracker``): it sees every record
+``Healer`` is the pipe's tracker (``schedd_plugin.backchannel.PipeTracker``): it sees every record
 written whole or dropped, pandad's starts and exits, and the bytes of pandad's back channel
 (``docs/architecture.md``, "The back channel"), and feeds them to the pure
 ``schedd_plugin.healing.Healing``. ``tick()``, called by the plug-in's loop after each poll,
