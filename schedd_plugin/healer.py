@@ -21,6 +21,7 @@ import time
 from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 from pandad.config import EXIT_CONFIG_ERROR, ConfigError, HTCondorConfig
+from pandad.knobs import PandadSettings, load_pandad_settings
 from pandad.stats import Statistics
 
 from schedd_plugin.backchannel import PipeTracker
@@ -33,7 +34,7 @@ FORMAT = "panda_plugin-heal"
 VERSION = 1
 SAVE_INTERVAL = 10.0
 # Used when pandad's own configuration cannot be read to find its queue size.
-DEFAULT_PANDAD_QUEUE_SIZE = 131072
+DEFAULT_PANDAD_QUEUE_SIZE = PandadSettings.queue_size
 # Heal records pandad holds unsettled stay below this many of its PANDA_QUEUE_SIZE. Over the
 # size, its buffer still takes records for as long as the flusher keeps taking (the grace
 # window), so two sizes double the pace of healing without pushing live records out; pandad
@@ -93,10 +94,8 @@ def load_heal_state(path: str) -> Optional[HealState]:
 def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
     """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below a multiple."""
     try:
-        from pandad.knobs import load_pandad_settings
-
         return load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).queue_size
-    except (ConfigError, ImportError, AttributeError):
+    except ConfigError:
         return DEFAULT_PANDAD_QUEUE_SIZE
 
 

@@ -2,7 +2,8 @@
 """The project's test command: ``python3 tests/run.py [pytest arguments]``.
 
 Creates a virtual environment with the development tools (``tests/requirements.txt``)
-the first time, or again when that file changes, then runs pytest in it. The runtime
+the first time, or again when that file changes, then runs pytest in it, on two workers
+unless the arguments say otherwise (``-n 0``: one process). The runtime
 itself needs nothing from that environment: pandad is standard library only.
 """
 
@@ -37,11 +38,24 @@ def ensure_venv() -> None:
     stamp.write_text(wanted + "\n")
 
 
+# Two workers (pytest-xdist): the system tests spend most of their time waiting on real
+# processes and timers, so two run in about half the time even on two CPUs; work stealing
+# keeps the two-minute soak from being the tail. ``-n 0`` runs everything in one process.
+WORKERS = ["-n", "2", "--dist", "worksteal"]
+
+
+def with_workers(argv: list) -> list:
+    """``argv`` with the default workers, unless it chooses its own (or disables xdist)."""
+    chosen = any(arg == "no:xdist" or arg.startswith(("-n", "--numprocesses"))
+                 for arg in argv)
+    return argv if chosen else WORKERS + argv
+
+
 def main(argv: list) -> int:
     ensure_venv()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    command = [str(venv_python()), "-m", "pytest", *argv]
+    command = [str(venv_python()), "-m", "pytest", *with_workers(argv)]
     return subprocess.run(command, cwd=REPO, env=env).returncode
 
 
