@@ -1,7 +1,9 @@
 """The flusher: one cycle sends what is buffered as POST, PUT and DELETE (docs/design.md §4.3).
 
-A cycle sends what was buffered when it started, one slice at a time: it takes at most
-``SLICE_REQUESTS × max_request_bytes`` of record lines (``RecordBuffer.take``), coalesces them
+A cycle sends what was buffered when it started, and each whole slice that arrives while it
+is younger than ``flush_interval`` (so a burst goes out back to back while a trickle is still
+batched), one slice at a time: it takes at most ``SLICE_REQUESTS × max_request_bytes`` of
+record lines (``RecordBuffer.take``), coalesces them
 per job (``pandad.coalesce``) and sends the adds (POST), then the updates (PUT), then the removes
 (DELETE), each as JSON arrays of ``convert.job_object`` objects, split so that no body passes
 ``max_request_bytes``; then the next slice. A slice is sent whole before the next is taken, so
@@ -223,7 +225,7 @@ class Flusher:
     def flush_once(self) -> None:
         """Send what is buffered now, slice by slice; the first slice takes in any carry-over."""
         self._apply_next()
-        # Lines arriving during the cycle wait for the next one, so a cycle always ends.
+        started = self._clock()
         todo = len(self._buffer)
         if not todo and self._pending is None:
             return
@@ -233,11 +235,15 @@ class Flusher:
         slice_bytes = SLICE_REQUESTS * self._settings.max_request_bytes
         cycle = _Cycle()
         first = True
-        while first or todo > 0:
+        while True:
+            more = todo > 0 or (not first and self._full_slice_arrived(started, slice_bytes,
+                                                                       cycle))
+            if not (first or more):
+                break
             with self._lock:
                 if self._abandoned:
                     return
-                lines = self._buffer.take(slice_bytes) if todo > 0 else []
+                lines = self._buffer.take(slice_bytes) if more else []
                 self._unsettled += len(lines)
                 self._report.taken(len(lines))
                 self._inflight = lines
@@ -257,6 +263,14 @@ class Flusher:
                 break                   # the rest stays buffered for the retry cycle
         self._finish(cycle)
         self._report.cycle_done()
+
+    def _full_slice_arrived(self, started: float, slice_bytes: int, cycle: _Cycle) -> bool:
+        """Lines that arrive during a cycle wait for the next one, unless a whole slice of them
+        is buffered while the cycle is younger than ``flush_interval`` and sending works: a
+        burst then goes out back to back, a trickle still waits to be batched, and a cycle
+        always ends (a later cycle starts at once when it is due)."""
+        return (not cycle.down and self._buffer.nbytes >= slice_bytes
+                and self._clock() - started < self._settings.flush_interval)
 
     def _send_batch(self, batch: Batch, cycle: _Cycle) -> None:
         if batch.bad:
