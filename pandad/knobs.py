@@ -71,7 +71,10 @@ KNOBS: Tuple[Knob, ...] = (
          "max(16 MiB, 4 x PANDA_QUEUE_SIZE). Must not be below PANDA_QUEUE_SIZE.",
          limits=(0, 16 * GIB)),
     Knob("PANDA_FLUSH_INTERVAL", "1", "seconds", "flush_interval", "pandad",
-         "Least seconds between two send cycles (0 = send as soon as records arrive).",
+         "Least seconds between two send cycles (0 = send as soon as records arrive). "
+         "A cycle also takes each whole slice (a quarter of `PANDA_MAX_REQUEST_BYTES` of "
+         "records) that arrives while it is younger than this, so a burst is sent back to "
+         "back.",
          limits=(0, HOUR)),
     Knob("PANDA_MAX_REQUEST_BYTES", "524288", "size", "max_request_bytes", "pandad",
          "Largest HTTP request body; bigger batches are split.", limits=(1, GIB)),

@@ -109,6 +109,15 @@ class WakeupPipe:
         os.close(self._write)
 
 
+def close_quietly(fd: Optional[int]) -> None:
+    """Close ``fd`` if there is one; a close that fails (EBADF, EIO) leaves nothing to do."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class DropEpisode:
     """Drops of one kind, counted by episode so that the owner logs a line as an episode
     starts, perhaps a reminder, and one summary as it ends, never a line per drop.

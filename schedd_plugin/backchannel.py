@@ -15,6 +15,8 @@ import subprocess
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
+from pandad.process import close_quietly
+
 log = logging.getLogger("panda_plugin.pipe")
 
 READ_BYTES = 65536
@@ -97,9 +99,5 @@ class ReportsPipe:
             self.read(sink)
 
     def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        close_quietly(self.fd)
+        self.fd = None

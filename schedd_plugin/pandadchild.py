@@ -36,6 +36,7 @@ import time
 from typing import Callable, Mapping, Optional, Sequence
 
 from pandad.knobs import EXIT_CONFIG_ERROR
+from pandad.process import close_quietly
 from pandad.stats import Counters
 from schedd_plugin.backchannel import PipeTracker, ReportsPipe
 
@@ -144,12 +145,8 @@ class PandadChild:
 
     def close_input(self) -> None:
         """EOF on pandad's stdin: "flush and exit"."""
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        close_quietly(self.fd)
+        self.fd = None
 
     def stop(self, timeout: float) -> Optional[int]:
         """Wait ``timeout`` s for pandad to exit after EOF, then SIGTERM, then SIGKILL; reap it.
