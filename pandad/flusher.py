@@ -1,42 +1,29 @@
 """The flusher: one cycle sends what is buffered as POST, PUT and DELETE (docs/design.md §4.3).
 
 A cycle sends what was buffered when it started, and each whole slice that arrives while it
-is younger than ``flush_interval`` (so a burst goes out back to back while a trickle is still
-batched), one slice at a time: it takes at most ``SLICE_REQUESTS × max_request_bytes`` of
-record lines (``RecordBuffer.take``), coalesces them
-per job (``pandad.coalesce``) and sends the adds (POST), then the updates (PUT), then the removes
-(DELETE), each as JSON arrays of ``convert.job_object`` objects, split so that no body passes
-``max_request_bytes``; then the next slice. A slice is sent whole before the next is taken, so
-the monitor sees the records' order (an UPDATE in slice 2 of a job ADDed in slice 1 goes as a
-PUT after that POST), and memory holds one slice decoded, not the whole buffer.
+is younger than ``flush_interval`` (a burst goes out back to back, a trickle is still
+batched), one slice at a time: at most ``SLICE_REQUESTS × max_request_bytes`` of record lines
+(``RecordBuffer.take``), coalesced per job (``pandad.coalesce``), sent as adds (POST), updates
+(PUT), removes (DELETE), each as JSON array bodies within ``max_request_bytes``
+(``pandad.bodies``). A slice is sent whole before the next is taken, so the monitor sees the
+records' order, and memory holds one slice decoded, not the whole buffer.
 
-What happens to a request depends on its answer (``endpoint.decide``):
+Each answer is acted on as ``endpoint.decide`` says: 2xx accepted (``records_sent``); an
+answer about single items split in halves down to one command, which is re-sent once with the
+other verb when ``upsert`` is on (a rejected POST as PUT, a rejected PUT as POST with
+``condorid`` from the GlobalJobId), else ``records_rejected`` with a line naming the job; no
+answer, 408, 429 or 5xx ends the cycle's sending: with ``retry_limit`` 0 what the cycle took
+is lost (``records_lost_transport``, at most once like the C++ daemon), otherwise the unsent
+commands carry over, merged with new records, after a backoff (or ``Retry-After``, within its
+cap), at most ``retry_limit`` times each; an answer about the endpoint (3xx, 401, 403, 404,
+405, 407, a small 413) ends it too, its commands lost as ``records_lost_endpoint(_<reason>)``,
+one line per episode (``EndpointEpisodes``).
 
-- 2xx: accepted; every record merged into its commands counts as ``records_sent``;
-- 400, 409, 422, and 413 for a large body: split in halves down to single commands, so one
-  unknown job does not sink a bulk update. A single rejected command is re-sent once with the
-  other verb when ``upsert`` is on (a rejected POST as PUT: the job exists already; a rejected
-  PUT as POST with ``condorid`` from the GlobalJobId: its ADD was lost). Still rejected:
-  ``records_rejected`` and a log line naming the job;
-- no answer, 408, 429, 5xx: nothing more is sent this cycle. With ``retry_limit`` 0 the
-  cycle's unsent commands, and the rest of what was buffered at its start, are lost
-  (``records_lost_transport``, at most once like the C++ daemon); otherwise the slice's unsent
-  commands carry over into the next cycle, merged with new records, after an exponential
-  backoff (or the ``Retry-After``, within its cap), at most ``retry_limit`` times each, and
-  the slices not yet taken stay buffered for that cycle;
-- anything else (3xx, 401, 403, 404, 405, 407, small 413) is about the endpoint: no split, no
-  re-send, nothing more this cycle; the cycle's unsent commands are lost as
-  ``records_lost_endpoint(_<reason>)``, logged once per episode (``EndpointEpisodes``).
-
-Accounting: every record taken from the buffer is "unsettled" until it is counted in exactly
-one of records_sent, records_rejected, records_lost_transport, records_lost_endpoint,
-records_bad (or, at shutdown, records_discarded_shutdown through ``abandon``), always through
-``_settle``. Losses are logged once per cycle with counts; per-record detail is DEBUG.
-
-The back channel (``pandad.report``) hears of the same outcomes through one seam, ``report``:
-``taken`` when a slice is taken, ``lost`` from ``_settle`` for the jobs of records counted
-rejected, lost or unconvertible, ``slice_settled`` with the commands carried for a retry after
-each slice, ``abandoned`` with the jobs held at shutdown, and ``cycle_done``.
+Accounting: every record taken is "unsettled" until ``_settle`` counts it in exactly one
+outcome (``stats.OUTCOMES``; at shutdown ``records_discarded_shutdown`` through ``abandon``).
+The back channel (``pandad.report``) hears of the same through one seam, ``report``: ``taken``,
+``lost`` (from ``_settle``), ``slice_settled`` with the commands carried for a retry,
+``abandoned`` and ``cycle_done``.
 """
 
 import logging
@@ -499,7 +486,6 @@ class Flusher:
                         len(carried.adds) + len(carried.update_entries) + len(carried.removes),
                         carried.records, delay, cycle.reason)
         self._stats.set("records_pending_retry", self.pending_records)
-
 
 
 def _held(items: List[object]) -> Tuple[List[str], List[bytes]]:
