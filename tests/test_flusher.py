@@ -13,13 +13,13 @@ import pytest
 from pandad.buffer import RecordBuffer
 from pandad.config import HTCondorConfig
 from pandad.dev.devmonitor import DevMonitor
-from pandad.flusher import Flusher, backoff
+from pandad.flusher import SLICE_REQUESTS, Flusher, backoff
 from pandad.knobs import load_pandad_settings
 from pandad.report import NO_REPORT, BackChannel, Ledger
 from pandad.stats import OUTCOMES, Statistics
 from pandad.transport import Transport
 from pandad.wire import encode_add, encode_remove, encode_update
-from tests.support import wait_until
+from tests.support import FakeClock, wait_until
 from tests.support.fake_transport import ACCEPT, FakeTransport, refused
 from tests.support.faultserver import FaultServer, refused_url, respond
 
@@ -415,4 +415,55 @@ def test_a_refused_cycle_without_retries_loses_every_slice_it_took(base_settings
     assert rig.count("requests_made") == 1
     assert rig.count("records_lost_transport") == 200 and rig.count("records_bad") == 1
     assert len(rig.buffer) == 0
+    rig.assert_accounted()
+
+
+def _arriving_during_requests(rig: Rig, first_job: int, records: int):
+    """A reply that, at the first request, puts ``records`` more distinct jobs' records into
+    the buffer (they arrive while the cycle sends), then accepts."""
+    arrived = []
+
+    def reply(method: str, body: bytes) -> int:
+        if not arrived:
+            arrived.append(True)
+            rig.feed(*(encode_update(job(i), [("JobStatus", "2")])
+                       for i in range(first_job, first_job + records)))
+        return ACCEPT[method]
+    return reply
+
+
+@pytest.mark.parametrize("records", [4000, 10])
+def test_a_burst_arriving_mid_cycle_goes_in_it_a_trickle_waits(base_settings, records):
+    """Whole slices that arrive while a cycle is young go out in that cycle (a burst is sent
+    back to back); less than a slice waits for the next cycle, to be batched."""
+    clock = FakeClock()
+    transport = FakeTransport()
+    rig = Rig(base_settings, transport=transport, clock=clock)
+    transport.otherwise = _arriving_during_requests(rig, 100, records)
+    rig.feed(encode_add(job(1), "1.0"))
+    rig.flusher.flush_once()
+    slice_bytes = SLICE_REQUESTS * base_settings.max_request_bytes
+    assert rig.count("batches") == 1 and rig.buffer.nbytes < slice_bytes
+    assert rig.count("records_sent") == 1 + records - len(rig.buffer)
+    if records == 10:
+        assert len(rig.buffer) == 10                 # a trickle: the next cycle
+    else:
+        assert rig.count("records_sent") > 2000      # a slice and more went back to back
+    rig.flusher.flush_once()
+    assert rig.count("batches") == 2 and len(rig.buffer) == 0
+    assert rig.count("records_sent") == 1 + records
+    rig.assert_accounted()
+
+
+def test_an_old_cycle_leaves_what_arrives_to_the_next(base_settings):
+    """A cycle that has already run ``flush_interval`` takes no more: a cycle always ends."""
+    clock = FakeClock()
+    transport = FakeTransport(clock=clock, takes=1.5)
+    rig = Rig(base_settings, transport=transport, clock=clock)
+    transport.otherwise = _arriving_during_requests(rig, 100, 4000)
+    rig.feed(encode_add(job(1), "1.0"))
+    rig.flusher.flush_once()
+    assert rig.count("batches") == 1 and len(rig.buffer) == 4000
+    rig.flusher.flush_once()
+    assert rig.count("records_sent") == 4001 and len(rig.buffer) == 0
     rig.assert_accounted()
