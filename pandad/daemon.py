@@ -129,17 +129,15 @@ class Daemon:
     """One pandad process: owns the buffer, the flusher, the statistics and the threads."""
 
     def __init__(self, settings: PandadSettings, stdin_fd: int = 0,
-                 stall_after: Optional[float] = None,
                  back_channel: Optional[BackChannel] = None) -> None:
-        """``stall_after``: seconds before a request in flight is logged (default 60);
-        ``back_channel``: where to report losses (``PANDAD_BACK_CHANNEL=1``)."""
+        """``back_channel``: where to report losses (``PANDAD_BACK_CHANNEL=1``)."""
         self.settings = settings
         self.stats = Statistics()
         self.buffer = RecordBuffer(settings.queue_size, settings.queue_grace,
                                    settings.queue_max_size)
         self.back_channel = back_channel
         self.flusher = Flusher(self.buffer, Transport(settings), self.stats, settings,
-                               stall_after=stall_after, report=back_channel or NO_REPORT)
+                               report=back_channel or NO_REPORT)
         self._stdin_fd = stdin_fd
         self._wakeup = WakeupPipe()
         self._reader_lock = threading.Lock()     # a chunk is counted whole, or not read
@@ -430,10 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if settings is None:
         return EXIT_CONFIG_ERROR
     try:
-        # A seam for the tests, not a knob: a real-process stall test cannot wait a minute.
-        stall_after = os.environ.get("_PANDAD_STALL_AFTER")
-        daemon = Daemon(settings, stall_after=float(stall_after) if stall_after else None,
-                        back_channel=back_channel)
+        daemon = Daemon(settings, back_channel=back_channel)
     except (TransportError, OSError, ValueError) as error:
         return fatal(redact_urls(str(error)), back_channel)
     return daemon.run()

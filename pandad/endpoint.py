@@ -174,8 +174,11 @@ class InFlight:
         request = self._request
         return None if request is None else (self._clock() - request[0], request[1])
 
-    def watch(self, timeout: float) -> Tuple[str, float]:
-        """(the line to log now or "", seconds until worth watching again); one caller."""
+    def watch(self, timeout: float, after: Optional[float] = None) -> Tuple[str, float]:
+        """(the line to log now or "", seconds until worth watching again); one caller.
+        ``after``: seconds before a request is named (PANDA_STALL_WARNING), if changed."""
+        if after is not None:
+            self._watch.after = after
         request = self._request
         now = self._clock()
         name, wait = self._watch.check(now, request[0] if request else None)

@@ -88,11 +88,9 @@ class Flusher:
     """Sends the buffer's records to the monitor, one cycle at a time."""
 
     def __init__(self, buffer: RecordBuffer, transport, stats: Counters, settings,
-                 clock: Callable[[], float] = time.monotonic,
-                 stall_after: Optional[float] = None, report=NO_REPORT,
+                 clock: Callable[[], float] = time.monotonic, report=NO_REPORT,
                  fast: bool = True) -> None:
-        """``stall_after``: seconds before an outstanding request is logged (tests shorten it);
-        ``report``: the back channel's seam (``pandad.report``); ``fast``: build plain
+        """``report``: the back channel's seam (``pandad.report``); ``fast``: build plain
         updates' JSON as text (``Converter.entry_texts`` and ``encode_pieces``); False is the
         reference, objects through ``encode_objects``."""
         self._fast = fast
@@ -110,7 +108,7 @@ class Flusher:
         self._failures = 0                  # failed cycles in a row
         self._idle = threading.Event()      # for backoff waits while draining
         self._episodes = EndpointEpisodes()
-        self.in_flight = InFlight(clock, stall_after)
+        self.in_flight = InFlight(clock, settings.stall_warning)
         self._report = report               # the back channel's seam (pandad.report)
         self._inflight: object = None       # the slice being sent: lines, then its Batch
 
@@ -197,7 +195,8 @@ class Flusher:
     def watch_stall(self) -> float:
         """Log the request in flight when it has waited too long for its answer (again every
         few minutes); the seconds until it is worth looking again."""
-        line, wait = self.in_flight.watch(self._settings.update_timeout)
+        settings = self._settings
+        line, wait = self.in_flight.watch(settings.update_timeout, settings.stall_warning)
         if line:
             log.warning("%s", line)
         return wait

@@ -60,6 +60,10 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("PANDA_UPDATE_TIMEOUT", "0", "seconds", "update_timeout", "pandad",
          "Seconds one HTTP request may take in all before it is given up and its commands "
          "are lost (0 = wait forever).", limits=(0, DAY)),
+    Knob("PANDA_STALL_WARNING", "60", "seconds", "stall_warning", "pandad",
+         "Seconds a request may wait for its answer before the log names it (its URL and "
+         "age; again every 5 minutes while it lasts), whatever PANDA_UPDATE_TIMEOUT says.",
+         limits=(1, DAY)),
     Knob("PANDA_QUEUE_SIZE", "131072", "size", "queue_size", "pandad",
          "Bytes of records pandad buffers before the grace window opens.", limits=(1, 4 * GIB)),
     Knob("PANDA_QUEUE_GRACE", "3", "seconds", "queue_grace", "pandad",
@@ -166,6 +170,7 @@ KNOBS: Tuple[Knob, ...] = (
 class PandadSettings:
     url: str
     update_timeout: float = 0.0
+    stall_warning: float = 60.0
     queue_size: int = 131072
     queue_grace: float = 3.0
     queue_max_size: int = AUTO_QUEUE_MAX_SIZE

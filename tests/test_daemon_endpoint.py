@@ -95,7 +95,7 @@ def test_a_redirect_is_logged_with_its_location(tmp_path, status):
 
 def test_a_request_without_answer_is_named_and_the_buffer_full_line_says_why(tmp_path):
     with HangServer() as server, PandadProcess(
-            tmp_path, url=server.url, environ={"_PANDAD_STALL_AFTER": "1.0"},
+            tmp_path, url=server.url, PANDA_STALL_WARNING="1",
             PANDA_UPDATE_TIMEOUT="0", PANDA_QUEUE_SIZE="20000", PANDA_QUEUE_GRACE="0",
             PANDA_QUEUE_MAX_SIZE="20000", PANDA_SHUTDOWN_GRACE="1") as pandad:
         pandad.write_all(adds(10))

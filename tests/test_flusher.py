@@ -48,14 +48,14 @@ class Rig:
 
     def __init__(self, settings, url: Optional[str] = None,
                  transport: Optional[FakeTransport] = None, clock=None,
-                 stall_after: Optional[float] = None, report=NO_REPORT, **changes) -> None:
+                 report=NO_REPORT, **changes) -> None:
         url = transport.url_for_log if transport is not None else url
         self.settings = dataclasses.replace(settings, url=url, **changes)
         self.stats = Statistics()
         self.buffer = RecordBuffer(1 << 30, 0, 1 << 30)
         extra = {"clock": clock} if clock is not None else {}
         self.flusher = Flusher(self.buffer, transport or Transport(self.settings), self.stats,
-                               self.settings, stall_after=stall_after, report=report, **extra)
+                               self.settings, report=report, **extra)
         self.put = 0
 
     def feed(self, *records: bytes) -> None:

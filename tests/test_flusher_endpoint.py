@@ -176,9 +176,9 @@ def test_the_backoff_counts_from_the_end_of_the_failed_cycle(base_settings):
     rig.assert_accounted()
 
 
-def test_a_request_in_flight_is_named_after_stall_after(base_settings, caplog):
+def test_a_request_in_flight_is_named_after_stall_warning(base_settings, caplog):
     with HangServer() as server:
-        rig = Rig(base_settings, server.url, stall_after=0.3, update_timeout=0.0)
+        rig = Rig(base_settings, server.url, stall_warning=0.3, update_timeout=0.0)
         rig.feed_jobs(5)
         assert rig.flusher.in_flight.age() is None
         assert rig.flusher.watch_stall() == pytest.approx(0.3)
