@@ -138,6 +138,12 @@ class StallWatch:
         self._started: Optional[float] = None      # the request last named
         self._next = 0.0                           # when to name it again
 
+    def set_after(self, after: float) -> None:
+        """A new threshold (SIGHUP) counts for the request outstanding now too."""
+        if after != self.after:
+            self.after = after
+            self._started = None
+
     def check(self, now: float, started: Optional[float]) -> Tuple[bool, float]:
         """(name it now?, seconds until worth checking again) for a request started at
         ``started`` (None: no request outstanding)."""
@@ -178,7 +184,7 @@ class InFlight:
         """(the line to log now or "", seconds until worth watching again); one caller.
         ``after``: seconds before a request is named (PANDA_STALL_WARNING), if changed."""
         if after is not None:
-            self._watch.after = after
+            self._watch.set_after(after)
         request = self._request
         now = self._clock()
         name, wait = self._watch.check(now, request[0] if request else None)

@@ -283,3 +283,25 @@ def test_a_busy_endpoint_with_retries_logs_its_first_loss(base_settings, caplog)
     assert len(lost) == 1 and "answered HTTP 503" in lost[0]
     assert rig.count("records_lost_transport") > 5
     rig.assert_accounted()
+
+
+def test_a_new_stall_warning_counts_while_the_request_still_hangs(base_settings, caplog):
+    """SIGHUP with a shorter PANDA_STALL_WARNING while a request hangs: it names that request,
+    though the new settings apply to sending only from the next cycle."""
+    with HangServer() as server:
+        rig = Rig(base_settings, server.url, update_timeout=0.0)
+        rig.feed_jobs(5)
+        thread = threading.Thread(target=rig.flusher.flush_once, daemon=True)
+        with caplog.at_level(logging.WARNING, logger="pandad"):
+            thread.start()
+            wait_until(lambda: server.requests == 1, 10)
+            assert rig.flusher.watch_stall() > 50          # the default: a minute
+            rig.flusher.reconfigure(dataclasses.replace(rig.settings, stall_warning=0.2))
+
+            def named() -> bool:
+                rig.flusher.watch_stall()
+                return any("no answer yet" in r.getMessage() for r in caplog.records)
+
+            wait_until(named, 10)
+            server.stop()
+            thread.join(10)
