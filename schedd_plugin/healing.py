@@ -312,7 +312,7 @@ class Healing:
                     "heal rounds lost in a row: the monitor may be away)")
         if self.reports and self.in_flight_bytes >= self.max_in_flight_bytes:
             return (f"pandad has not settled {self.in_flight_bytes} bytes it was sent "
-                    f"(healing waits below {self.max_in_flight_bytes}, twice its PANDA_QUEUE_SIZE)")
+                    f"(healing waits until it is below {self.max_in_flight_bytes})")
         return ""
 
     def pop(self) -> Optional[bytes]:
