@@ -193,9 +193,8 @@ class Flusher:
         return discarded
 
     def watch_stall(self) -> float:
-        """Log the request in flight when it has waited too long for its answer (again every
-        few minutes); the seconds until it is worth looking again. A SIGHUP's settings count
-        at once here: the request they are about may be the one holding up the next cycle."""
+        """Log a request in flight that waits too long for its answer (a SIGHUP's settings count
+        at once: it may hold up the next cycle); the seconds until worth looking again."""
         change = self._next
         settings = change[0] if change is not None else self._settings
         line, wait = self.in_flight.watch(settings.update_timeout, settings.stall_warning)
