@@ -11,7 +11,8 @@ fd 1 (docs/architecture.md, "The back channel"). Two parts:
 - ``BackChannel``: writes what the ledger has to say to a non-blocking fd, from whichever
   thread calls ``flush`` (the flusher after each cycle and, while lines wait, every
   ``REPORT_RETRY`` seconds when idle; the reader after drops; the main thread at exit). A
-  line is never torn: what the pipe does not take waits, whole, for the next ``flush``. EPIPE (the plug-in is gone) ends reporting.
+  line is never torn: what the pipe does not take waits, whole, for the next ``flush``.
+  EPIPE (the plug-in is gone) ends reporting.
 
 Where a record is while unsettled, and how the watermark accounts for it:
 

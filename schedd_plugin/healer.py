@@ -91,20 +91,21 @@ def load_heal_state(path: str) -> Optional[HealState]:
                          decode_heal_state)
 
 
-def pandad_queue_size(environ: Mapping[str, str] = os.environ) -> int:
-    """pandad's PANDA_QUEUE_SIZE: healing keeps what pandad holds unsettled below a multiple."""
+def max_in_flight_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """Healing keeps what pandad holds unsettled below HEAL_QUEUES_IN_FLIGHT of its
+    PANDA_QUEUE_SIZE (read from pandad's own configuration)."""
     try:
-        return load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).queue_size
+        queue_size = load_pandad_settings(HTCondorConfig.load("PANDAD", environ)).queue_size
     except ConfigError:
-        return DEFAULT_PANDAD_QUEUE_SIZE
+        queue_size = DEFAULT_PANDAD_QUEUE_SIZE
+    return HEAL_QUEUES_IN_FLIGHT * queue_size
 
 
 def make_healer(plugin, stats: Statistics, path: Optional[str], resync_interval: float,
                 environ: Mapping[str, str] = os.environ) -> "Healer":
     """The plug-in's healer, with the heal state saved at ``path`` (None: never saved)."""
     healer = Healer(plugin, stats, path,
-                    Healing(max_in_flight_bytes=HEAL_QUEUES_IN_FLIGHT
-                            * pandad_queue_size(environ)),
+                    Healing(max_in_flight_bytes=max_in_flight_bytes(environ)),
                     resync_interval=resync_interval)
     healer.restore(load_heal_state(path) if path else None)
     return healer
@@ -143,7 +144,7 @@ class Healer(PipeTracker):
 
     def reload(self, environ: Mapping[str, str] = os.environ) -> None:
         """SIGHUP: pandad's queue size may have changed."""
-        self.healing.max_in_flight_bytes = HEAL_QUEUES_IN_FLIGHT * pandad_queue_size(environ)
+        self.healing.max_in_flight_bytes = max_in_flight_bytes(environ)
 
     # -- the pipe's tracker -------------------------------------------------------------------
 
